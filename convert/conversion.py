@@ -1,0 +1,89 @@
+"""One conversion: read a checkpoint, extract the ResNet, rename it, write Detectron2 weights."""
+import os
+from dataclasses import dataclass, field
+
+from tabulate import tabulate
+
+from .mapping import map_backbone
+from .sources import extract_backbone, load_checkpoint_file
+from .writer import check_output_path, sha256_of, write_detectron2_weights
+
+
+@dataclass
+class ConversionReport:
+    input_path: str
+    output_path: str
+    source_format: str  # "moco", "mocov3", "torchvision", "prefix:<P>"
+    target: str  # "c4", "fpn", "heuristic"
+    arch: str  # e.g. "ResNet-50 (bottleneck blocks [3, 4, 6, 3])"
+    depth: int
+    sha256: str  # of the input file
+    mapped: dict = field(default_factory=dict)  # key in the input file -> Detectron2 name
+    dropped: list = field(default_factory=list)  # [(key in the input file, reason)]
+
+    @property
+    def mapped_count(self):
+        return len(self.mapped)
+
+    def summary(self):
+        """What was converted, and a table of everything left out grouped by reason."""
+        by_reason = {}
+        for name, reason in self.dropped:
+            by_reason.setdefault(reason, []).append(name)
+        rows = [
+            (reason, len(names), ", ".join(names[:2]) + (" ..." if len(names) > 2 else ""))
+            for reason, names in by_reason.items()
+        ]
+        lines = [
+            f"{self.input_path} -> {self.output_path}",
+            f"  source: {self.source_format}, {self.arch}, target: {self.target}",
+            f"  mapped {self.mapped_count} tensors (e.g. "
+            + ", ".join(f"{k} -> {v}" for k, v in list(self.mapped.items())[:2])
+            + ")",
+        ]
+        if rows:
+            lines.append(f"  left out {len(self.dropped)} tensors:")
+            table = tabulate(rows, headers=["why", "count", "examples"], tablefmt="simple")
+            lines += ["    " + line for line in table.splitlines()]
+        return "\n".join(lines)
+
+
+def convert_checkpoint(
+    input_path, output_path, *, target="c4", source="auto", prefix=None, momentum_encoder=False,
+    force=False,
+):
+    """Convert a ResNet pretraining checkpoint into Detectron2 weights at ``output_path`` (.pkl).
+
+    ``target``: "c4" (exact R50-C4 names, res5 in roi_heads), "fpn" (backbone.bottom_up.*),
+    "heuristic" (bare stem./res2. names, Detectron2 matches them by suffix).
+    ``source``: "auto" or a forced layout (see ``convert.sources``).
+    Raises (nothing written) on unknown layouts, unsafe files, already-Detectron2
+    weights, or an existing output without ``force``.
+    """
+    input_path, output_path = os.fspath(input_path), os.fspath(output_path)
+    check_output_path(output_path, force)  # fail before reading a large file
+    extracted = extract_backbone(
+        load_checkpoint_file(input_path), source=source, prefix=prefix,
+        momentum_encoder=momentum_encoder,
+    )
+    mapped = map_backbone(extracted.backbone, target)
+    digest = sha256_of(input_path)
+    write_detectron2_weights(
+        mapped.tensors,
+        output_path,
+        matching_heuristics=(target == "heuristic"),
+        source={"file": os.path.basename(input_path), "sha256": digest, "format": extracted.format},
+        force=force,
+    )
+    origin = extracted.origin
+    return ConversionReport(
+        input_path=input_path,
+        output_path=output_path,
+        source_format=extracted.format,
+        target=target,
+        arch=str(mapped.arch),
+        depth=mapped.arch.depth,
+        sha256=digest,
+        mapped={origin[n]: d2 for n, d2 in mapped.renames.items()},
+        dropped=extracted.dropped + [(origin[n], why) for n, why in mapped.dropped],
+    )

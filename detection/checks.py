@@ -1,0 +1,228 @@
+"""Pre-flight checks run before training: each failure says what is wrong and how to fix it.
+
+A Detectron2 run that starts with a missing dataset or the wrong weights fails minutes (or
+hours, for pixel-format mistakes: nothing fails, AP is just low) later. These checks fail first.
+"""
+import os
+
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+# Pixel conventions of the two kinds of ImageNet initialisation (Detectron2 / MoCo configs).
+TORCHVISION_STYLE = {  # torchvision ResNets: MoCo, our converter, Detectron2's torchvision pickles
+    "INPUT.FORMAT": "RGB",
+    "MODEL.PIXEL_MEAN": [123.675, 116.280, 103.530],
+    "MODEL.PIXEL_STD": [58.395, 57.120, 57.375],
+    "MODEL.RESNETS.STRIDE_IN_1X1": False,
+}
+CAFFE_STYLE = {  # MSRA / FAIR Caffe2 model-zoo pickles (e.g. ImageNetPretrained/MSRA/R-50.pkl)
+    "INPUT.FORMAT": "BGR",
+    "MODEL.PIXEL_MEAN": [103.530, 116.280, 123.675],
+    "MODEL.PIXEL_STD": [1.0, 1.0, 1.0],
+    "MODEL.RESNETS.STRIDE_IN_1X1": True,
+}
+TORCHVISION_AUTHORS = ("moco-transfer", "MOCO", "torchvision")
+PLACEHOLDER_MARKERS = ("REPLACE_ME", "path/to/")
+DATASETS_ENV = "DETECTRON2_DATASETS"
+LAYOUT_DOC = "https://github.com/facebookresearch/detectron2/blob/main/datasets/README.md"
+
+# How to obtain each builtin family, keyed by dataset-name prefix (first match wins).
+HOW_TO_GET = [
+    ("digits_", "the embedded digit scenes: run `make data` (or `python tools/make_demo_data.py "
+                "--out DIR`) and set DEMO_DATA=DIR"),
+    ("voc_", "Pascal VOC from http://host.robots.ox.ac.uk/pascal/VOC/ (VOCtrainval_06-Nov-2007.tar, "
+             "VOCtest_06-Nov-2007.tar, VOCtrainval_11-May-2012.tar), extracted so that "
+             "$DETECTRON2_DATASETS/VOC2007 and VOC2012 each hold Annotations/, ImageSets/, JPEGImages/"),
+    ("keypoints_coco_", "COCO 2017 from https://cocodataset.org/#download (train2017.zip, val2017.zip, "
+                        "annotations_trainval2017.zip) as $DETECTRON2_DATASETS/coco/{train2017,val2017,annotations}"),
+    ("coco_", "COCO 2017 from https://cocodataset.org/#download (train2017.zip, val2017.zip, "
+              "annotations_trainval2017.zip) as $DETECTRON2_DATASETS/coco/{train2017,val2017,annotations}"),
+    ("lvis_", "LVIS annotations from https://www.lvisdataset.org/dataset as $DETECTRON2_DATASETS/lvis/*.json; "
+              "the images are COCO 2017's, in $DETECTRON2_DATASETS/coco/{train2017,val2017}"),
+    ("cityscapes_", "Cityscapes from https://www.cityscapes-dataset.com/downloads/ (gtFine_trainvaltest.zip, "
+                    "leftImg8bit_trainvaltest.zip) as $DETECTRON2_DATASETS/cityscapes/{gtFine,leftImg8bit}; "
+                    "semantic segmentation also needs `CITYSCAPES_DATASET=$DETECTRON2_DATASETS/cityscapes "
+                    "csCreateTrainIdLabelImgs` (from cityscapesscripts)"),
+    ("densepose_", "DensePose-COCO annotations (see the DensePose project's doc/DATASETS.md) in "
+                   "$DETECTRON2_DATASETS/coco/annotations, with COCO 2014 images"),
+    ("ade20k_", "ADE20K (ADEChallengeData2016.zip) as $DETECTRON2_DATASETS/ADEChallengeData2016, then "
+                "Detectron2's datasets/prepare_ade20k_sem_seg.py"),
+]
+
+# Metadata keys through which Detectron2's registrations name files and folders.
+PATH_KEYS = ("dirname", "json_file", "image_root", "image_dir", "gt_dir", "sem_seg_root",
+             "panoptic_root", "panoptic_json")
+
+
+class CheckError(RuntimeError):
+    """A configuration that would fail (or silently train badly) if run."""
+
+
+class DatasetNotFoundError(CheckError, FileNotFoundError):
+    pass
+
+
+class WeightsError(CheckError):
+    pass
+
+
+def datasets_root():
+    value = os.environ.get(DATASETS_ENV)
+    shown = f"{DATASETS_ENV}={value}" if value else f"{DATASETS_ENV} unset, so ./datasets"
+    return os.path.abspath(os.path.expanduser(value or "datasets")), shown
+
+
+def expected_paths(dataset_name):
+    """The files/folders a registered dataset reads, from its metadata."""
+    meta = MetadataCatalog.get(dataset_name)
+    paths = [meta.get(k) for k in PATH_KEYS if isinstance(meta.get(k), str) and "://" not in meta.get(k)]
+    if meta.get("dirname") and meta.get("split"):  # Pascal VOC layout
+        d = meta.dirname
+        paths += [os.path.join(d, "Annotations"), os.path.join(d, "JPEGImages"),
+                  os.path.join(d, "ImageSets", "Main", meta.split + ".txt")]
+    return list(dict.fromkeys(paths))
+
+
+def _how_to_get(dataset_name):
+    for prefix, text in HOW_TO_GET:
+        if dataset_name.startswith(prefix):
+            return text
+    return "the dataset's own download page"
+
+
+def check_dataset(dataset_name, hint=""):
+    """Raise ``DatasetNotFoundError`` unless ``dataset_name`` is registered and its files exist."""
+    root, shown = datasets_root()
+    if dataset_name not in DatasetCatalog.list():
+        import difflib
+
+        close = difflib.get_close_matches(dataset_name, DatasetCatalog.list(), n=5, cutoff=0.6)
+        raise DatasetNotFoundError(
+            f"dataset {dataset_name!r} is not registered"
+            + (f"; close names: {', '.join(close)}" if close else "") + ".\n"
+            "  Fix: use a registered name (DatasetCatalog.list()), or register it before training "
+            "(detectron2.data.datasets.register_coco_instances / register_pascal_voc; the digit scenes: "
+            "detection.datasets.register_demo_datasets)."
+        )
+    missing = [p for p in expected_paths(dataset_name) if not os.path.exists(p)]
+    meta = MetadataCatalog.get(dataset_name)
+    if not missing and meta.get("dirname") and meta.get("split"):
+        missing = _missing_voc_files(meta.dirname, meta.split)
+    if missing:
+        raise DatasetNotFoundError(
+            f"dataset {dataset_name!r}: missing {', '.join(missing)}\n"
+            f"  Datasets are looked up under {root} ({shown}; Detectron2 reads it when it is first "
+            f"imported, so set it before starting).\n"
+            f"  Expected layout: {LAYOUT_DOC}\n"
+            f"  Fix: get {_how_to_get(dataset_name)}, or point {DATASETS_ENV} at the folder that holds it."
+            + (f"\n  Hint: {hint}" if hint else "")
+        )
+
+
+def _missing_voc_files(dirname, split):
+    """A partly extracted VOC folder: the first listed image's xml/jpg must exist too."""
+    with open(os.path.join(dirname, "ImageSets", "Main", split + ".txt")) as f:
+        ids = [line.strip() for line in f if line.strip()]
+    if not ids:
+        return [os.path.join(dirname, "ImageSets", "Main", split + ".txt") + " (empty)"]
+    first = ids[0]
+    files = [os.path.join(dirname, "Annotations", first + ".xml"),
+             os.path.join(dirname, "JPEGImages", first + ".jpg")]
+    return [p for p in files if not os.path.exists(p)]
+
+
+def check_weights_path(weights):
+    """Placeholders and missing local files in ``MODEL.WEIGHTS`` ("" = random init is fine)."""
+    if not weights:
+        return
+    for marker in PLACEHOLDER_MARKERS:
+        if marker in weights:
+            raise WeightsError(
+                f"MODEL.WEIGHTS is still a placeholder: {weights!r} (contains {marker!r}).\n"
+                "  Fix: pass the converted MoCo weights, e.g. `MODEL.WEIGHTS output/moco_r50.pkl` "
+                "after the command line's other options (convert a MoCo checkpoint with the converter "
+                "first), or MODEL.WEIGHTS detectron2://ImageNetPretrained/MSRA/R-50.pkl for the "
+                "supervised baseline."
+            )
+    if "://" not in weights and not os.path.exists(os.path.expanduser(weights)):
+        raise WeightsError(
+            f"MODEL.WEIGHTS file not found: {weights!r} (looked in {os.path.abspath(weights)}).\n"
+            "  Fix: give the path of the converted .pkl (from the converter) or of a Detectron2 "
+            "checkpoint (.pth), or a detectron2:// model-zoo URL."
+        )
+
+
+def weights_pixel_style(weights):
+    """``(style, why)`` with style "torchvision", "caffe" or None (unknown: not checked)."""
+    if not weights:
+        return None, ""
+    if "://" in weights:  # not downloaded here: judge by the model-zoo folder it names
+        if "ImageNetPretrained/MSRA/" in weights or "ImageNetPretrained/FAIR/" in weights:
+            return "caffe", f"{weights} is a Caffe2 (MSRA/FAIR) model-zoo file"
+        if "ImageNetPretrained/torchvision/" in weights:
+            return "torchvision", f"{weights} is a torchvision model"
+        return None, ""
+    if not weights.endswith(".pkl"):
+        return None, ""  # .pth: a Detectron2 checkpoint trained with its own config
+    from convert.safe_pickle import safe_pickle_load
+
+    data = safe_pickle_load(os.path.expanduser(weights))  # refuses anything but numpy/containers
+    author = data.get("__author__") if isinstance(data, dict) else None
+    if author in TORCHVISION_AUTHORS:
+        source = data.get("source") or {}
+        extra = f" converted from {source.get('file')}" if isinstance(source, dict) and source.get("file") else ""
+        return "torchvision", f"{weights} was written by {author!r}{extra} (torchvision-style ResNet)"
+    if isinstance(data, dict) and "model" in data and author is not None:
+        return None, ""  # someone else's {"model", "__author__"} pickle: no convention known
+    return "caffe", f"{weights} is a Caffe2 model-zoo pickle (no __author__; e.g. MSRA R-50.pkl)"
+
+
+def _cfg_value(cfg, dotted):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _matches(key, value, expected):
+    if key in ("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD"):
+        return np.allclose(np.asarray(value, dtype=float), np.asarray(expected, dtype=float), atol=1.0)
+    return value == expected
+
+
+def check_pixel_format(cfg):
+    """The config's pixel format must be the one the initial weights were trained with."""
+    style, why = weights_pixel_style(cfg.MODEL.WEIGHTS)
+    if style is None:
+        return
+    expected = dict(TORCHVISION_STYLE if style == "torchvision" else CAFFE_STYLE)
+    if style == "caffe":
+        expected.pop("MODEL.PIXEL_STD")  # FAIR's ResNeXt pickles use a std; MSRA's use 1
+        if "MSRA" not in cfg.MODEL.WEIGHTS and "R-50" not in os.path.basename(cfg.MODEL.WEIGHTS) \
+                and "R-101" not in os.path.basename(cfg.MODEL.WEIGHTS):
+            expected.pop("MODEL.RESNETS.STRIDE_IN_1X1")  # ResNeXt: stride in the 3x3
+    wrong = [(k, _cfg_value(cfg, k), v) for k, v in expected.items() if not _matches(k, _cfg_value(cfg, k), v)]
+    if wrong:
+        lines = "\n".join(f"    {k}: config has {got!r}, the weights need {want!r}" for k, got, want in wrong)
+        fix = " ".join(f"{k} {str(v).replace(' ', '')}" for k, v in expected.items())
+        raise WeightsError(
+            f"MODEL.WEIGHTS does not match the config's pixel format: {why}.\n{lines}\n"
+            f"  Fix: use the config made for these weights (the *_moco configs for MoCo weights, the "
+            f"supervised ones for MSRA R-50), or add: {fix}"
+        )
+
+
+def has_resumable_checkpoint(cfg):
+    return os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+
+
+def run_checks(cfg, *, eval_only=False, resume=False):
+    """All checks for a run of ``cfg``: datasets it reads, then ``MODEL.WEIGHTS``."""
+    hint = cfg.MOCO.get("DATASET_ROOT_HINT", "") if "MOCO" in cfg else ""
+    names = list(cfg.DATASETS.TEST) + ([] if eval_only else list(cfg.DATASETS.TRAIN))
+    for name in dict.fromkeys(names):
+        check_dataset(name, hint)
+    if resume and has_resumable_checkpoint(cfg):
+        return  # MODEL.WEIGHTS is not read when resuming
+    check_weights_path(cfg.MODEL.WEIGHTS)
+    check_pixel_format(cfg)

@@ -1,0 +1,89 @@
+"""Pick the Detectron2 evaluator for a dataset from its metadata ``evaluator_type``.
+
+Same convention as Detectron2's ``tools/train_net.py``; the difference is that the COCO/LVIS
+tasks come from the config (bbox, + segm if MASK_ON, + keypoints if KEYPOINT_ON), and the fast
+COCO evaluation is used only when Detectron2's compiled ``_C`` extension exists.
+"""
+import functools
+import logging
+import os
+
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import (
+    CityscapesInstanceEvaluator,
+    CityscapesSemSegEvaluator,
+    COCOEvaluator,
+    COCOPanopticEvaluator,
+    DatasetEvaluators,
+    LVISEvaluator,
+    PascalVOCDetectionEvaluator,
+    SemSegEvaluator,
+)
+
+from .densepose_support import densepose_on, densepose_trainer_class
+
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def has_compiled_ops():
+    """True when ``detectron2._C`` (C++/CUDA ops) is built; the registry wheel has none."""
+    try:
+        from detectron2 import _C  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def instance_tasks(cfg):
+    tasks = ["bbox"]
+    if cfg.MODEL.MASK_ON:
+        tasks.append("segm")
+    if cfg.MODEL.KEYPOINT_ON:
+        tasks.append("keypoints")
+    return tuple(tasks)
+
+
+def build_evaluator(cfg, dataset_name, output_folder=None):
+    """The evaluator (or ``DatasetEvaluators``) for ``dataset_name`` under ``cfg``."""
+    if output_folder is None:
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+    if densepose_on(cfg):
+        # DensePose scores its own outputs (GPS/GPSm) next to COCO boxes; its trainer knows how.
+        return densepose_trainer_class().build_evaluator(cfg, dataset_name, output_folder)
+
+    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
+    if evaluator_type == "pascal_voc":
+        # Reports AP (COCO-style, IoU .50:.95), AP50 and AP75 from the VOC xml files.
+        return PascalVOCDetectionEvaluator(dataset_name)
+    if evaluator_type == "cityscapes_instance":
+        return CityscapesInstanceEvaluator(dataset_name)
+    if evaluator_type == "cityscapes_sem_seg":
+        return CityscapesSemSegEvaluator(dataset_name)
+    if evaluator_type == "lvis":
+        return LVISEvaluator(
+            dataset_name, instance_tasks(cfg), output_dir=output_folder,
+            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+        )
+    evaluators = []
+    if evaluator_type in ("sem_seg", "coco_panoptic_seg"):
+        evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+    if evaluator_type in ("coco", "coco_panoptic_seg"):
+        if not has_compiled_ops():
+            logger.info("detectron2._C not built: COCO evaluation uses pycocotools (slower, same numbers).")
+        evaluators.append(COCOEvaluator(
+            dataset_name, instance_tasks(cfg), output_dir=output_folder,
+            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+            use_fast_impl=has_compiled_ops(),
+            kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
+        ))
+    if evaluator_type == "coco_panoptic_seg":
+        evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
+    if not evaluators:
+        raise NotImplementedError(
+            f"no evaluator for dataset {dataset_name!r} (metadata evaluator_type="
+            f"{evaluator_type!r}). Fix: register the dataset with evaluator_type one of "
+            "pascal_voc, coco, lvis, cityscapes_instance, cityscapes_sem_seg, sem_seg, "
+            "coco_panoptic_seg (MetadataCatalog.get(name).set(evaluator_type=...))."
+        )
+    return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)

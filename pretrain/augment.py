@@ -1,0 +1,108 @@
+"""MoCo's pretraining augmentations, exactly as the reference ``main_moco.py``.
+
+The paper-faithful path: PIL images and torchvision's (v1) transforms, which draw all
+their randomness from the global ``torch`` generator (the loader seeds it per sample,
+see ``pretrain/data/dataset.py``). A faster path lives elsewhere; keep this one plain.
+
+- v1 (MoCo v1 paper, Sec. 4.1): RandomResizedCrop(scale 0.2..1), RandomGrayscale(0.2),
+  ColorJitter(0.4, 0.4, 0.4, 0.4), horizontal flip.
+- v2 "aug+" (MoCo v2 note, following SimCLR): ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8,
+  RandomGrayscale(0.2), GaussianBlur sigma in [0.1, 2.0] with p=0.5, horizontal flip.
+"""
+from torchvision import transforms
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+AUGMENTATIONS = ("v1", "v2")
+
+
+def normalize():
+    return transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def blur_kernel_size(crop_size):
+    """About 10% of the crop, odd (SimCLR's choice: 23 px at 224).
+
+    The reference blurs with PIL's unbounded GaussianBlur(radius=sigma); a kernel of ~10%
+    of the crop covers +-3 sigma for sigma <= 2 at 224, so the result is the same there,
+    and the kernel shrinks with small demo crops instead of blurring them away.
+    """
+    k = max(3, int(round(0.1 * crop_size)))
+    return k if k % 2 == 1 else k + 1
+
+
+def moco_v1_augmentation(crop_size=224):
+    return transforms.Compose([
+        transforms.RandomResizedCrop(crop_size, scale=(0.2, 1.0)),
+        transforms.RandomGrayscale(p=0.2),
+        transforms.ColorJitter(0.4, 0.4, 0.4, 0.4),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        normalize(),
+    ])
+
+
+def moco_v2_augmentation(crop_size=224):
+    return transforms.Compose([
+        transforms.RandomResizedCrop(crop_size, scale=(0.2, 1.0)),
+        transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        transforms.RandomGrayscale(p=0.2),
+        transforms.RandomApply(
+            [transforms.GaussianBlur(blur_kernel_size(crop_size), sigma=(0.1, 2.0))], p=0.5),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        normalize(),
+    ])
+
+
+class TwoCropsTransform:
+    """Two independent augmentations of one image: the query and the key (MoCo Alg. 1)."""
+
+    def __init__(self, base_transform):
+        self.base_transform = base_transform
+
+    def __call__(self, image):
+        q = self.base_transform(image)
+        k = self.base_transform(image)
+        return [q, k]
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.base_transform!r})"
+
+
+def build_augmentation(aug="v2", crop_size=224):
+    """One view's augmentation: ``aug`` is "v1" (MoCo v1) or "v2" (MoCo v2 "aug+")."""
+    if aug == "v1":
+        return moco_v1_augmentation(crop_size)
+    if aug == "v2":
+        return moco_v2_augmentation(crop_size)
+    raise ValueError(f"unknown augmentation {aug!r}: use one of {AUGMENTATIONS} "
+                     f"(v1 = MoCo v1 paper, v2 = MoCo v2 'aug+')")
+
+
+def build_pretrain_transform(aug="v2", crop_size=224):
+    """``callable(PIL image) -> [q, k]``, two float tensors [3, crop_size, crop_size]."""
+    if int(crop_size) < 8:
+        raise ValueError(f"crop_size={crop_size} is too small; use at least 8 (224 in the paper)")
+    return TwoCropsTransform(build_augmentation(aug, int(crop_size)))
+
+
+def build_eval_transform(image_size=224):
+    """Evaluation view (linear/kNN/supervised val): resize 1.14x (256 for 224), center crop."""
+    return transforms.Compose([
+        transforms.Resize(int(round(image_size * 256 / 224))),
+        transforms.CenterCrop(image_size),
+        transforms.ToTensor(),
+        normalize(),
+    ])
+
+
+def build_labeled_train_transform(image_size=224):
+    """Training view of the linear protocol and the supervised baseline: crop + flip."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(image_size),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        normalize(),
+    ])

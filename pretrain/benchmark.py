@@ -1,0 +1,560 @@
+"""Side-by-side speed of the MoCo pretraining data path and training step: reference vs ours.
+
+Both sides run in ONE process, interleaved round by round, so that a busy machine slows both
+alike: compare the ratios, not absolute figures across runs.
+
+Data path (images/s per CPU core, two crops each; ImageNet-like 500x375 JPEGs generated here):
+- reference: PIL decode + ``pretrain.augment.build_pretrain_transform`` (PIL + torchvision v1
+  transforms, as the reference ``main_moco.py``) -> two float tensors;
+- ours, CPU part: ``FastTwoCropTransform`` (reduced-size decode, uint8 crop + flip);
+- ours, CPU + device part: plus ``DeviceAugment`` on the batch (on a GPU that time is GPU time,
+  reported as GPU images/s; on a CPU-only machine it is added to the core's time);
+- with CUDA, also nvJPEG decode on the GPU (the CPU only reads bytes and draws crops).
+
+Training step (images/s, fraction of the measured matmul peak, peak memory):
+- reference: the official builder's step (fp32, contiguous, per-parameter Python momentum loop,
+  ``int(queue_ptr)`` host read, default ``torch.optim.SGD``);
+- ours: ``pretrain.moco.MoCo`` (foreach momentum, sync-free queue) with channels_last, autocast
+  bf16 (fp16 + GradScaler where bf16 is missing) on CUDA; on CPU bf16 only if it measures
+  faster; fused (CUDA) / foreach SGD; optional ``torch.compile``.
+FLOPs: a MoCo step costs ~4 encoder forwards per image (query forward + backward ~3, key
+forward 1); forward FLOPs are counted by ``torch.utils.flop_counter`` (2 FLOPs per MAC).
+"""
+import gc
+import io
+import os
+import random
+import resource
+import statistics
+import tempfile
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import psutil
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from .augment import build_pretrain_transform
+from .device_augment import DeviceAugment
+from .fast_augment import FastTwoCropTransform, collate_encoded, decode_two_crops_on_device
+
+# ----------------------------------------------------------------------------- data
+
+
+def make_jpegs(folder, n, size=(500, 375), quality=90, seed=0):
+    """``n`` ImageNet-like JPEGs (smooth shapes + texture, ~500x375, q90) -> list of paths.
+
+    Decode cost depends on content; flat or pure-noise images would flatter or punish it.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    w, h = size
+    for i in range(n):
+        low = rng.integers(0, 256, (rng.integers(4, 16), rng.integers(4, 16), 3), dtype=np.uint8)
+        base = np.asarray(Image.fromarray(low).resize((w, h), Image.BICUBIC), dtype=np.int16)
+        texture = rng.normal(0, 12, (h, w, 1)) + rng.normal(0, 6, (h, w, 3))
+        img = Image.fromarray(np.clip(base + texture, 0, 255).astype(np.uint8))
+        path = os.path.join(folder, f"img_{i:05d}.jpg")
+        img.save(path, "JPEG", quality=quality)
+        paths.append(path)
+    return paths
+
+
+class MainMocoGaussianBlur:
+    """``moco/loader.py``'s GaussianBlur: PIL's blur with sigma ~ U[0.1, 2] (Python ``random``)."""
+
+    def __init__(self, sigma=(0.1, 2.0)):
+        self.sigma = sigma
+
+    def __call__(self, x):
+        from PIL import ImageFilter
+
+        return x.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
+
+
+def reference_main_moco_transform(aug="v2", crop_size=224):
+    """The two-crop transform exactly as the official ``main_moco.py`` builds it (the baseline).
+
+    Differs from ``pretrain.augment`` only in the v2 blur: PIL's GaussianBlur (fast box-blur
+    approximation) where ``pretrain.augment`` uses torchvision's GaussianBlur (a dense 2-d kernel).
+    """
+    from torchvision import transforms as T
+
+    from .augment import TwoCropsTransform, normalize
+
+    if aug == "v1":
+        return build_pretrain_transform("v1", crop_size)
+    return TwoCropsTransform(T.Compose([
+        T.RandomResizedCrop(crop_size, scale=(0.2, 1.0)),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        T.RandomGrayscale(p=0.2),
+        T.RandomApply([MainMocoGaussianBlur([0.1, 2.0])], p=0.5),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        normalize(),
+    ]))
+
+
+def _reference_view(transform, path):
+    with Image.open(path) as im:  # the reference loader's pil_loader
+        return transform(im.convert("RGB"))
+
+
+def _timed(fn, device=None):
+    _sync(device)
+    t = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - t, out
+
+
+def _sync(device):
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def benchmark_data(paths, *, aug="v2", crop_size=224, device="cpu", rounds=3, batch=32, log=print):
+    """Per-core images/s of the reference and our data path, interleaved, one thread.
+
+    -> dict with images/s per core (median over rounds) for each path and the ratios.
+    """
+    device = torch.device(device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # "per core": one thread, one process
+    try:
+        ref_tf = reference_main_moco_transform(aug, crop_size)
+        project_tf = build_pretrain_transform(aug, crop_size)  # pretrain.augment (torchvision blur)
+        fast_tf = FastTwoCropTransform(aug, crop_size)
+        dev_aug = DeviceAugment(aug, crop_size, seed=0).to(device)
+        gpu_decode = device.type == "cuda"
+        enc_tf = FastTwoCropTransform(aug, crop_size, decode="device") if gpu_decode else None
+        chunks = [paths[i:i + batch] for i in range(0, len(paths) - batch + 1, batch)] or [paths]
+
+        def run_device(views):
+            return dev_aug(views.to(device, non_blocking=True))
+
+        # warm-up: first calls pay for imports, allocator and (on GPU) kernel selection
+        for fn in (lambda p: _reference_view(ref_tf, p), lambda p: _reference_view(project_tf, p), fast_tf):
+            fn(paths[0])
+        warm = torch.stack([fast_tf(p)[0] for p in chunks[0]])
+        for _ in range(2):
+            run_device(warm)
+        if gpu_decode:
+            jp, crops = collate_encoded([enc_tf(p) for p in chunks[0]])
+            for _ in range(2):
+                decode_two_crops_on_device(jp, crops, crop_size, device)
+        _sync(device)
+
+        t = {k: [] for k in ("reference", "project_reference", "ours_cpu", "ours_device", "gpu_decode_cpu", "gpu_decode_device")}
+        for r in range(rounds):
+            for chunk in chunks:
+                dt, _ = _timed(lambda: [_reference_view(ref_tf, p) for p in chunk])
+                t["reference"].append(dt)
+                dt, _ = _timed(lambda: [_reference_view(project_tf, p) for p in chunk])
+                t["project_reference"].append(dt)
+                dt, views = _timed(lambda: [fast_tf(p) for p in chunk])
+                t["ours_cpu"].append(dt)
+                q = torch.stack([v[0] for v in views])
+                k = torch.stack([v[1] for v in views])
+                dt, _ = _timed(lambda: (run_device(q), run_device(k)), device)
+                t["ours_device"].append(dt)
+                if gpu_decode:
+                    dt, enc = _timed(lambda: collate_encoded([enc_tf(p) for p in chunk]))
+                    t["gpu_decode_cpu"].append(dt)
+                    dt, _ = _timed(lambda: [run_device(v) for v in
+                                            decode_two_crops_on_device(*enc, crop_size, device)], device)
+                    t["gpu_decode_device"].append(dt)
+            log(f"  data round {r + 1}/{rounds}: reference {len(chunk) / t['reference'][-1]:.0f} img/s, "
+                f"ours CPU part {len(chunk) / t['ours_cpu'][-1]:.0f} img/s (1 core)")
+
+        def rate(key):
+            per_img = [dt / len(c) for dt, c in zip(t[key], chunks * rounds)]
+            return 1.0 / statistics.median(per_img) if per_img else None
+
+        res = {"aug": aug, "crop_size": crop_size, "images": len(paths), "rounds": rounds, "batch": batch,
+               "device": str(device), "threads": 1,
+               "reference_img_s_per_core": rate("reference"),
+               "project_reference_img_s_per_core": rate("project_reference"),
+               "ours_cpu_img_s_per_core": rate("ours_cpu"),
+               "ours_device_part_img_s": rate("ours_device")}
+        if device.type == "cpu":
+            # On a CPU-only machine the "device" part also runs on the core.
+            res["ours_cpu_plus_device_img_s_per_core"] = 1.0 / (1.0 / res["ours_cpu_img_s_per_core"]
+                                                                 + 1.0 / res["ours_device_part_img_s"])
+        else:
+            res["ours_cpu_plus_device_img_s_per_core"] = res["ours_cpu_img_s_per_core"]
+            res["gpu_decode_cpu_img_s_per_core"] = rate("gpu_decode_cpu")
+            res["gpu_decode_device_img_s"] = rate("gpu_decode_device")
+        ref = res["reference_img_s_per_core"]
+        res["speedup_cpu_part"] = res["ours_cpu_img_s_per_core"] / ref
+        res["speedup_cpu_plus_device"] = res["ours_cpu_plus_device_img_s_per_core"] / ref
+        return res
+    finally:
+        torch.set_num_threads(threads)
+
+
+def benchmark_loader(paths, *, aug="v2", crop_size=224, workers=2, batch=32, log=print):
+    """Total images/s through a real DataLoader with ``workers`` processes (reference vs ours)."""
+    from torch.utils.data import DataLoader, Dataset
+
+    class Files(Dataset):
+        def __init__(self, transform, reference):
+            self.transform, self.reference = transform, reference
+
+        def __len__(self):
+            return len(paths)
+
+        def __getitem__(self, i):
+            if self.reference:
+                return _reference_view(self.transform, paths[i])
+            return self.transform(paths[i])
+
+    out = {}
+    for name, ds in (("reference", Files(build_pretrain_transform(aug, crop_size), True)),
+                     ("ours_cpu", Files(FastTwoCropTransform(aug, crop_size), False))):
+        dl = DataLoader(ds, batch_size=batch, num_workers=workers, drop_last=True,
+                        pin_memory=torch.cuda.is_available(), persistent_workers=False)
+        t = time.perf_counter()
+        n = sum(b[0].shape[0] for b in dl)
+        dt = time.perf_counter() - t
+        out[f"{name}_img_s_total"] = n / dt
+        out[f"{name}_img_s_per_worker"] = n / dt / max(1, workers)
+        log(f"  loader {name}: {n / dt:.0f} img/s with {workers} workers")
+    out["workers"] = workers
+    out["speedup"] = out["ours_cpu_img_s_total"] / out["reference_img_s_total"]
+    return out
+
+
+# ----------------------------------------------------------------------------- step
+
+
+class ReferenceMoCo(nn.Module):
+    """The official ``moco/builder.py`` on one device (no DDP shuffle): the step's baseline.
+
+    Kept as written there on purpose: per-parameter momentum loop, ``int(self.queue_ptr)``.
+    """
+
+    def __init__(self, arch="resnet50", dim=128, K=65536, m=0.999, T=0.07, mlp=False):
+        super().__init__()
+        from .moco import build_encoder
+
+        self.K, self.m, self.T = K, m, T
+        self.encoder_q = build_encoder(arch, dim, mlp)
+        self.encoder_k = build_encoder(arch, dim, mlp)
+        for param_q, param_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters()):
+            param_k.data.copy_(param_q.data)
+            param_k.requires_grad = False
+        self.register_buffer("queue", F.normalize(torch.randn(dim, K), dim=0))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    @torch.no_grad()
+    def _momentum_update_key_encoder(self):
+        for param_q, param_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters()):
+            param_k.data = param_k.data * self.m + param_q.data * (1.0 - self.m)
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self, keys):
+        batch_size = keys.shape[0]
+        ptr = int(self.queue_ptr)
+        assert self.K % batch_size == 0
+        self.queue[:, ptr:ptr + batch_size] = keys.T
+        self.queue_ptr[0] = (ptr + batch_size) % self.K
+
+    def forward(self, im_q, im_k):
+        q = F.normalize(self.encoder_q(im_q), dim=1)
+        with torch.no_grad():
+            self._momentum_update_key_encoder()
+            k = F.normalize(self.encoder_k(im_k), dim=1)
+        l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)
+        l_neg = torch.einsum("nc,ck->nk", q, self.queue.clone().detach())
+        logits = torch.cat([l_pos, l_neg], dim=1) / self.T
+        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        self._dequeue_and_enqueue(k)
+        return logits, labels
+
+
+def build_ours(arch, dim, K, m, T, mlp):
+    from .moco import MoCo
+
+    return MoCo(arch=arch, dim=dim, K=K, m=m, T=T, mlp=mlp, shuffle="off")
+
+
+class Stepper:
+    """One SGD step of a MoCo model with a given precision/layout; ``step()`` never syncs."""
+
+    def __init__(self, model, device, amp_dtype=None, channels_last=False, optimizer_impl=None,
+                 compile_model=False):
+        self.model, self.device = model.to(device), torch.device(device)
+        self.amp_dtype, self.channels_last = amp_dtype, channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if compile_model:
+            self.model.encoder_q.compile()
+            self.model.encoder_k.compile()
+        self.opt = torch.optim.SGD(self.model.encoder_q.parameters(), lr=0.03, momentum=0.9,
+                                   weight_decay=1e-4, **(optimizer_impl or {}))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
+        self.last_loss = None
+
+    def step(self, im_q, im_k):
+        if self.channels_last:
+            im_q = im_q.contiguous(memory_format=torch.channels_last)
+            im_k = im_k.contiguous(memory_format=torch.channels_last)
+        ctx = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+               else nullcontext())
+        with ctx:
+            logits, labels = self.model(im_q, im_k)
+            loss = F.cross_entropy(logits.float(), labels)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.last_loss = loss.detach()  # read only when logging
+
+
+def forward_flops(arch, size, dim=128, mlp=True):
+    """FLOPs (2 per multiply-add) of one encoder forward on one image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .moco import build_encoder
+
+    enc = build_encoder(arch, dim, mlp).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        enc(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops()
+
+
+def matmul_peak(device, dtype, n=None, seconds=0.5):
+    """Measured dense matmul FLOP/s (a rough ceiling for convnet training throughput)."""
+    device = torch.device(device)
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    reps, t = 0, time.perf_counter()
+    while True:
+        a @ b
+        reps += 1
+        if reps % 4 == 0:
+            _sync(device)
+            if time.perf_counter() - t > seconds:
+                break
+    dt = time.perf_counter() - t
+    return 2.0 * n ** 3 * reps / dt
+
+
+def _rss():
+    return psutil.Process().memory_info().rss
+
+
+def _max_rss():
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r * 1024 if os.uname().sysname == "Linux" else r
+
+
+def _our_precisions(device, cpu_amp):
+    """Candidate (amp dtype, channels_last) for our step on this device."""
+    if device.type == "cuda":
+        return [(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16, True)]
+    if cpu_amp == "bf16":
+        return [(torch.bfloat16, True)]
+    if cpu_amp == "off":
+        return [(None, True)]
+    return [(None, True), (torch.bfloat16, True)]  # "auto": keep bf16 only if it measures faster
+
+
+def benchmark_step(arch="resnet50", size=224, batch=32, *, K=65536, dim=128, mlp=True, T=0.2, m=0.999,
+                   device="cpu", steps=5, warmup=2, rounds=3, cpu_amp="auto", compile_model=False,
+                   peaks=None, log=print):
+    """Reference vs our MoCo training step, interleaved: images/s, % of peak, memory."""
+    device = torch.device(device)
+    K = max(batch, K - K % batch)  # the reference asserts K % batch == 0
+    torch.manual_seed(0)
+    ref = ReferenceMoCo(arch, dim, K, m, T, mlp)
+    ours = build_ours(arch, dim, K, m, T, mlp)
+    ours.load_state_dict(ref.state_dict())  # same start: the two steps compute the same thing
+    gen = torch.Generator().manual_seed(0)
+    im_q = torch.randn(batch, 3, size, size, generator=gen).to(device)
+    im_k = torch.randn(batch, 3, size, size, generator=gen).to(device)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss0 = _rss()
+    ref_step = Stepper(ref, device)  # torch.optim.SGD's default implementation
+    impl = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    candidates = _our_precisions(device, cpu_amp)
+    amp_dtype, cl = candidates[0]
+    our_step = Stepper(ours, device, amp_dtype, cl, impl, compile_model)
+
+    def run(stepper, n):
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(n):
+            stepper.step(im_q, im_k)
+        _sync(device)
+        return (time.perf_counter() - t) / n
+
+    mem = {}
+    for name, stepper in (("reference", ref_step), ("ours", our_step)):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        run(stepper, warmup)
+        if device.type == "cuda":
+            mem[name] = torch.cuda.max_memory_allocated(device)
+
+    if len(candidates) > 1:  # CPU "auto": time one step of each precision, keep the faster
+        timings = []
+        for amp_dtype_c, cl_c in candidates:
+            our_step.amp_dtype, our_step.channels_last = amp_dtype_c, cl_c
+            run(our_step, 1)
+            timings.append(run(our_step, 1))
+        amp_dtype, cl = candidates[int(np.argmin(timings))]
+        our_step.amp_dtype, our_step.channels_last = amp_dtype, cl
+        log(f"  cpu precision probe: fp32 {timings[0]:.2f} s/step, bf16 {timings[1]:.2f} s/step "
+            f"-> {'bf16' if amp_dtype else 'fp32'}")
+
+    per_step = {"reference": [], "ours": []}
+    for r in range(rounds):
+        per_step["reference"].append(run(ref_step, steps))
+        per_step["ours"].append(run(our_step, steps))
+        log(f"  step round {r + 1}/{rounds} {arch}@{size} b{batch}: reference "
+            f"{batch / per_step['reference'][-1]:.1f} img/s, ours {batch / per_step['ours'][-1]:.1f} img/s")
+
+    flops_img = 4.0 * forward_flops(arch, size, dim, mlp)
+    peaks = peaks or {}
+    res = {"arch": arch, "size": size, "batch": batch, "K": K, "device": str(device),
+           "threads": torch.get_num_threads(), "steps_per_round": steps, "rounds": rounds,
+           "ours_amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+           "ours_channels_last": cl, "compile": compile_model,
+           "step_gflop_per_image": flops_img / 1e9,
+           "host_rss_bytes": _rss(), "host_rss_growth_bytes": _rss() - rss0, "host_max_rss_bytes": _max_rss()}
+    for name in ("reference", "ours"):
+        t = statistics.median(per_step[name])
+        res[f"{name}_s_per_step"] = t
+        res[f"{name}_img_s"] = batch / t
+        res[f"{name}_tflop_s"] = batch / t * flops_img / 1e12
+        if mem:
+            res[f"{name}_gpu_max_mem_bytes"] = mem[name]
+    res["speedup"] = res["ours_img_s"] / res["reference_img_s"]
+    if peaks:
+        res["reference_frac_of_fp32_peak"] = res["reference_tflop_s"] * 1e12 / peaks["fp32"]
+        our_peak = peaks.get(res["ours_amp"], peaks["fp32"])
+        res["ours_frac_of_own_peak"] = res["ours_tflop_s"] * 1e12 / our_peak
+        res["ours_peak_dtype"] = res["ours_amp"] if res["ours_amp"] in peaks else "fp32"
+    res["loss_reference"] = float(ref_step.last_loss)
+    res["loss_ours"] = float(our_step.last_loss)
+    del ref_step, our_step, ref, ours
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return res
+
+
+def measure_peaks(device, log=print):
+    device = torch.device(device)
+    peaks = {"fp32": matmul_peak(device, torch.float32)}
+    if device.type == "cuda":
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        peaks["tf32"] = matmul_peak(device, torch.float32)
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        peaks["float16"] = matmul_peak(device, torch.float16)
+    peaks["bfloat16"] = matmul_peak(device, torch.bfloat16)
+    log("  matmul peak (measured): " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s" for k, v in peaks.items()))
+    return peaks
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def run_benchmark(*, arch="resnet50", size=224, batch=32, K=65536, small=("resnet18", 64, 64),
+                  device=None, data=True, step=True, images=64, workers=0, rounds=3, steps=5, warmup=2,
+                  aug="v2", cpu_amp="auto", compile_model=False, log=print):
+    """The whole comparison -> a JSON-able dict; prints progress and a summary with ``log``."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the reference main_moco.py, for both sides
+    out = {"machine": machine_info(device), "device": str(device)}
+    log(f"machine: {out['machine']}")
+    if data:
+        with tempfile.TemporaryDirectory(prefix="moco_bench_") as tmp:
+            log(f"data path: {images} generated 500x375 JPEGs, aug {aug}, 224 crops, 1 thread")
+            paths = make_jpegs(tmp, images)
+            # A GPU wants bigger batches than a CPU core to amortise kernel launches.
+            data_batch = min(images, 128 if device.type == "cuda" else 32)
+            out["data"] = benchmark_data(paths, aug=aug, crop_size=224, device=device, rounds=rounds,
+                                         batch=data_batch, log=log)
+            if workers > 0:
+                out["loader"] = benchmark_loader(paths, aug=aug, crop_size=224, workers=workers,
+                                                 batch=min(32, images), log=log)
+    if step:
+        out["peaks"] = measure_peaks(device, log)
+        configs = [(arch, size, batch)] + ([tuple(small)] if small else [])
+        out["step"] = []
+        for a, s, b in configs:
+            log(f"training step: {a} at {s}, batch {b}, K {K}")
+            out["step"].append(benchmark_step(a, s, b, K=K, device=device, steps=steps, warmup=warmup,
+                                              rounds=rounds, cpu_amp=cpu_amp, compile_model=compile_model,
+                                              peaks=out["peaks"], log=log))
+    log(format_summary(out))
+    return out
+
+
+def machine_info(device):
+    info = {"cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def format_summary(out):
+    lines = ["", "==== MoCo pretraining speed: reference vs ours (same process, interleaved) ===="]
+    d = out.get("data")
+    if d:
+        lines.append(f"data path ({d['aug']}, two {d['crop_size']}px crops/image, images/s per CPU core):")
+        lines.append(f"  reference (main_moco.py: PIL + torchvision v1) {d['reference_img_s_per_core']:8.1f}")
+        lines.append(f"  pretrain.augment (torchvision 2-d blur)        {d['project_reference_img_s_per_core']:8.1f}")
+        lines.append(f"  ours, CPU part (decode + uint8 crops)          {d['ours_cpu_img_s_per_core']:8.1f}"
+                     f"   x{d['speedup_cpu_part']:.2f}")
+        if d["device"] == "cpu":
+            lines.append(f"  ours, CPU part + device part on the CPU        {d['ours_cpu_plus_device_img_s_per_core']:8.1f}"
+                         f"   x{d['speedup_cpu_plus_device']:.2f}")
+        else:
+            lines.append(f"  ours, device part on {d['device']}: {d['ours_device_part_img_s']:.0f} img/s of GPU time")
+            lines.append(f"  GPU JPEG decode: CPU {d['gpu_decode_cpu_img_s_per_core']:.0f} img/s per core, "
+                         f"GPU decode+crop+augment {d['gpu_decode_device_img_s']:.0f} img/s")
+    lo = out.get("loader")
+    if lo:
+        lines.append(f"  DataLoader, {lo['workers']} workers: reference {lo['reference_img_s_total']:.0f} img/s, "
+                     f"ours {lo['ours_cpu_img_s_total']:.0f} img/s (x{lo['speedup']:.2f})")
+    if out.get("peaks"):
+        lines.append("matmul peak: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s" for k, v in out["peaks"].items()))
+    for s in out.get("step", []):
+        mem = ""
+        if "reference_gpu_max_mem_bytes" in s:
+            mem = (f", GPU max mem ref {s['reference_gpu_max_mem_bytes'] / 2**30:.2f} GiB / "
+                   f"ours {s['ours_gpu_max_mem_bytes'] / 2**30:.2f} GiB")
+        lines.append(f"step {s['arch']}@{s['size']} batch {s['batch']} K {s['K']} ({s['device']}, "
+                     f"{s['threads']} threads, {s['step_gflop_per_image']:.1f} GFLOP/img){mem}:")
+        ref_frac = s.get("reference_frac_of_fp32_peak")
+        our_frac = s.get("ours_frac_of_own_peak")
+        lines.append(f"  reference fp32          {s['reference_img_s']:8.1f} img/s  {s['reference_tflop_s']:.3f} TFLOP/s"
+                     + (f"  {100 * ref_frac:.0f}% of fp32 peak" if ref_frac else ""))
+        lines.append(f"  ours {s['ours_amp']:>8s}{' CL' if s['ours_channels_last'] else '   '}"
+                     f"{' compiled' if s['compile'] else ''}   {s['ours_img_s']:8.1f} img/s  "
+                     f"{s['ours_tflop_s']:.3f} TFLOP/s"
+                     + (f"  {100 * our_frac:.0f}% of {s['ours_peak_dtype']} peak" if our_frac else "")
+                     + f"   x{s['speedup']:.2f}")
+        lines.append(f"  host RSS {s['host_rss_bytes'] / 2**20:.0f} MiB (peak so far {s['host_max_rss_bytes'] / 2**20:.0f} MiB)")
+    return "\n".join(lines)

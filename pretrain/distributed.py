@@ -1,0 +1,116 @@
+"""Process-group set-up and the few collectives MoCo needs.
+
+Launchers: ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK), ``srun`` (SLURM_PROCID /
+SLURM_NTASKS / SLURM_LOCALID, with MASTER_ADDR / MASTER_PORT exported by the job
+script) and submitit (pretrain/slurm.py sets the torchrun variables). A plain
+``python`` run is one process without a process group.
+"""
+import dataclasses
+import os
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(*names, default):
+    for name in names:
+        if name in os.environ:
+            return int(os.environ[name])
+    return default
+
+
+def choose_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
+    if preference == "cpu":
+        return torch.device("cpu")
+    if preference in ("auto", "cuda"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if preference == "cuda":
+            raise RuntimeError("device=cuda was asked for but torch sees no CUDA device; use device=auto or cpu")
+        return torch.device("cpu")
+    raise ValueError(f"device must be auto, cpu or cuda, got {preference!r}")
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Join the process group the launcher describes (or run alone). NCCL on GPU, gloo on CPU."""
+    world_size = _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1)
+    rank = _env_int("RANK", "SLURM_PROCID", default=0)
+    local_rank = _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)
+    dev = choose_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        for var in ("MASTER_ADDR", "MASTER_PORT"):
+            if var not in os.environ:
+                raise RuntimeError(
+                    f"{world_size} processes but {var} is not set: launch with torchrun, "
+                    f"or export MASTER_ADDR/MASTER_PORT in the srun job script (see pretrain/slurm.py)"
+                )
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(
+            backend="nccl" if dev.type == "cuda" else "gloo",
+            rank=rank, world_size=world_size,
+            device_id=dev if dev.type == "cuda" else None,
+        )
+    return DistContext(rank, world_size, local_rank, dev)
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+@torch.no_grad()
+def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate equal-shaped tensors of all ranks along dim 0, in rank order (no gradient)."""
+    if world_size() == 1:
+        return x
+    out = torch.empty((world_size() * x.shape[0],) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
+    dist.all_gather_into_tensor(out, x.contiguous())
+    return out
+
+
+_size_group = None
+
+
+def check_equal_batch(n: int) -> None:
+    """Fail clearly if the ranks' batch sizes differ (an all_gather would hang or misalign).
+
+    Sizes are host ints, so they travel over a CPU (gloo) group: no device sync.
+    """
+    global _size_group
+    if world_size() == 1:
+        return
+    if _size_group is None:
+        _size_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    sizes = torch.empty(world_size(), dtype=torch.long)
+    dist.all_gather_into_tensor(sizes, torch.tensor([n]), group=_size_group)
+    if (sizes != n).any():
+        raise ValueError(
+            f"shuffling BN needs the same batch size on every process, got {sizes.tolist()}; "
+            f"use drop_last=True in the loader and the same batch_size on every rank"
+        )

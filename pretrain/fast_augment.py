@@ -1,0 +1,215 @@
+"""CPU half of the fast MoCo data path: decode (at reduced size when it can), two uint8 crops.
+
+The reference path (``pretrain.augment``) does every step in PIL and hands float tensors to
+the GPU; on ImageNet-sized JPEGs its colour jitter and blur cost ~5x the decode. Here the CPU
+does only what needs the whole image - decode and the two RandomResizedCrop + flip views - and
+returns small uint8 tensors (4x less IPC / pinned memory than float). The per-pixel
+augmentations run batched on the device: ``pretrain.device_augment.DeviceAugment``.
+
+What is computed is the reference's: the crop box is drawn by torchvision's own
+``RandomResizedCrop.get_params`` on the ORIGINAL image size (scale 0.2..1, ratio 3/4..4/3) and
+the flip by ``torch.rand(1) < 0.5``, both from the global torch generator like the reference.
+Only then is the JPEG decoded, by PIL ``draft`` at the coarsest DCT scale (1/2, 1/4, 1/8) at
+which both crop boxes still have at least ``crop_size`` pixels a side (the crops are downscaled
+anyway), and the box is mapped to the decoded size. Flip commutes with every later
+augmentation (colour ops are per pixel, the blur kernel is symmetric), so it is done here.
+
+Optional GPU decode: ``FastTwoCropTransform(decode="device")`` returns the JPEG bytes and the
+drawn crops; ``decode_two_crops_on_device`` decodes a batch with nvJPEG and crops it there.
+"""
+import io
+import os
+
+import torch
+import torchvision.transforms.v2.functional as F
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from .augment import AUGMENTATIONS
+
+CROP_SCALE = (0.2, 1.0)  # MoCo v1 Sec. 4.1 / main_moco.py
+CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)  # torchvision's default, used by the reference
+DRAFT_SCALES = (8, 4, 2, 1)  # what libjpeg's DCT scaling (PIL ``draft``) offers
+DECODERS = ("cpu", "device")
+
+
+def sample_crop(width, height, scale=CROP_SCALE, ratio=CROP_RATIO):
+    """-> (top, left, h, w) in original pixels, drawn by torchvision's RandomResizedCrop sampler.
+
+    Only the size matters to it, so it gets a zero-cost expanded tensor of that shape.
+    """
+    shape_only = torch.empty(1, 1, 1, dtype=torch.uint8).expand(1, height, width)
+    return T.RandomResizedCrop.get_params(shape_only, list(scale), list(ratio))
+
+
+def sample_flip():
+    """Same draw as torchvision's RandomHorizontalFlip(p=0.5)."""
+    return bool(torch.rand(1) < 0.5)
+
+
+def draft_scale(boxes, crop_size):
+    """Coarsest JPEG DCT scale at which every (top, left, h, w) box keeps >= crop_size px a side."""
+    smallest = min(min(h, w) for (_, _, h, w) in boxes)
+    for s in DRAFT_SCALES:
+        if smallest >= s * crop_size:
+            return s
+    return 1
+
+
+def scale_box(box, s, width, height):
+    """Map a box from original pixels to an image decoded at 1/s (clipped to the decoded image)."""
+    top, left, h, w = box
+    if s == 1:
+        return box
+    t, l = int(top / s), int(left / s)
+    return t, l, max(1, min(round(h / s), height - t)), max(1, min(round(w / s), width - l))
+
+
+def _is_jpeg(image):
+    return getattr(image, "format", None) == "JPEG" and bool(getattr(image, "tile", None))
+
+
+def decode_pil(image, boxes, crop_size):
+    """PIL image (loaded or lazily opened) -> (uint8 CHW tensor, boxes in its coordinates).
+
+    ``draft`` only works before the pixels are loaded: pass ``Image.open(path)``, not a
+    converted image, to get the reduced-size decode.
+    """
+    s = 1
+    if _is_jpeg(image):
+        s = draft_scale(boxes, crop_size)
+        if s > 1:
+            w0, h0 = image.size
+            # PIL picks the largest scale with size // request >= scale; asking for size // s gives s.
+            image.draft("RGB", (max(1, w0 // s), max(1, h0 // s)))
+            s = _decoded_scale(image, w0)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    tensor = F.pil_to_tensor(image)  # HWC memory, CHW view: the layout torch's uint8 resize likes
+    height, width = tensor.shape[-2:]
+    return tensor, [scale_box(b, s, width, height) for b in boxes]
+
+
+def _decoded_scale(image, original_width):
+    # draft() can decline (progressive/odd files); trust the decoded size, not the request.
+    config = getattr(image, "decoderconfig", None) or (1,)
+    s = int(config[0]) if config else 1
+    return s if s in DRAFT_SCALES and (original_width + s - 1) // s == image.size[0] else 1
+
+
+def crop_views(tensor, boxes, flips, crop_size):
+    """Resized crops (bilinear, antialiased like PIL) and flips of one uint8 CHW image."""
+    views = []
+    for (top, left, h, w), flip in zip(boxes, flips):
+        v = F.resized_crop(tensor, top, left, h, w, [crop_size, crop_size],
+                           interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+        if flip:
+            v = F.horizontal_flip(v)
+        views.append(v.contiguous())
+    return views
+
+
+def _read_bytes(source):
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    with open(source, "rb") as f:
+        return f.read()
+
+
+class FastTwoCropTransform:
+    """``callable(image) -> [q, k]``: two uint8 [3, crop_size, crop_size] views (crop + flip).
+
+    ``image``: a PIL image (best lazily opened: ``Image.open(path)``), a file path, JPEG/PNG
+    bytes, or a uint8 CHW tensor. Colour jitter, grayscale, blur and normalisation are NOT
+    applied here: run ``DeviceAugment(aug, crop_size)`` on the batch on the device.
+
+    ``decode="device"``: return ``{"jpeg": uint8 bytes tensor, "crops": int64 [2, 5]}``
+    (top, left, h, w, flip per view) for ``decode_two_crops_on_device`` (nvJPEG); CUDA only.
+    """
+
+    def __init__(self, aug="v2", crop_size=224, scale=CROP_SCALE, decode="cpu"):
+        if aug not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {aug!r}: use one of {AUGMENTATIONS}")
+        if int(crop_size) < 8:
+            raise ValueError(f"crop_size={crop_size} is too small; use at least 8 (224 in the paper)")
+        if decode not in DECODERS:
+            raise ValueError(f"decode must be one of {DECODERS}, got {decode!r}")
+        if decode == "device":
+            require_cuda_decode()
+        # The geometry of v1 and v2 is the same; ``aug`` only selects DeviceAugment's colour ops.
+        self.aug, self.crop_size, self.scale, self.decode = aug, int(crop_size), tuple(scale), decode
+
+    def _draw(self, width, height):
+        boxes = [sample_crop(width, height, self.scale) for _ in range(2)]
+        flips = [sample_flip() for _ in range(2)]
+        # Interleave like the reference (crop q, flip q, crop k, flip k) is not needed for the
+        # distribution: the draws are independent and identically distributed either way.
+        return boxes, flips
+
+    def __call__(self, image):
+        if self.decode == "device":
+            return self._encoded(image)
+        if isinstance(image, torch.Tensor):
+            if image.dtype != torch.uint8 or image.ndim != 3:
+                raise TypeError(f"expected a uint8 CHW image tensor, got {image.dtype} {tuple(image.shape)}")
+            boxes, flips = self._draw(image.shape[-1], image.shape[-2])
+            return crop_views(image, boxes, flips, self.crop_size)
+        if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
+            return self._from_bytes(_read_bytes(image))
+        if isinstance(image, Image.Image):
+            boxes, flips = self._draw(*image.size)
+            tensor, boxes = decode_pil(image, boxes, self.crop_size)
+            return crop_views(tensor, boxes, flips, self.crop_size)
+        raise TypeError(f"FastTwoCropTransform takes a PIL image, a path, bytes or a uint8 tensor, "
+                        f"got {type(image).__name__}")
+
+    def _from_bytes(self, data):
+        header = Image.open(io.BytesIO(data))  # reads the header only
+        boxes, flips = self._draw(*header.size)
+        if header.format == "JPEG" and header.mode in ("RGB", "L") and draft_scale(boxes, self.crop_size) == 1:
+            # Full-size decode: libjpeg-turbo via torchvision is ~1.5x PIL + to-tensor.
+            tensor = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        else:
+            tensor, boxes = decode_pil(header, boxes, self.crop_size)
+        return crop_views(tensor, boxes, flips, self.crop_size)
+
+    def _encoded(self, image):
+        if isinstance(image, Image.Image):
+            raise TypeError("decode='device' needs the file (path or bytes), not a PIL image")
+        data = _read_bytes(image)
+        boxes, flips = self._draw(*Image.open(io.BytesIO(data)).size)
+        crops = torch.tensor([list(b) + [int(f)] for b, f in zip(boxes, flips)], dtype=torch.int64)
+        return {"jpeg": torch.frombuffer(bytearray(data), dtype=torch.uint8), "crops": crops}
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(aug={self.aug!r}, crop_size={self.crop_size}, "
+                f"scale={self.scale}, decode={self.decode!r})")
+
+
+def require_cuda_decode():
+    if not torch.cuda.is_available():
+        raise RuntimeError("decode='device' decodes JPEGs with nvJPEG and needs a CUDA GPU; "
+                           "none is visible. Use decode='cpu' (the default) on this machine.")
+
+
+def collate_encoded(batch):
+    """DataLoader collate for ``decode="device"`` samples: list of JPEG tensors + [N, 2, 5] crops."""
+    return [s["jpeg"] for s in batch], torch.stack([s["crops"] for s in batch])
+
+
+def decode_two_crops_on_device(jpegs, crops, crop_size, device):
+    """nvJPEG-decode a batch on ``device`` and cut the two views -> (q, k) uint8 [N, 3, S, S]."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise RuntimeError(f"GPU JPEG decode needs a CUDA device, got {device}; "
+                           f"decode on the CPU (FastTwoCropTransform(decode='cpu')) instead.")
+    require_cuda_decode()
+    images = decode_jpeg(list(jpegs), mode=ImageReadMode.RGB, device=device)
+    crops = crops.tolist()  # host-side parameters: no device sync
+    views = [[], []]
+    for image, per_image in zip(images, crops):
+        for v, (top, left, h, w, flip) in enumerate(per_image):
+            out = F.resized_crop(image, top, left, h, w, [crop_size, crop_size], antialias=True)
+            views[v].append(F.horizontal_flip(out) if flip else out)
+    return torch.stack(views[0]), torch.stack(views[1])

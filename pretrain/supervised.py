@@ -1,0 +1,86 @@
+"""Supervised baseline: the same network trained with labels on the same images and budget.
+
+The demo's "supervised" row: what MoCo's self-supervised features are compared with.
+Cosine learning rate (per iteration), SGD momentum 0.9. The final weights are a plain
+torchvision state dict (``conv1.weight``, ``layer1.0...``, ``fc.*``), so they load into
+``torchvision.models.resnet18`` and go through the same converter as MoCo's.
+"""
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from .classify import Progress, cosine_lr, default_device, evaluate, write_jsonl
+from .data import build_labeled_loader
+from .io import atomic_torch_save, atomic_write_bytes, safe_torch_load
+
+CHECKPOINT = "checkpoint.pth"
+FINAL = "model_final.pth"
+
+
+def train_supervised(data, out_dir, *, arch="resnet18", epochs=100, image_size=224, batch_size=256,
+                     lr=0.1, momentum=0.9, weight_decay=1e-4, num_workers=4, device=None, resume=True,
+                     force=False, print_freq=50, seed=0, printer=print):
+    """Train ``arch`` on ``data/train`` (class folders), evaluate on ``data/val`` every epoch.
+
+    Writes ``out_dir/checkpoint.pth`` (resume state, every epoch), ``metrics.jsonl`` and, at
+    the end, ``model_final.pth`` -- all atomically. Returns the last epoch's metrics
+    ``{"top1", "top5", "loss", "epoch", ...}``. Refuses to overwrite a finished run unless ``force``.
+    """
+    device = default_device(device)
+    final_path, ckpt_path = os.path.join(out_dir, FINAL), os.path.join(out_dir, CHECKPOINT)
+    if os.path.exists(final_path) and not force:
+        raise FileExistsError(f"{final_path!r} exists (a finished supervised run); pass --force to "
+                              f"train again, or choose another --out")
+    os.makedirs(out_dir, exist_ok=True)
+    if force and os.path.exists(ckpt_path):
+        os.remove(ckpt_path)
+    torch.manual_seed(seed)
+    train_loader = build_labeled_loader(os.path.join(data, "train"), image_size=image_size,
+                                        batch_size=batch_size, train=True, num_workers=num_workers)
+    val_loader = build_labeled_loader(os.path.join(data, "val"), image_size=image_size,
+                                      batch_size=batch_size, train=False, num_workers=num_workers)
+    classes = train_loader.dataset.classes
+    model = torchvision.models.get_model(arch, weights=None, num_classes=len(classes)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr, momentum=momentum, weight_decay=weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    start_epoch, records = 0, []
+    if resume and os.path.exists(ckpt_path):
+        state = safe_torch_load(ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, records = state["epoch"], json.loads(state["records"])
+        torch.set_rng_state(state["torch_rng"])
+        printer(f"[supervised] resumed from {ckpt_path} at epoch {start_epoch}", flush=True)
+
+    iters = len(train_loader)
+    progress = Progress("supervised", (epochs - start_epoch) * iters, every=print_freq, printer=printer)
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        for it, (images, target) in enumerate(train_loader):
+            step_lr = cosine_lr(lr, epoch * iters + it, epochs * iters)
+            for group in optimizer.param_groups:
+                group["lr"] = step_lr
+            images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                loss = F.cross_entropy(model(images).float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            progress.step(epoch, epochs, it, iters, len(target), loss.item(), step_lr)
+        metrics = evaluate(model, val_loader, device)
+        records.append(dict(epoch=epoch + 1, train_loss=loss.item(), **metrics))
+        printer(f"[supervised] epoch {epoch + 1}/{epochs} val top-1 {metrics['top1']:.2f} "
+                f"top-5 {metrics['top5']:.2f}", flush=True)
+        atomic_torch_save({"epoch": epoch + 1, "arch": arch, "model": model.state_dict(),
+                           "optimizer": optimizer.state_dict(), "records": json.dumps(records),
+                           "torch_rng": torch.get_rng_state(), "classes": list(classes)}, ckpt_path)
+        write_jsonl(os.path.join(out_dir, "metrics.jsonl"), records)
+
+    atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, final_path)
+    atomic_write_bytes(os.path.join(out_dir, "classes.json"), json.dumps(list(classes)).encode())
+    printer(f"[supervised] wrote {final_path}", flush=True)
+    return dict(records[-1]) if records else {}

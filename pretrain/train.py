@@ -1,0 +1,266 @@
+"""The MoCo pretraining loop: one function, :func:`train`, for one process or many.
+
+Order of work: read the data (clear errors before anything expensive), build the
+model, resume if asked, then epochs of SGD steps with atomic checkpoints every
+``checkpoint.every_iters`` iterations and every epoch. The step never waits for the
+device except at log intervals.
+"""
+import math
+import os
+import shutil
+import time
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from . import checkpoint as ckpt
+from . import distributed as du
+from .backbone import pooled_backbone
+from .config import dump, scaled_lr
+from .io import atomic_write_bytes
+from .moco import MoCo, info_nce_loss, positive_top1
+from .progress import ProgressLogger, plot_curves
+
+
+def lr_at(cfg: dict, epoch_float: float, base_lr: float) -> float:
+    """Learning rate at a (fractional) epoch: optional linear warm-up, then step or cosine."""
+    o = cfg["optim"]
+    if o["warmup_epochs"] and epoch_float < o["warmup_epochs"]:
+        return base_lr * (epoch_float + 1e-8) / o["warmup_epochs"]
+    if o["schedule"] == "cosine":
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch_float / o["epochs"]))
+    return base_lr * o["gamma"] ** sum(epoch_float >= m for m in o["milestones"])
+
+
+def resolve_precision(cfg: dict, device: torch.device):
+    """-> (autocast dtype or None, channels_last). Both are CUDA-only."""
+    amp, cl = cfg["amp"], cfg["channels_last"]
+    if device.type != "cuda":
+        if amp in ("bf16", "fp16"):
+            print(f"amp={amp} ignored: mixed precision is used on CUDA only (running fp32 on {device})")
+        return None, False
+    if amp == "auto":
+        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return dtype, (cl == "auto" or cl is True)
+
+
+def build_loader(cfg: dict, data_path, ctx):
+    from .data import build_pretrain_loader
+
+    d = cfg["data"]
+    return build_pretrain_loader(
+        data_path, aug=d["aug"], crop_size=d["crop_size"], batch_size=cfg["batch_size"],
+        num_workers=d["num_workers"], rank=ctx.rank, world_size=ctx.world_size, seed=cfg["seed"],
+        kind={"list": "filelist"}.get(d["kind"], d["kind"]), samples_per_epoch=d["samples_per_epoch"],
+        drop_last=True,
+    )
+
+
+def build_model(cfg: dict) -> MoCo:
+    m = cfg["model"]
+    return MoCo(arch=m["arch"], dim=m["dim"], K=m["K"], m=m["m"], T=m["T"], mlp=m["mlp"],
+                bn_splits=m["bn_splits"], shuffle=m["shuffle"])
+
+
+def build_optimizer(cfg: dict, model: MoCo, device: torch.device) -> torch.optim.Optimizer:
+    """SGD on the query encoder only (the key encoder follows by momentum). Fused on CUDA."""
+    o = cfg["optim"]
+    impl = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.SGD(model.encoder_q.parameters(), lr=o["lr"], momentum=o["momentum"],
+                           weight_decay=o["weight_decay"], **impl)
+
+
+def _prepare_out_dir(out_dir, resume, force, is_main):
+    """Refuse to start over an existing run unless asked to resume it or --force."""
+    existing = ckpt.list_checkpoints(out_dir)
+    if existing and resume is None and not force:
+        raise FileExistsError(
+            f"{out_dir!r} already holds a run ({len(existing)} checkpoints, newest {os.path.basename(existing[0][1])}). "
+            f"Continue it with --resume auto, choose another --out, or pass --force to discard it."
+        )
+    if force and resume is None and is_main:
+        for _, path in existing:
+            os.remove(path)
+        for name in ("last", "metrics.jsonl", "loss_curve.png", "knn_curve.png"):
+            if os.path.exists(os.path.join(out_dir, name)):
+                os.remove(os.path.join(out_dir, name))
+        shutil.rmtree(os.path.join(out_dir, "tb"), ignore_errors=True)
+    du.barrier()
+
+
+def _knn(cfg, model, device):
+    from .knn import knn_evaluate
+
+    k = cfg["knn"]
+    was_training = model.training
+    backbone = pooled_backbone(model.encoder_q).eval()
+    try:
+        return knn_evaluate(backbone, os.path.join(k["path"], "train"), os.path.join(k["path"], "val"),
+                            image_size=k["image_size"] or cfg["data"]["crop_size"], k=k["k"], t=k["t"],
+                            batch_size=k["batch_size"], num_workers=0, device=device)
+    finally:
+        model.train(was_training)
+
+
+def train(cfg: dict, data_path, out_dir, resume=None, force=False) -> dict:
+    """Pretrain MoCo as ``cfg`` says; returns a summary dict.
+
+    Launch with ``python`` (one process) or ``torchrun`` / srun / submitit (many: the
+    environment names rank and world size). ``resume``: None, "auto" (newest valid
+    checkpoint in ``out_dir``, or a fresh start) or a checkpoint path.
+    """
+    ctx = du.init_distributed(cfg["device"])
+    try:
+        return _train(cfg, data_path, out_dir, resume, force, ctx)
+    finally:
+        du.cleanup()
+
+
+def _train(cfg, data_path, out_dir, resume, force, ctx):
+    out_dir = os.fspath(out_dir)
+    device = ctx.device
+    # Data first: a wrong path must fail in a second, not after building a ResNet-50.
+    loader = build_loader(cfg, data_path, ctx)
+    iters_per_epoch = len(loader)
+    _prepare_out_dir(out_dir, resume, force, ctx.is_main)
+
+    if cfg["deterministic"]:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg["seed"])  # same seed on every rank: identical encoders and queue
+
+    amp_dtype, channels_last = resolve_precision(cfg, device)
+    model = build_model(cfg).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    shuffle_gen = torch.Generator(device=device)
+    shuffle_gen.manual_seed(cfg["seed"] + 7919 * ctx.rank)
+    model.set_shuffle_generator(shuffle_gen)
+    generators = {"shuffle": shuffle_gen}
+    optimizer = build_optimizer(cfg, model, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    base_lr = scaled_lr(cfg, ctx.world_size)
+
+    epoch, start_iter, global_step = 0, 0, 0
+    resumed_from, state = ckpt.resolve_resume(resume, out_dir)
+    if state is not None:
+        ckpt.load_model_state(model, state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if "rng" in state:
+            ckpt.set_rng_state(state["rng"], generators)
+        epoch, start_iter, global_step = state["epoch"], state["iter"], state["global_step"]
+        if ctx.is_main:
+            print(f"resumed from {resumed_from}: epoch {epoch}, iteration {start_iter} of {iters_per_epoch}, step {global_step}")
+        del state
+    elif resume == "auto" and ctx.is_main:
+        print(f"--resume auto: no checkpoint in {out_dir!r}, starting from scratch")
+
+    if ctx.world_size > 1:
+        ddp = DistributedDataParallel(model.encoder_q, device_ids=[device.index] if device.type == "cuda" else None)
+        model.wrap_query_encoder(ddp)
+    elif model.shuffle_mode() == "off" and ctx.is_main:
+        print("warning: one process and model.bn_splits=1: no shuffling BN, the model can cheat through BN "
+              "statistics (MoCo v1 Sec. 3.3); set model.bn_splits to 4-8 for single-process runs")
+
+    epochs = cfg["optim"]["epochs"]
+    total_iters = epochs * iters_per_epoch
+    stop_at = min(total_iters, cfg["max_iters"] or total_iters)
+    images_per_step = cfg["batch_size"] * ctx.world_size
+    log_every, ckpt_every = cfg["log"]["every_iters"], cfg["checkpoint"]["every_iters"]
+    progress = ProgressLogger(out_dir, stop_at, enabled=ctx.is_main, tensorboard=cfg["log"]["tensorboard"])
+    if ctx.is_main:
+        atomic_write_bytes(os.path.join(out_dir, "config.yaml"), dump(cfg).encode())
+        print(f"MoCo {cfg['model']['arch']} on {device} x{ctx.world_size}: {iters_per_epoch} it/epoch, "
+              f"batch {images_per_step}, lr {base_lr:g}, amp {amp_dtype}, out {out_dir}")
+
+    def save(ep, it):
+        if ctx.is_main:
+            state = {
+                "epoch": ep, "iter": it, "global_step": global_step, "arch": cfg["model"]["arch"],
+                "state_dict": ckpt.model_state_dict(model), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "rng": ckpt.get_rng_state(generators), "config": cfg, "world_size": ctx.world_size,
+                "skipped_images": loader.skipped,
+            }
+            path = ckpt.save_checkpoint(state, out_dir, keep_last=cfg["checkpoint"]["keep_last"])
+        else:
+            path = None
+        du.barrier()  # nobody runs ahead of (or exits before) the write
+        return path
+
+    knn_history, last_path, last_loss = [], None, float("nan")
+    model.train()
+    progress.start(global_step)
+    t_start, step_start = time.perf_counter(), global_step
+    loss_sum = acc_sum = torch.zeros((), device=device)
+    n_sum = 0
+    while epoch < epochs and global_step < stop_at:
+        loader.set_epoch(epoch, start_iter=start_iter)
+        it = start_iter
+        for im_q, im_k in loader:
+            lr = lr_at(cfg, epoch + it / iters_per_epoch, base_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            mf = torch.channels_last if channels_last else torch.contiguous_format
+            im_q = im_q.to(device, non_blocking=True, memory_format=mf)
+            im_k = im_k.to(device, non_blocking=True, memory_format=mf)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits, labels = model(im_q, im_k)
+                loss = info_nce_loss(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum = loss_sum + loss.detach()
+            acc_sum = acc_sum + positive_top1(logits.detach())
+            n_sum += 1
+            it += 1
+            global_step += 1
+
+            if global_step % log_every == 0 or global_step == stop_at:
+                last_loss = (loss_sum / n_sum).item()  # the only sync with the device
+                if not math.isfinite(last_loss):
+                    raise FloatingPointError(
+                        f"loss is {last_loss} at step {global_step}: lower optim.lr or use amp=bf16/off; "
+                        f"resume from the last checkpoint with --resume auto")
+                progress.log_train(global_step, epoch, it, iters_per_epoch, images_per_step, loss=last_loss,
+                                   pos_top1=(acc_sum / n_sum).item() * 100, lr=lr, skipped=loader.skipped)
+                loss_sum = acc_sum = torch.zeros((), device=device)
+                n_sum = 0
+            end_of_epoch = it == iters_per_epoch
+            if end_of_epoch:
+                break  # the epoch checkpoint is written below
+            if global_step % ckpt_every == 0 or global_step == stop_at:
+                last_path = save(epoch, it)
+            if global_step == stop_at:
+                break
+        if it == iters_per_epoch:  # finished the epoch
+            epoch, start_iter = epoch + 1, 0
+            last_path = save(epoch, 0)
+            every = cfg["knn"]["every_epochs"]
+            if every and (epoch % every == 0 or epoch == epochs):
+                top1 = _knn(cfg, model, device) if ctx.is_main else None
+                du.barrier()
+                if ctx.is_main:
+                    knn_history.append((epoch, top1))
+                    progress.log_eval(global_step, epoch, knn_top1=top1)
+                progress.start(global_step)
+        else:
+            break  # stopped at max_iters mid-epoch
+
+    elapsed = time.perf_counter() - t_start
+    progress.close()
+    plots = plot_curves(out_dir) if ctx.is_main else []
+    summary = {
+        "global_step": global_step, "epoch": epoch, "checkpoint": last_path, "final_loss": last_loss,
+        "knn": knn_history, "images_per_s": (global_step - step_start) * images_per_step / elapsed if elapsed else None,
+        "plots": plots, "resumed_from": resumed_from, "skipped_images": loader.skipped,
+    }
+    if ctx.is_main:
+        print(f"done: step {global_step}, epoch {epoch}, loss {last_loss:.4f}, checkpoint {last_path}")
+    return summary

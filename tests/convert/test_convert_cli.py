@@ -1,0 +1,88 @@
+"""tools/convert.py: one file with --verify, a folder with --batch, errors without tracebacks."""
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from convert_layouts import FPN_BASE, REPO, backbone_state
+
+from convert.cli import main
+
+R18_FPN_MOCO_YAML = f"""\
+_BASE_: "{FPN_BASE}"
+MODEL:
+  PIXEL_MEAN: [123.675, 116.280, 103.530]
+  PIXEL_STD: [58.395, 57.120, 57.375]
+  RESNETS:
+    DEPTH: 18
+    RES2_OUT_CHANNELS: 64
+    STRIDE_IN_1X1: False
+INPUT:
+  FORMAT: "RGB"
+"""
+
+
+def _moco_r18(r18):
+    q = backbone_state(r18)
+    state = {"module.encoder_q." + k: v for k, v in q.items()}
+    state.update({"module.encoder_k." + k: torch.zeros_like(v) for k, v in q.items()})
+    state["module.queue"] = torch.randn(8, 16)
+    state["module.queue_ptr"] = torch.zeros(1, dtype=torch.long)
+    return {"epoch": 1, "arch": "resnet18", "state_dict": state}
+
+
+def test_single_file_with_verify(r18, tmp_path, capsys):
+    config = tmp_path / "r18_fpn_moco.yaml"
+    config.write_text(R18_FPN_MOCO_YAML)
+    torch.save(_moco_r18(r18), tmp_path / "moco_r18.pth.tar")
+    out = tmp_path / "r18_fpn.pkl"
+    code = main([str(tmp_path / "moco_r18.pth.tar"), str(out), "--target", "fpn", "--verify", str(config)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "source: moco, ResNet-18" in printed and "MoCo queue" in printed  # conversion report
+    assert "OK: 100 tensors loaded" in printed and "backbone.bottom_up.res5" in printed  # load table
+    assert "features vs. the source ResNet: OK" in printed
+    # A second run must not replace the file.
+    before = out.read_bytes()
+    assert main([str(tmp_path / "moco_r18.pth.tar"), str(out), "--target", "fpn"]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert out.read_bytes() == before
+
+
+def test_batch_converts_skips_and_reports_failures(r18, tmp_path, capsys):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    outputs.mkdir()
+    torch.save(_moco_r18(r18), inputs / "moco_r18.pth.tar")
+    torch.save(r18.state_dict(), inputs / "supervised_r18.pth")
+    torch.save(r18.state_dict(), inputs / "kept.pth")
+    (outputs / "kept.pkl").write_bytes(b"made by the user")
+    with open(inputs / "detectron2_already.pkl", "wb") as f:
+        pickle.dump({"model": {"stem.conv1.weight": np.zeros((64, 3, 7, 7), np.float32)},
+                     "__author__": "Detectron2"}, f)
+    (inputs / "notes.txt").write_text("not a checkpoint")
+
+    code = main(["--batch", str(inputs), str(outputs), "--target", "fpn"])
+    captured = capsys.readouterr()
+    assert code == 1  # one input failed
+    assert sorted(p.name for p in outputs.iterdir()) == ["kept.pkl", "moco_r18.pkl", "supervised_r18.pkl"]
+    assert (outputs / "kept.pkl").read_bytes() == b"made by the user"
+    assert "2 converted, 1 skipped (output exists), 1 failed" in captured.out
+    assert "FAILED detectron2_already.pkl" in captured.out and "needs no conversion" in captured.err
+    for name in ("moco_r18.pkl", "supervised_r18.pkl"):
+        assert pickle.loads((outputs / name).read_bytes())["source"]["format"] in ("moco", "torchvision")
+
+    (inputs / "detectron2_already.pkl").unlink()
+    assert main(["--batch", str(inputs), str(outputs), "--target", "fpn", "--force"]) == 0
+    assert "3 converted, 0 skipped (output exists), 0 failed" in capsys.readouterr().out
+    assert (outputs / "kept.pkl").read_bytes() != b"made by the user"
+
+
+def test_tool_reports_bad_input_without_traceback(tmp_path):
+    torch.save({"state_dict": {"student.blocks.0.weight": torch.zeros(2)}}, tmp_path / "vit.pth")
+    result = subprocess.run([sys.executable, "tools/convert.py", str(tmp_path / "vit.pth"),
+                             str(tmp_path / "out.pkl")], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: unknown checkpoint layout")
+    assert "Traceback" not in result.stderr

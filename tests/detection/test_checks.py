@@ -1,0 +1,161 @@
+"""Each pre-flight check in detection.checks fails with a message that says what and how to fix."""
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_pascal_voc
+
+from convert.writer import write_detectron2_weights
+from detection import checks
+from detection.config import load_config
+from detection.datasets import DIGIT_CLASSES, register_demo_datasets
+from pretrain.io import UnsafeCheckpointError
+from tiny_detection import write_tiny_c4_config
+
+
+@pytest.fixture
+def cfg(tmp_path, tiny_demo_data):
+    register_demo_datasets(tiny_demo_data["root"])
+    return load_config(write_tiny_c4_config(tmp_path), ["OUTPUT_DIR", str(tmp_path / "out")])
+
+
+def _register_voc(name, dirname):
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    register_pascal_voc(name, dirname, "trainval", 2007, class_names=DIGIT_CLASSES)
+    MetadataCatalog.get(name).evaluator_type = "pascal_voc"
+
+
+def test_a_complete_config_passes(cfg):
+    checks.run_checks(cfg)
+
+
+def test_builtin_dataset_missing_names_dataset_path_env_and_download(cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "d2data"))
+    cfg.DATASETS.TRAIN = ("voc_2007_trainval",)  # Detectron2's builtin, under ./datasets at import
+    with pytest.raises(checks.DatasetNotFoundError) as e:
+        checks.run_checks(cfg)
+    msg = str(e.value)
+    assert "'voc_2007_trainval'" in msg and os.path.join("VOC2007", "Annotations") in msg
+    assert f"DETECTRON2_DATASETS={tmp_path / 'd2data'}" in msg and "host.robots.ox.ac.uk" in msg
+    assert "datasets/README.md" in msg  # the expected layout
+
+    cfg.DATASETS.TRAIN = ("coco_2017_train",)
+    with pytest.raises(checks.DatasetNotFoundError, match=r"instances_train2017\.json.*\n.*\n.*\n.*cocodataset"):
+        checks.run_checks(cfg)
+    cfg.DATASETS.TRAIN = ("cityscapes_fine_sem_seg_train",)
+    with pytest.raises(checks.DatasetNotFoundError, match="csCreateTrainIdLabelImgs"):
+        checks.run_checks(cfg)
+
+
+def test_partly_extracted_voc_and_hint(cfg, tiny_demo_data, tmp_path):
+    voc = tmp_path / "VOC2007"
+    shutil.copytree(tiny_demo_data["voc_root"], voc)
+    first = (voc / "ImageSets" / "Main" / "trainval.txt").read_text().split()[0]
+    (voc / "JPEGImages" / f"{first}.jpg").unlink()
+    _register_voc("partial_voc_trainval", str(voc))
+    cfg.DATASETS.TRAIN = ("partial_voc_trainval",)
+    cfg.MOCO.DATASET_ROOT_HINT = "the lab copy is in /shared/datasets"
+    with pytest.raises(checks.DatasetNotFoundError) as e:
+        checks.run_checks(cfg)
+    assert f"{first}.jpg" in str(e.value) and "Hint: the lab copy is in /shared/datasets" in str(e.value)
+    # The test set alone is what --eval-only needs.
+    checks.run_checks(cfg, eval_only=True)
+
+
+def test_unregistered_dataset_suggests_names(cfg):
+    cfg.DATASETS.TEST = ("digits_voc_tset",)
+    with pytest.raises(checks.DatasetNotFoundError, match="not registered; close names: digits_voc_test"):
+        checks.run_checks(cfg)
+
+
+def test_demo_datasets_missing_say_make_data(cfg, tmp_path):
+    register_demo_datasets(str(tmp_path / "nowhere"))
+    with pytest.raises(checks.DatasetNotFoundError, match="make data"):
+        checks.run_checks(cfg)
+
+
+@pytest.mark.parametrize("weights", ["REPLACE_ME/moco_v2_800ep.pkl", "/path/to/converted.pkl"])
+def test_placeholder_weights(cfg, weights):
+    cfg.MODEL.WEIGHTS = weights
+    with pytest.raises(checks.WeightsError, match="still a placeholder(.|\n)*Fix: pass the converted"):
+        checks.run_checks(cfg)
+
+
+def test_missing_weights_file(cfg, tmp_path):
+    cfg.MODEL.WEIGHTS = str(tmp_path / "moco.pkl")
+    with pytest.raises(checks.WeightsError, match="file not found.*moco.pkl"):
+        checks.run_checks(cfg)
+
+
+def _converted(tmp_path):
+    import torch
+
+    path = str(tmp_path / "moco_converted.pkl")
+    write_detectron2_weights({"stem.conv1.weight": torch.zeros(64, 3, 7, 7)}, path, matching_heuristics=True,
+                             source={"file": "moco_v2.pth.tar", "sha256": "0" * 64, "format": "moco"})
+    return path
+
+
+def test_moco_weights_need_rgb_torchvision_stats(cfg, tmp_path):
+    cfg.MODEL.WEIGHTS = _converted(tmp_path)
+    checks.run_checks(cfg)  # the tiny config is MoCo-style: RGB, torchvision mean/std
+
+    for key, value, shown in [("INPUT.FORMAT", "BGR", "INPUT.FORMAT: config has 'BGR'"),
+                              ("MODEL.PIXEL_MEAN", [103.530, 116.280, 123.675], "MODEL.PIXEL_MEAN"),
+                              ("MODEL.RESNETS.STRIDE_IN_1X1", True, "STRIDE_IN_1X1: config has True")]:
+        bad = cfg.clone()
+        bad.merge_from_list([key, str(value)])
+        with pytest.raises(checks.WeightsError) as e:
+            checks.run_checks(bad)
+        msg = str(e.value)
+        assert shown in msg and "moco-transfer" in msg and "moco_v2.pth.tar" in msg
+        assert "INPUT.FORMAT RGB MODEL.PIXEL_MEAN [123.675,116.28,103.53]" in msg
+
+
+def test_msra_weights_need_bgr(cfg, tmp_path):
+    path = tmp_path / "R-50.pkl"  # a Caffe2 model-zoo pickle: blobs, no __author__
+    with open(path, "wb") as f:
+        pickle.dump({"blobs": {"conv1_w": np.zeros((64, 3, 7, 7), np.float32)}}, f)
+    cfg.MODEL.WEIGHTS = str(path)
+    with pytest.raises(checks.WeightsError, match="Caffe2 model-zoo pickle(.|\n)*INPUT.FORMAT: config has 'RGB'"):
+        checks.run_checks(cfg)
+    cfg.merge_from_list(["INPUT.FORMAT", "BGR", "MODEL.PIXEL_MEAN", "[103.530, 116.280, 123.675]",
+                         "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]", "MODEL.RESNETS.STRIDE_IN_1X1", "True"])
+    checks.run_checks(cfg)
+    # Model-zoo URLs are judged by name, without downloading.
+    cfg.MODEL.WEIGHTS = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+    checks.run_checks(cfg)
+    cfg.INPUT.FORMAT = "RGB"
+    with pytest.raises(checks.WeightsError, match="MSRA"):
+        checks.run_checks(cfg)
+
+
+def test_weight_pickle_is_read_without_running_code(cfg, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": {}, "__author__": Evil()}, f)
+    cfg.MODEL.WEIGHTS = str(path)
+    with pytest.raises(UnsafeCheckpointError, match="refused"):
+        checks.run_checks(cfg)
+    assert not marker.exists()
+
+
+def test_resume_skips_weights_checks(cfg):
+    cfg.MODEL.WEIGHTS = "REPLACE_ME.pkl"
+    os.makedirs(cfg.OUTPUT_DIR)
+    with open(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"), "w") as f:
+        f.write("model_final.pth")
+    checks.run_checks(cfg, resume=True)  # resuming reads the checkpoint, not MODEL.WEIGHTS
+    with pytest.raises(checks.WeightsError):
+        checks.run_checks(cfg, resume=False)

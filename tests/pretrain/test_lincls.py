@@ -1,0 +1,87 @@
+"""Linear protocol and backbone loading from MoCo (ours / official) and torchvision checkpoints."""
+import json
+import os
+
+import pytest
+import torch
+import torchvision
+
+from pretrain.checkpoint import model_state_dict
+from pretrain.io import atomic_torch_save
+from pretrain.lincls import BackboneChangedError, check_backbone_unchanged, train_linear
+from pretrain.moco import MoCo
+from pretrain.weights import CheckpointFormatError, infer_resnet_arch, load_backbone
+
+
+@pytest.fixture(scope="module")
+def moco_checkpoint(tmp_path_factory):
+    """A checkpoint in our (= the official) layout, from the real MoCo model."""
+    torch.manual_seed(0)
+    moco = MoCo(arch="resnet18", dim=16, K=64, mlp=True)
+    path = str(tmp_path_factory.mktemp("ckpt") / "checkpoint_0000010.pth")
+    atomic_torch_save({"epoch": 1, "iter": 0, "global_step": 10, "arch": "resnet18",
+                       "state_dict": model_state_dict(moco), "optimizer": {}}, path)
+    return path, moco
+
+
+def test_backbone_is_the_query_encoder_without_head(moco_checkpoint):
+    path, moco = moco_checkpoint
+    model, state = load_backbone(path, num_classes=5)
+    assert isinstance(model, torchvision.models.ResNet) and model.fc.out_features == 5
+    q = moco.encoder_q.state_dict()
+    assert not any(k.startswith("fc.") for k in state)
+    assert set(state) == {k for k in q if not k.startswith("fc.")}
+    for k, v in model.state_dict().items():
+        if not k.startswith("fc."):
+            assert torch.equal(v, q[k]), k
+
+
+def test_torchvision_state_dict_and_arch_inference(tmp_path):
+    ref = torchvision.models.resnet34()
+    path = str(tmp_path / "tv.pth")
+    torch.save(ref.state_dict(), path)
+    model, _ = load_backbone(path, num_classes=3)
+    assert torch.equal(model.layer4[2].conv2.weight, ref.layer4[2].conv2.weight)
+    r50_names = {"conv1.weight", "layer1.0.conv3.weight"} | {
+        f"layer{s}.{i}.conv1.weight" for s, n in zip(range(1, 5), (3, 4, 6, 3)) for i in range(n)}
+    assert infer_resnet_arch(dict.fromkeys(r50_names)) == "resnet50"
+
+
+def test_wrong_checkpoints_are_clear_errors(tmp_path):
+    path = str(tmp_path / "other.pth")
+    torch.save({"state_dict": {"linear.weight": torch.zeros(2, 2)}}, path)
+    with pytest.raises(CheckpointFormatError, match="encoder_q.conv1.weight"):
+        load_backbone(path)
+    with pytest.raises(FileNotFoundError):
+        load_backbone(str(tmp_path / "missing.pth"))
+
+
+def test_sanity_check_catches_a_modified_backbone(moco_checkpoint):
+    model, state = load_backbone(moco_checkpoint[0], num_classes=2)
+    check_backbone_unchanged(model, state)  # untouched: passes
+    with torch.no_grad():
+        model.fc.weight.add_(1.0)  # the fc may change
+    check_backbone_unchanged(model, state)
+    model.layer2[0].bn1.running_mean.add_(0.1)  # BN statistics count too
+    with pytest.raises(BackboneChangedError, match="layer2.0.bn1.running_mean"):
+        check_backbone_unchanged(model, state)
+
+
+def test_linear_protocol_trains_resumes_and_reports(moco_checkpoint, tiny_demo_data, tmp_path):
+    out = str(tmp_path / "lincls")
+    kw = dict(lr=1.0, schedule=(1,), batch_size=80, image_size=16, num_workers=0, print_freq=0,
+              printer=lambda *a, **k: None)
+    first = train_linear(moco_checkpoint[0], tiny_demo_data["cls_root"], out, epochs=1, **kw)
+    assert set(first) >= {"top1", "top5", "best_top1"} and 0 <= first["top1"] <= first["top5"] <= 100
+    # A run killed after its epoch-1 checkpoint (no result yet) resumes there and goes on.
+    os.remove(os.path.join(out, "lincls_result.json"))
+    logs = []
+    second = train_linear(moco_checkpoint[0], tiny_demo_data["cls_root"], out, epochs=2,
+                          **dict(kw, printer=lambda *a, **k: logs.append(a[0])))
+    assert any("resumed" in line and "epoch 1" in line for line in logs)
+    records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[-1]["lr"] == pytest.approx(0.1)  # dropped x0.1 at the schedule's epoch 1
+    assert json.load(open(os.path.join(out, "lincls_result.json")))["top1"] == second["top1"]
+    with pytest.raises(FileExistsError, match="--force"):
+        train_linear(moco_checkpoint[0], tiny_demo_data["cls_root"], out, epochs=2, **kw)
