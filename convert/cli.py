@@ -14,11 +14,11 @@ from .writer import OutputExistsError
 USAGE = """\
 Convert a ResNet pretraining checkpoint into Detectron2 weights (.pkl).
 
-  python tools/convert.py moco_v2_800ep.pth.tar moco_v2_800ep_c4.pkl --target c4
-  python tools/convert.py ckpt.pth r50_fpn.pkl --target fpn --verify coco_R50_FPN_1x_moco
-  python tools/convert.py mocov3.pth.tar out.pkl --momentum-encoder
-  python tools/convert.py solo_learn.ckpt out.pkl --prefix backbone.
-  python tools/convert.py --batch checkpoints/ converted/ --target c4 [--force]
+  python tools/convert.py moco_v2_800ep.pth.tar moco_v2_800ep_c4.pkl --verify voc0712_R50_C4_24k_moco
+  python tools/convert.py checkpoint_0010000.pth r50_fpn.pkl --target fpn --verify coco_R50_FPN_1x_moco
+  python tools/convert.py r-50-1000ep.pth.tar mocov3_c4.pkl [--momentum-encoder]
+  python tools/convert.py other_ssl.pth out.pkl --prefix backbone.
+  python tools/convert.py --batch checkpoints/ converted/ --target fpn [--force]
 
 Layouts are detected from the keys (MoCo v1/v2, MoCo v3, torchvision); --source forces one.
 """
@@ -35,6 +35,7 @@ def build_parser():
     p.add_argument("output", help="output .pkl; with --batch a folder")
     p.add_argument("--target", choices=TARGETS, default="c4",
                    help="c4: R50-C4 names (res5 in roi_heads); fpn: backbone.bottom_up.*; "
+                        "dc5: all stages in backbone.* (R50-DC5, dilated FCN); "
                         "heuristic: bare names matched by Detectron2 (default: c4)")
     p.add_argument("--source", choices=SOURCES, default="auto", help="checkpoint layout (default: detect)")
     p.add_argument("--prefix", default=None,
@@ -58,17 +59,28 @@ def output_name(filename):
     raise ValueError(f"not a checkpoint name: {filename}")
 
 
-def convert_and_verify(input_path, output_path, args):
+def load_verify_config(args):
+    """The --verify config, read before converting so a typo fails fast; None without --verify."""
+    if not args.verify:
+        return None
+    from .verify import check_target_fits, load_detection_config  # imports Detectron2 (slow)
+
+    cfg = load_detection_config(args.verify)
+    check_target_fits(args.target, cfg)
+    return cfg
+
+
+def convert_and_verify(input_path, output_path, args, cfg=None):
     report = convert_checkpoint(
         input_path, output_path, target=args.target, source=args.source, prefix=args.prefix,
         momentum_encoder=args.momentum_encoder, force=args.force,
     )
     print(report.summary())
-    if args.verify:
-        from .verify import compare_with_source, verify_converted  # imports Detectron2 (slow)
+    if cfg is not None:
+        from .verify import compare_with_source, verify_converted
 
-        verify_converted(output_path, args.verify)
-        features = compare_with_source(input_path, output_path, args.verify, source=args.source,
+        verify_converted(output_path, cfg)
+        features = compare_with_source(input_path, output_path, cfg, source=args.source,
                                        prefix=args.prefix, momentum_encoder=args.momentum_encoder)
         print(f"features vs. the source ResNet: {features}")
     return report
@@ -90,27 +102,28 @@ def run_batch(args):
     by_output = {}
     for n in names:
         by_output.setdefault(output_name(n), []).append(n)
+    cfg = load_verify_config(args)
     converted, skipped, failed = [], [], []
     for i, name in enumerate(names, 1):
         src = os.path.join(args.input, name)
         dst = os.path.join(args.output, output_name(name))
-        prefix = f"[{i}/{len(names)}] {name}"
+        tag = f"[{i}/{len(names)}] {name}"
         if len(by_output[output_name(name)]) > 1:
             failed.append((name, f"several inputs would write {dst}: {by_output[output_name(name)]}; "
                                  f"rename one of them"))
-            print(f"{prefix}: FAILED: {failed[-1][1]}")
+            print(f"{tag}: FAILED: {failed[-1][1]}")
             continue
         if os.path.exists(dst) and not args.force:
             skipped.append(name)
-            print(f"{prefix}: skipped, {dst} exists (--force replaces it)")
+            print(f"{tag}: skipped, {dst} exists (--force replaces it)")
             continue
-        print(f"{prefix} -> {dst}", flush=True)
+        print(f"{tag} -> {dst}", flush=True)
         try:
-            convert_and_verify(src, dst, args)
+            convert_and_verify(src, dst, args, cfg)
             converted.append(name)
         except (*USER_ERRORS, OSError) as e:
             failed.append((name, str(e)))
-            print(f"{prefix}: FAILED: {e}", file=sys.stderr)
+            print(f"{tag}: FAILED: {e}", file=sys.stderr)
     print(f"\nbatch: {len(converted)} converted, {len(skipped)} skipped (output exists), "
           f"{len(failed)} failed")
     for name, why in failed:
@@ -123,7 +136,7 @@ def main(argv=None):
     try:
         if args.batch:
             return run_batch(args)
-        convert_and_verify(args.input, args.output, args)
+        convert_and_verify(args.input, args.output, args, load_verify_config(args))
         return 0
     except (*USER_ERRORS, NotADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -55,7 +55,8 @@ def convert_checkpoint(
     """Convert a ResNet pretraining checkpoint into Detectron2 weights at ``output_path`` (.pkl).
 
     ``target``: "c4" (exact R50-C4 names, res5 in roi_heads), "fpn" (backbone.bottom_up.*),
-    "heuristic" (bare stem./res2. names, Detectron2 matches them by suffix).
+    "dc5" (backbone.res2-res5: R50-DC5, dilated FCN), "heuristic" (bare stem./res2. names,
+    Detectron2 matches them by suffix).
     ``source``: "auto" or a forced layout (see ``convert.sources``).
     Raises (nothing written) on unknown layouts, unsafe files, already-Detectron2
     weights, or an existing output without ``force``.

@@ -8,12 +8,14 @@ in having ``conv3``; the rules below cover both.
 
 Where the names live depends on the model: R50-C4 keeps res2-res4 in
 ``backbone.`` and res5 in the ROI head (``roi_heads.res5.``, see
-``Res5ROIHeads``); FPN wraps the ResNet as ``backbone.bottom_up.``.
+``Res5ROIHeads``); FPN wraps the ResNet as ``backbone.bottom_up.``; models whose
+backbone is the whole ResNet (R50-DC5, dilated FCN) keep res2-res5 in ``backbone.``.
+The "heuristic" target leaves bare names for Detectron2's suffix matching.
 """
 import re
 from dataclasses import dataclass
 
-TARGETS = ("c4", "fpn", "heuristic")
+TARGETS = ("c4", "fpn", "dc5", "heuristic")
 
 # (pattern on torchvision names, replacement in Detectron2 names). Anchored: a key
 # that matches none of them is an error, never silently skipped.
@@ -107,6 +109,8 @@ def target_name(detectron2_name, target):
         return detectron2_name
     if target == "fpn":
         return "backbone.bottom_up." + detectron2_name
+    if target == "dc5":
+        return "backbone." + detectron2_name
     if target == "c4":
         if detectron2_name.startswith("res5."):
             return "roi_heads." + detectron2_name  # Res5ROIHeads owns res5

@@ -28,7 +28,7 @@ from .safe_pickle import safe_pickle_load
 SOURCES = ("auto", "moco", "mocov3", "torchvision", "prefix", "detectron2")
 
 # Top-level keys under which training scripts store the weights.
-_CONTAINER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "network")
+_CONTAINER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "network", "blobs")
 
 KEY_ENCODER_REASON = "MoCo key (momentum) encoder: only the query encoder is transferred"
 QUERY_ENCODER_REASON = "MoCo query encoder: --momentum-encoder transfers the momentum encoder"
@@ -197,11 +197,12 @@ def extract_backbone(obj, *, source="auto", prefix=None, momentum_encoder=False)
         raise ConversionError(f"--prefix only applies to --source prefix (got --source {source}).")
 
     state = find_state_dict(obj)
-    detected = detect_format(obj, state) if source in ("auto", "detectron2") else source
+    detected = detect_format(obj, state) if source == "auto" else source
     if detected == "detectron2":
         raise AlreadyDetectron2Error(
-            "the weights already use Detectron2 names (backbone.res2.*, stem.conv1.*, or a "
-            "{'model', '__author__'} pickle / Caffe2 model-zoo names): they need no conversion.\n"
+            "this file needs no conversion: its weights already use Detectron2 names "
+            "(backbone.res2.*, stem.conv1.*, a {'model', '__author__'} pickle, or Caffe2 "
+            "model-zoo names).\n"
             "  Fix: pass the file directly as MODEL.WEIGHTS in your Detectron2 config."
         )
     if momentum_encoder and detected not in ("moco", "mocov3"):

@@ -10,6 +10,7 @@ same RGB image (each with its own preprocessing) and fails unless res4/res5
 equal torchvision's layer3/layer4: the renaming, the stride placement
 (``STRIDE_IN_1X1``) and the pixel format/mean/std are all right.
 """
+import contextlib
 import importlib
 import os
 import re
@@ -46,13 +47,7 @@ def _import_detection():
         if e.name in ("detection", "detection.config"):
             return None
         raise
-    # Registers Res5ROIHeadsExtraNorm (done by `import detection` once it has an __init__).
-    importlib.import_module("detection")
-    try:
-        importlib.import_module("detection.roi_heads")
-    except ModuleNotFoundError as e:
-        if e.name != "detection.roi_heads":
-            raise
+    importlib.import_module("detection")  # registers Res5ROIHeadsExtraNorm and our other parts
     return config
 
 
@@ -107,6 +102,26 @@ def config_problems(cfg):
             f"MoCo/torchvision weights expect {MOCO_PIXEL_MEAN}/{MOCO_PIXEL_STD}."
         )
     return errors, warnings
+
+
+def target_for_config(cfg):
+    """The --target whose names a config's model uses: "fpn", "c4" or "dc5"."""
+    if "fpn" in cfg.MODEL.BACKBONE.NAME.lower():
+        return "fpn"
+    if "Res5ROIHeads" in cfg.MODEL.ROI_HEADS.NAME and cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
+        return "c4"
+    return "dc5"
+
+
+def check_target_fits(target, cfg):
+    """Fail before converting when ``target``'s names cannot load into ``cfg``'s model."""
+    expected = target_for_config(cfg)
+    if target not in ("heuristic", expected):
+        raise VerifyError(
+            f"--target {target} does not fit the --verify config, whose model "
+            f"({cfg.MODEL.BACKBONE.NAME}, {cfg.MODEL.ROI_HEADS.NAME}) needs --target {expected}.\n"
+            f"  Fix: convert with --target {expected} (or --target heuristic)."
+        )
 
 
 # ------------------------------------------------------------------ loading check
@@ -276,7 +291,8 @@ class FeatureReport:
 
     def __str__(self):
         diffs = ", ".join(f"{k} {v:.2e}" for k, v in self.max_rel_diff.items())
-        return f"{'OK' if self.ok else 'FAILED'}: max relative difference {diffs} (tolerance {self.tolerance:g})"
+        verdict = "OK" if self.ok else "FAILED"
+        return f"{verdict}: max relative difference {diffs} (tolerance {self.tolerance:g})"
 
 
 def torchvision_reference(backbone):
@@ -293,13 +309,15 @@ def torchvision_reference(backbone):
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
-        raise VerifyError(f"cannot rebuild the source ResNet: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise VerifyError(
+            f"cannot rebuild the source ResNet: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return model.eval()
 
 
 def _torchvision_features(model, rgb01):
-    mean = torch.tensor(MOCO_PIXEL_MEAN).view(1, 3, 1, 1) / 255
-    std = torch.tensor(MOCO_PIXEL_STD).view(1, 3, 1, 1) / 255
+    mean = torch.tensor(MOCO_PIXEL_MEAN, device=rgb01.device).view(1, 3, 1, 1) / 255
+    std = torch.tensor(MOCO_PIXEL_STD, device=rgb01.device).view(1, 3, 1, 1) / 255
     x = (rgb01 - mean) / std
     x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
     res4 = model.layer3(model.layer2(model.layer1(x)))
@@ -310,18 +328,30 @@ def _detectron2_features(model, cfg, rgb255):
     image = rgb255 if cfg.INPUT.FORMAT == "RGB" else rgb255.flip(0)  # CHW, in the config's format
     images = model.preprocess_image([{"image": image}])  # the model's own (x - mean) / std
     resnet = getattr(model.backbone, "bottom_up", model.backbone)
-    features = resnet(images.tensor)
-    out = {"res4": features["res4"]}
+    # Run the stages one by one: OUT_FEATURES may hold only some of them (DC5: res5 only).
+    x, out = resnet.stem(images.tensor), {}
+    for name, stage in zip(resnet.stage_names, resnet.stages):
+        x = out[name] = stage(x)
     res5 = getattr(getattr(model, "roi_heads", None), "res5", None)
-    if "res5" in features:
-        out["res5"] = features["res5"]
-    elif res5 is not None:  # C4: res5 runs in the ROI head; apply its blocks to the whole image
-        x = features["res4"]
+    if "res5" not in out and res5 is not None:
+        # C4: res5 runs in the ROI head; apply its residual blocks to the whole res4 map.
+        x = out["res4"]
         for block in res5.children():
             if isinstance(block, CNNBlockBase):
                 x = block(x)
         out["res5"] = x
     return out
+
+
+@contextlib.contextmanager
+def _full_fp32():
+    """No TF32 on CUDA while comparing: its ~1e-3 rounding would swamp a 1e-4 tolerance."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def compare_features(reference, weights_path, config, *, overrides=(), image_size=64, seed=0,
@@ -340,11 +370,14 @@ def compare_features(reference, weights_path, config, *, overrides=(), image_siz
     # image_size is a multiple of 32, so FPN's size_divisibility adds no padding.
     gen = torch.Generator().manual_seed(seed)
     rgb255 = torch.randint(0, 256, (3, image_size, image_size), generator=gen).float()
-    with torch.no_grad():
+    with torch.no_grad(), _full_fp32():
         d2 = _detectron2_features(model, cfg, rgb255.to(model.device))
         tv = _torchvision_features(reference, (rgb255 / 255).unsqueeze(0).to(model.device))
     diffs = {}
-    for name in ("res4", "res5"):
+    # A dilated res5 (DC5, FCN) has no torchvision counterpart: Detectron2 dilates every res5
+    # block, torchvision's replace_stride_with_dilation all but the first. Compare res4 there.
+    compared = ("res4",) if cfg.MODEL.RESNETS.RES5_DILATION != 1 else ("res4", "res5")
+    for name in compared:
         if d2[name].shape != tv[name].shape:
             raise VerifyError(f"{name}: Detectron2 shape {tuple(d2[name].shape)} != torchvision "
                               f"{tuple(tv[name].shape)}")

@@ -25,11 +25,12 @@ TORCHVISION_AUTHORS = ("moco-transfer", "MOCO", "torchvision")
 PLACEHOLDER_MARKERS = ("REPLACE_ME", "path/to/")
 DATASETS_ENV = "DETECTRON2_DATASETS"
 LAYOUT_DOC = "https://github.com/facebookresearch/detectron2/blob/main/datasets/README.md"
+DEMO_LAYOUT_DOC = "detection/demo_data.py (module docstring)"
 
 # How to obtain each builtin family, keyed by dataset-name prefix (first match wins).
 HOW_TO_GET = [
-    ("digits_", "the embedded digit scenes: run `make data` (or `python tools/make_demo_data.py "
-                "--out DIR`) and set DEMO_DATA=DIR"),
+    ("digits_", "the embedded digit scenes: `make data` (writes ./data) or "
+                "`python tools/make_demo_data.py --out DIR`"),
     ("voc_", "Pascal VOC from http://host.robots.ox.ac.uk/pascal/VOC/ (VOCtrainval_06-Nov-2007.tar, "
              "VOCtest_06-Nov-2007.tar, VOCtrainval_11-May-2012.tar), extracted so that "
              "$DETECTRON2_DATASETS/VOC2007 and VOC2012 each hold Annotations/, ImageSets/, JPEGImages/"),
@@ -66,12 +67,6 @@ class WeightsError(CheckError):
     pass
 
 
-def datasets_root():
-    value = os.environ.get(DATASETS_ENV)
-    shown = f"{DATASETS_ENV}={value}" if value else f"{DATASETS_ENV} unset, so ./datasets"
-    return os.path.abspath(os.path.expanduser(value or "datasets")), shown
-
-
 def expected_paths(dataset_name):
     """The files/folders a registered dataset reads, from its metadata."""
     meta = MetadataCatalog.get(dataset_name)
@@ -92,7 +87,6 @@ def _how_to_get(dataset_name):
 
 def check_dataset(dataset_name, hint=""):
     """Raise ``DatasetNotFoundError`` unless ``dataset_name`` is registered and its files exist."""
-    root, shown = datasets_root()
     if dataset_name not in DatasetCatalog.list():
         import difflib
 
@@ -105,16 +99,24 @@ def check_dataset(dataset_name, hint=""):
             "detection.datasets.register_demo_datasets)."
         )
     missing = [p for p in expected_paths(dataset_name) if not os.path.exists(p)]
+    # Name the top-most missing folder, not also everything inside it.
+    missing = [p for p in missing if not any(q != p and p.startswith(q.rstrip(os.sep) + os.sep) for q in missing)]
     meta = MetadataCatalog.get(dataset_name)
     if not missing and meta.get("dirname") and meta.get("split"):
         missing = _missing_voc_files(meta.dirname, meta.split)
     if missing:
+        if meta.get("demo_data_root"):  # ours, registered under $DEMO_DATA (detection.datasets)
+            env, default, layout = "DEMO_DATA", "./data", DEMO_LAYOUT_DOC
+        else:  # Detectron2's builtins and datasets registered like them
+            env, default, layout = DATASETS_ENV, "./datasets", LAYOUT_DOC
+        value = os.environ.get(env)
+        shown = f"{env}={value}" if value else f"{env} is unset, so {default}"
         raise DatasetNotFoundError(
-            f"dataset {dataset_name!r}: missing {', '.join(missing)}\n"
-            f"  Datasets are looked up under {root} ({shown}; Detectron2 reads it when it is first "
-            f"imported, so set it before starting).\n"
-            f"  Expected layout: {LAYOUT_DOC}\n"
-            f"  Fix: get {_how_to_get(dataset_name)}, or point {DATASETS_ENV} at the folder that holds it."
+            f"dataset {dataset_name!r}: missing {', '.join(os.path.abspath(p) for p in missing)}\n"
+            f"  The root folder comes from {env} ({shown}), read when the datasets are registered "
+            f"at import: set it before starting.\n"
+            f"  Expected layout: {layout}\n"
+            f"  Fix: get {_how_to_get(dataset_name)}, or point {env} at the folder that holds it."
             + (f"\n  Hint: {hint}" if hint else "")
         )
 
@@ -139,15 +141,14 @@ def check_weights_path(weights):
         if marker in weights:
             raise WeightsError(
                 f"MODEL.WEIGHTS is still a placeholder: {weights!r} (contains {marker!r}).\n"
-                "  Fix: pass the converted MoCo weights, e.g. `MODEL.WEIGHTS output/moco_r50.pkl` "
-                "after the command line's other options (convert a MoCo checkpoint with the converter "
-                "first), or MODEL.WEIGHTS detectron2://ImageNetPretrained/MSRA/R-50.pkl for the "
-                "supervised baseline."
+                "  Fix: convert the MoCo checkpoint (python tools/convert.py moco.pth.tar moco_r50.pkl) "
+                "and add `MODEL.WEIGHTS moco_r50.pkl` at the end of the command line; for the "
+                "supervised baseline use the *_supervised config instead."
             )
     if "://" not in weights and not os.path.exists(os.path.expanduser(weights)):
         raise WeightsError(
             f"MODEL.WEIGHTS file not found: {weights!r} (looked in {os.path.abspath(weights)}).\n"
-            "  Fix: give the path of the converted .pkl (from the converter) or of a Detectron2 "
+            "  Fix: give the path of a converted .pkl (python tools/convert.py) or of a Detectron2 "
             "checkpoint (.pth), or a detectron2:// model-zoo URL."
         )
 

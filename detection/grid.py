@@ -327,7 +327,9 @@ def describe_plan(plan, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False
 
 def _fmt_duration(seconds):
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def run_local(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, force=False,
@@ -430,6 +432,10 @@ def run_grid(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=Fals
     """The whole ``tools/run_transfer.py``: print the plan (``dry_run``), run it locally, or submit
     it to SLURM (``slurm``: ``slurm_parameters(...)`` plus ``"folder"``). Returns the exit code:
     1 if any run failed, else 0."""
+    missing = [part for part in train_cmd if part.endswith(".py") and not os.path.isfile(part)]
+    if missing and not dry_run:
+        raise FileNotFoundError(f"training script not found: {missing[0]}. Fix: run from a full checkout, "
+                                f"or point --train-cmd at the training command")
     if dry_run:
         print_fn(describe_plan(plan, train_cmd, slurm["gpus_per_node"] if slurm else num_gpus, resume, force))
         if slurm:

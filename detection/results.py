@@ -155,9 +155,10 @@ def read_run_metrics(folder, manifest=None):
     metrics_json = os.path.join(folder, "metrics.json")
     iteration, from_metrics_json = read_metrics_json(metrics_json) if os.path.isfile(metrics_json) else (None, {})
     max_iter = _max_iter(folder)
-    # EvalHook evaluates at iteration MAX_ITER-1 last; an earlier last line is a mid-training
-    # evaluation (our trainer then also writes eval_results.json). Without a manifest saying
-    # "done", that means the run is still going or died.
+    # The final evaluation (EvalHook.after_train) is stored at iteration MAX_ITER, periodic ones at
+    # k*EVAL_PERIOD-1 < MAX_ITER-1. A last evaluation before MAX_ITER-1 is a mid-training one (our
+    # trainer then also writes eval_results.json): without a manifest saying "done", the run is
+    # still going or died.
     if status != "done" and max_iter is not None and iteration is not None and iteration < max_iter - 1:
         return {}, None, (f"unfinished: last evaluation at iteration {iteration} of {max_iter}; "
                           f"let it finish or resume it (train_net.py --resume)")

@@ -207,12 +207,15 @@ class SemSegDatasetMapper:
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
         image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        utils.check_image_size(dataset_dict, image)  # also fills in height/width when missing
         sem_seg = read_label_png(dataset_dict.pop("sem_seg_file_name"))
         if sem_seg.shape != image.shape[:2]:
             raise ValueError(
                 f"{dataset_dict['file_name']}: image is {image.shape[:2]} but its label PNG is "
                 f"{sem_seg.shape}. Fix: the label must be the image's size (check the dataset files)."
             )
+        # Detectron2 resizes uint8 labels with PIL (nearest); wider ids go through torch as float.
+        sem_seg = sem_seg.astype(np.uint8) if sem_seg.max(initial=0) < 256 else sem_seg.astype(np.float32)
         aug_input = T.AugInput(image, sem_seg=sem_seg)
         self.augmentations(aug_input)
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))

@@ -149,8 +149,8 @@ def build_tables(collection, metrics=DEFAULT_METRICS, baseline="supervised", ref
         available = list(dict.fromkeys(k for r in runs for k in r.metrics))
         columns, unmatched = select_metrics(available, list(metrics))
         if runs and unmatched:
-            warnings.append(f"{task}: no {', '.join(unmatched)} in its results "
-                            f"(available: {', '.join(available)})")
+            shown = ", ".join(available[:12]) + (", ..." if len(available) > 12 else "")
+            warnings.append(f"{task}: no {', '.join(unmatched)} in its results (available: {shown})")
         present = sorted({r.init for r in runs} | {m.init for m in collection.missing if m.task == task})
         order = [i for i in (inits or []) if i in present] + [i for i in present if i not in (inits or [])]
         if baseline in order:
@@ -197,11 +197,13 @@ def _column_title(key, columns):
     return name if len(prefixes) == 1 else f"{name} ({prefix})"
 
 
-def _cell(s, with_delta=True):
+def _cell(s, n_runs):
     if s is None:
         return "–"
     text = f"{s.mean:.1f}" if s.std is None else f"{s.mean:.1f} ± {s.std:.1f}"
-    if with_delta and s.delta is not None:
+    if s.n != n_runs:  # some runs reported NaN for this metric (COCO: no objects of that size)
+        text += f" [n={s.n}]"
+    if s.delta is not None:
         text += f" ({format_delta(s.delta)})"
     return text
 
@@ -228,7 +230,7 @@ def to_markdown(tables, baseline="supervised"):
             out.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
             for init in t.inits:
                 if t.n_runs[init]:
-                    cells = [_cell(t.stats[init].get(k)) for k in t.metrics]
+                    cells = [_cell(t.stats[init].get(k), t.n_runs[init]) for k in t.metrics]
                     out.append(f"| {init} | {t.n_runs[init]} | " + " | ".join(cells) + " |")
                 else:
                     out.append(f"| {init} | 0 | " + " | ".join("–" for _ in t.metrics) + " |")

@@ -2,7 +2,8 @@
 
 What differs from Detectron2's ``tools/train_net.py``:
 
-* evaluators are chosen from the dataset metadata (``detection.evaluators``);
+* evaluators are chosen from the dataset metadata (``detection.evaluators``); semantic
+  segmentation and DensePose configs get their own train loaders;
 * final results are also written to ``OUTPUT_DIR/eval_results.json`` as
   ``{dataset: {task: {metric: value}}}`` (atomically), for the results table;
 * it runs on CPU: one process in-process, several as gloo processes (DistributedDataParallel
@@ -18,7 +19,7 @@ import weakref
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.engine.train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import verify_results
@@ -29,7 +30,7 @@ from pretrain.io import atomic_write_bytes
 
 from . import checks
 from .config import load_config, resolve_config_path
-from .densepose_support import densepose_on, densepose_trainer_class
+from .densepose_support import DensePoseMissingError, densepose_on, densepose_trainer_class
 from .evaluators import build_evaluator
 
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -72,6 +73,11 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         if densepose_on(cfg):  # DensePose annotations need DensePose's dataset mapper
             return densepose_trainer_class().build_train_loader(cfg)
+        if cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor":
+            # The paper's scale-then-crop augmentation, labels read as class ids (semantic_seg.py).
+            from .semantic_seg import build_sem_seg_train_loader
+
+            return build_sem_seg_train_loader(cfg)
         return super().build_train_loader(cfg)
 
     @classmethod
@@ -83,7 +89,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def test(cls, cfg, model, evaluators=None):
         results = super().test(cfg, model, evaluators)
-        if comm.is_main_process():
+        if comm.is_main_process() and len(cfg.DATASETS.TEST):  # no test set: keep earlier results
             write_eval_results(cfg, results)
         return results
 
@@ -147,25 +153,46 @@ def num_processes(args):
     if args.num_gpus == 0:
         return 1
     if gpus and args.num_gpus > gpus:
-        raise ValueError(f"--num-gpus {args.num_gpus} but only {gpus} GPU(s) are visible. "
+        raise UsageError(f"--num-gpus {args.num_gpus} but only {gpus} GPU(s) are visible. "
                          f"Fix: --num-gpus {gpus} (or --num-gpus auto).")
     return args.num_gpus
 
 
-def setup(args):
-    """The frozen config for ``args``, after Detectron2's ``default_setup`` and our checks."""
-    args.config_file = resolve_config_path(args.config_file) if args.config_file else ""
+class UsageError(ValueError):
+    """A command-line mistake; the message says how to fix it."""
+
+
+def build_config(args):
+    """The config ``args`` ask for (resolved name, overrides, device), checked, frozen."""
     if not args.config_file:
-        raise ValueError("no config given. Fix: --config NAME (see configs/) or --config-file PATH.")
+        raise UsageError("no config given. Fix: --config NAME (a file in configs/) or --config-file PATH.")
+    args.config_file = resolve_config_path(args.config_file)
     cfg = load_config(args.config_file, args.opts or ())
     if args.num_gpus == 0 or not torch.cuda.is_available():
         if _on_cuda(cfg):
             cfg.MODEL.DEVICE = "cpu"  # configs say cuda; a machine without GPUs still runs them
     cfg.freeze()
-    default_setup(cfg, args)
     if cfg.MOCO.RUN_CHECKS:
         checks.run_checks(cfg, eval_only=args.eval_only, resume=args.resume)
     return cfg
+
+
+def setup(args):
+    """The frozen config for ``args``, checked, after Detectron2's ``default_setup``."""
+    cfg = build_config(args)
+    default_setup(cfg, args)
+    return cfg
+
+
+# What a user can fix from the message alone: printed without a traceback by tools/train_net.py.
+USER_ERRORS = (UsageError, checks.CheckError, FileNotFoundError, DensePoseMissingError)
+
+
+def run(args):
+    """tools/train_net.py: check the config in this process, then ``launch(main, ...)``."""
+    build_config(args)  # fail here, once, before any worker process starts
+    launch(main, num_processes(args), num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
 
 
 def main(args):

@@ -2,7 +2,10 @@
 
 The paper-faithful path: PIL images and torchvision's (v1) transforms, which draw all
 their randomness from the global ``torch`` generator (the loader seeds it per sample,
-see ``pretrain/data/dataset.py``). A faster path lives elsewhere; keep this one plain.
+see ``pretrain/data/sampler.py``). A faster path lives elsewhere; keep this one plain.
+One deliberate difference: the v2 blur is torchvision's GaussianBlur with a kernel of ~10%
+of the crop (SimCLR's choice) instead of PIL's unbounded blur, so that small demo crops
+are blurred in proportion.
 
 - v1 (MoCo v1 paper, Sec. 4.1): RandomResizedCrop(scale 0.2..1), RandomGrayscale(0.2),
   ColorJitter(0.4, 0.4, 0.4, 0.4), horizontal flip.

@@ -160,6 +160,8 @@ def benchmark_data(paths, *, aug="v2", crop_size=224, device="cpu", rounds=3, ba
                 t["ours_cpu"].append(dt)
                 q = torch.stack([v[0] for v in views])
                 k = torch.stack([v[1] for v in views])
+                if device.type == "cuda":  # as DataLoader(pin_memory=True) hands them over
+                    q, k = q.pin_memory(), k.pin_memory()
                 dt, _ = _timed(lambda: (run_device(q), run_device(k)), device)
                 t["ours_device"].append(dt)
                 if gpu_decode:
@@ -284,12 +286,21 @@ def build_ours(arch, dim, K, m, T, mlp):
 
 
 class Stepper:
-    """One SGD step of a MoCo model with a given precision/layout; ``step()`` never syncs."""
+    """One SGD step of a MoCo model with a given precision/layout; ``step()`` never syncs.
+
+    ``cuda_graph``: capture the whole step (forward, backward, SGD, momentum update, enqueue)
+    once and replay it: at small per-GPU batches the step is bound by kernel launches, not
+    FLOPs. Possible because ``pretrain.moco.MoCo`` has no host sync (queue pointer on the
+    device). The learning rate is baked into the graph: give SGD a tensor lr to schedule it.
+    """
 
     def __init__(self, model, device, amp_dtype=None, channels_last=False, optimizer_impl=None,
-                 compile_model=False):
+                 compile_model=False, cuda_graph=False):
         self.model, self.device = model.to(device), torch.device(device)
         self.amp_dtype, self.channels_last = amp_dtype, channels_last
+        if cuda_graph and (self.device.type != "cuda" or amp_dtype == torch.float16):
+            raise ValueError("cuda_graph needs a CUDA device and no GradScaler (bf16 or fp32)")
+        self.cuda_graph, self.graph = cuda_graph, None
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         if compile_model:
@@ -300,20 +311,46 @@ class Stepper:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
         self.last_loss = None
 
-    def step(self, im_q, im_k):
-        if self.channels_last:
-            im_q = im_q.contiguous(memory_format=torch.channels_last)
-            im_k = im_k.contiguous(memory_format=torch.channels_last)
-        ctx = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
-               else nullcontext())
+    def _layout(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _update(self, im_q, im_k):
+        ctx = (torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=not self.cuda_graph)
+               if self.amp_dtype is not None else nullcontext())
         with ctx:
             logits, labels = self.model(im_q, im_k)
             loss = F.cross_entropy(logits.float(), labels)
-        self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
-        self.last_loss = loss.detach()  # read only when logging
+        return loss.detach()
+
+    def step(self, im_q, im_k):
+        if not self.cuda_graph:
+            self.opt.zero_grad(set_to_none=True)
+            self.last_loss = self._update(self._layout(im_q), self._layout(im_k))  # read only when logging
+            return
+        if self.graph is None:
+            self._capture(im_q, im_k)
+        self.static_q.copy_(im_q)
+        self.static_k.copy_(im_k)
+        self.graph.replay()
+
+    def _capture(self, im_q, im_k):
+        # torch.cuda.graphs "whole network capture": warm up on a side stream, then capture
+        # with the grads unset so that backward writes (not accumulates) them on every replay.
+        self.static_q, self.static_k = self._layout(im_q).clone(), self._layout(im_k).clone()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self.opt.zero_grad(set_to_none=True)
+                self._update(self.static_q, self.static_k)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self.last_loss = self._update(self.static_q, self.static_k)
 
 
 def forward_flops(arch, size, dim=128, mlp=True):
@@ -370,28 +407,41 @@ def _our_precisions(device, cpu_amp):
     return [(None, True), (torch.bfloat16, True)]  # "auto": keep bf16 only if it measures faster
 
 
+def _variants(device, cpu_amp, compile_model, cuda_graph):
+    """(name, amp dtype, channels_last, optimizer impl, compile, cuda_graph) of our step(s)."""
+    if device.type == "cuda":
+        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        out = [("ours", amp, True, {"fused": True}, compile_model, False)]
+        if cuda_graph and amp == torch.bfloat16:
+            out.append(("ours_graph", amp, True, {"fused": True}, compile_model, True))
+        return out
+    amp = {"bf16": torch.bfloat16, "off": None, "auto": None}[cpu_amp]
+    return [("ours", amp, True, {"foreach": True}, compile_model, False)]
+
+
 def benchmark_step(arch="resnet50", size=224, batch=32, *, K=65536, dim=128, mlp=True, T=0.2, m=0.999,
                    device="cpu", steps=5, warmup=2, rounds=3, cpu_amp="auto", compile_model=False,
-                   peaks=None, log=print):
-    """Reference vs our MoCo training step, interleaved: images/s, % of peak, memory."""
+                   cuda_graph=True, peaks=None, log=print):
+    """Reference vs our MoCo training step(s), interleaved: images/s, % of peak, memory.
+
+    On CUDA our step runs eagerly ("ours", what ``pretrain/train.py`` does) and, with
+    ``cuda_graph``, as a replayed CUDA graph ("ours_graph").
+    """
     device = torch.device(device)
     K = max(batch, K - K % batch)  # the reference asserts K % batch == 0
     torch.manual_seed(0)
     ref = ReferenceMoCo(arch, dim, K, m, T, mlp)
-    ours = build_ours(arch, dim, K, m, T, mlp)
-    ours.load_state_dict(ref.state_dict())  # same start: the two steps compute the same thing
+    start = ref.state_dict()
     gen = torch.Generator().manual_seed(0)
     im_q = torch.randn(batch, 3, size, size, generator=gen).to(device)
     im_k = torch.randn(batch, 3, size, size, generator=gen).to(device)
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     rss0 = _rss()
-    ref_step = Stepper(ref, device)  # torch.optim.SGD's default implementation
-    impl = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    candidates = _our_precisions(device, cpu_amp)
-    amp_dtype, cl = candidates[0]
-    our_step = Stepper(ours, device, amp_dtype, cl, impl, compile_model)
+
+    steppers = {"reference": Stepper(ref, device)}  # fp32, contiguous, torch.optim.SGD's default
+    for name, amp, cl, impl, comp, graph in _variants(device, cpu_amp, compile_model, cuda_graph):
+        ours = build_ours(arch, dim, K, m, T, mlp)
+        ours.load_state_dict(start)  # same start: every variant computes the same step
+        steppers[name] = Stepper(ours, device, amp, cl, impl, comp, graph)
 
     def run(stepper, n):
         _sync(device)
@@ -402,71 +452,70 @@ def benchmark_step(arch="resnet50", size=224, batch=32, *, K=65536, dim=128, mlp
         return (time.perf_counter() - t) / n
 
     mem = {}
-    for name, stepper in (("reference", ref_step), ("ours", our_step)):
+    for name, stepper in steppers.items():
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         run(stepper, warmup)
         if device.type == "cuda":
             mem[name] = torch.cuda.max_memory_allocated(device)
 
-    if len(candidates) > 1:  # CPU "auto": time one step of each precision, keep the faster
-        timings = []
-        for amp_dtype_c, cl_c in candidates:
-            our_step.amp_dtype, our_step.channels_last = amp_dtype_c, cl_c
-            run(our_step, 1)
-            timings.append(run(our_step, 1))
-        amp_dtype, cl = candidates[int(np.argmin(timings))]
-        our_step.amp_dtype, our_step.channels_last = amp_dtype, cl
-        log(f"  cpu precision probe: fp32 {timings[0]:.2f} s/step, bf16 {timings[1]:.2f} s/step "
-            f"-> {'bf16' if amp_dtype else 'fp32'}")
+    ours = steppers["ours"]
+    if device.type == "cpu" and cpu_amp == "auto":  # keep bf16 only if it measures faster here
+        timings = {}
+        for amp in (None, torch.bfloat16, None, torch.bfloat16):
+            ours.amp_dtype = amp
+            timings.setdefault(amp, []).append(run(ours, 1))
+        ours.amp_dtype = min(timings, key=lambda a: min(timings[a]))
+        log(f"  cpu precision probe: fp32 {min(timings[None]):.2f} s/step, bf16 "
+            f"{min(timings[torch.bfloat16]):.2f} s/step -> {'bf16' if ours.amp_dtype else 'fp32'}")
 
-    per_step = {"reference": [], "ours": []}
+    per_step = {name: [] for name in steppers}
     for r in range(rounds):
-        per_step["reference"].append(run(ref_step, steps))
-        per_step["ours"].append(run(our_step, steps))
-        log(f"  step round {r + 1}/{rounds} {arch}@{size} b{batch}: reference "
-            f"{batch / per_step['reference'][-1]:.1f} img/s, ours {batch / per_step['ours'][-1]:.1f} img/s")
+        for name, stepper in steppers.items():
+            per_step[name].append(run(stepper, steps))
+        log(f"  step round {r + 1}/{rounds} {arch}@{size} b{batch}: " + ", ".join(
+            f"{name} {batch / v[-1]:.1f} img/s" for name, v in per_step.items()))
 
     flops_img = 4.0 * forward_flops(arch, size, dim, mlp)
     peaks = peaks or {}
     res = {"arch": arch, "size": size, "batch": batch, "K": K, "device": str(device),
            "threads": torch.get_num_threads(), "steps_per_round": steps, "rounds": rounds,
-           "ours_amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
-           "ours_channels_last": cl, "compile": compile_model,
-           "step_gflop_per_image": flops_img / 1e9,
+           "step_gflop_per_image": flops_img / 1e9, "variants": {},
            "host_rss_bytes": _rss(), "host_rss_growth_bytes": _rss() - rss0, "host_max_rss_bytes": _max_rss()}
-    for name in ("reference", "ours"):
+    for name, stepper in steppers.items():
         t = statistics.median(per_step[name])
-        res[f"{name}_s_per_step"] = t
-        res[f"{name}_img_s"] = batch / t
-        res[f"{name}_tflop_s"] = batch / t * flops_img / 1e12
-        if mem:
-            res[f"{name}_gpu_max_mem_bytes"] = mem[name]
-    res["speedup"] = res["ours_img_s"] / res["reference_img_s"]
-    if peaks:
-        res["reference_frac_of_fp32_peak"] = res["reference_tflop_s"] * 1e12 / peaks["fp32"]
-        our_peak = peaks.get(res["ours_amp"], peaks["fp32"])
-        res["ours_frac_of_own_peak"] = res["ours_tflop_s"] * 1e12 / our_peak
-        res["ours_peak_dtype"] = res["ours_amp"] if res["ours_amp"] in peaks else "fp32"
-    res["loss_reference"] = float(ref_step.last_loss)
-    res["loss_ours"] = float(our_step.last_loss)
-    del ref_step, our_step, ref, ours
+        amp = str(stepper.amp_dtype).replace("torch.", "") if stepper.amp_dtype else "fp32"
+        v = {"amp": amp, "channels_last": stepper.channels_last, "cuda_graph": stepper.cuda_graph,
+             "compile": compile_model and name != "reference",
+             "s_per_step": t, "img_s": batch / t, "tflop_s": batch / t * flops_img / 1e12,
+             "speedup": per_step["reference"] and statistics.median(per_step["reference"]) / t,
+             "loss_after": float(stepper.last_loss)}
+        if name in mem:
+            v["gpu_max_mem_bytes"] = mem[name]
+        peak_key = amp if amp in peaks else "fp32"
+        if peaks:
+            v["peak_dtype"], v["frac_of_peak"] = peak_key, v["tflop_s"] * 1e12 / peaks[peak_key]
+            if "tf32" in peaks and amp == "fp32":
+                # PyTorch runs fp32 convolutions in TF32 on Ampere+ by default (cudnn.allow_tf32).
+                v["frac_of_tf32_peak"] = v["tflop_s"] * 1e12 / peaks["tf32"]
+        res["variants"][name] = v
+    del steppers, ref, ours
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return res
 
 
-def measure_peaks(device, log=print):
+def measure_peaks(device, seconds=0.5, log=print):
     device = torch.device(device)
-    peaks = {"fp32": matmul_peak(device, torch.float32)}
+    peaks = {"fp32": matmul_peak(device, torch.float32, seconds=seconds)}
     if device.type == "cuda":
         tf32 = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = True
-        peaks["tf32"] = matmul_peak(device, torch.float32)
+        peaks["tf32"] = matmul_peak(device, torch.float32, seconds=seconds)
         torch.backends.cuda.matmul.allow_tf32 = tf32
-        peaks["float16"] = matmul_peak(device, torch.float16)
-    peaks["bfloat16"] = matmul_peak(device, torch.bfloat16)
+        peaks["float16"] = matmul_peak(device, torch.float16, seconds=seconds)
+    peaks["bfloat16"] = matmul_peak(device, torch.bfloat16, seconds=seconds)
     log("  matmul peak (measured): " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s" for k, v in peaks.items()))
     return peaks
 
@@ -476,7 +525,8 @@ def measure_peaks(device, log=print):
 
 def run_benchmark(*, arch="resnet50", size=224, batch=32, K=65536, small=("resnet18", 64, 64),
                   device=None, data=True, step=True, images=64, workers=0, rounds=3, steps=5, warmup=2,
-                  aug="v2", cpu_amp="auto", compile_model=False, log=print):
+                  aug="v2", cpu_amp="auto", compile_model=False, cuda_graph=True, peak_seconds=0.5,
+                  data_size=224, log=print):
     """The whole comparison -> a JSON-able dict; prints progress and a summary with ``log``."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -487,24 +537,24 @@ def run_benchmark(*, arch="resnet50", size=224, batch=32, K=65536, small=("resne
     log(f"machine: {out['machine']}")
     if data:
         with tempfile.TemporaryDirectory(prefix="moco_bench_") as tmp:
-            log(f"data path: {images} generated 500x375 JPEGs, aug {aug}, 224 crops, 1 thread")
+            log(f"data path: {images} generated 500x375 JPEGs, aug {aug}, {data_size} px crops, 1 thread")
             paths = make_jpegs(tmp, images)
             # A GPU wants bigger batches than a CPU core to amortise kernel launches.
             data_batch = min(images, 128 if device.type == "cuda" else 32)
-            out["data"] = benchmark_data(paths, aug=aug, crop_size=224, device=device, rounds=rounds,
+            out["data"] = benchmark_data(paths, aug=aug, crop_size=data_size, device=device, rounds=rounds,
                                          batch=data_batch, log=log)
             if workers > 0:
-                out["loader"] = benchmark_loader(paths, aug=aug, crop_size=224, workers=workers,
+                out["loader"] = benchmark_loader(paths, aug=aug, crop_size=data_size, workers=workers,
                                                  batch=min(32, images), log=log)
     if step:
-        out["peaks"] = measure_peaks(device, log)
+        out["peaks"] = measure_peaks(device, peak_seconds, log)
         configs = [(arch, size, batch)] + ([tuple(small)] if small else [])
         out["step"] = []
         for a, s, b in configs:
             log(f"training step: {a} at {s}, batch {b}, K {K}")
             out["step"].append(benchmark_step(a, s, b, K=K, device=device, steps=steps, warmup=warmup,
                                               rounds=rounds, cpu_amp=cpu_amp, compile_model=compile_model,
-                                              peaks=out["peaks"], log=log))
+                                              cuda_graph=cuda_graph, peaks=out["peaks"], log=log))
     log(format_summary(out))
     return out
 
@@ -541,20 +591,19 @@ def format_summary(out):
     if out.get("peaks"):
         lines.append("matmul peak: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s" for k, v in out["peaks"].items()))
     for s in out.get("step", []):
-        mem = ""
-        if "reference_gpu_max_mem_bytes" in s:
-            mem = (f", GPU max mem ref {s['reference_gpu_max_mem_bytes'] / 2**30:.2f} GiB / "
-                   f"ours {s['ours_gpu_max_mem_bytes'] / 2**30:.2f} GiB")
         lines.append(f"step {s['arch']}@{s['size']} batch {s['batch']} K {s['K']} ({s['device']}, "
-                     f"{s['threads']} threads, {s['step_gflop_per_image']:.1f} GFLOP/img){mem}:")
-        ref_frac = s.get("reference_frac_of_fp32_peak")
-        our_frac = s.get("ours_frac_of_own_peak")
-        lines.append(f"  reference fp32          {s['reference_img_s']:8.1f} img/s  {s['reference_tflop_s']:.3f} TFLOP/s"
-                     + (f"  {100 * ref_frac:.0f}% of fp32 peak" if ref_frac else ""))
-        lines.append(f"  ours {s['ours_amp']:>8s}{' CL' if s['ours_channels_last'] else '   '}"
-                     f"{' compiled' if s['compile'] else ''}   {s['ours_img_s']:8.1f} img/s  "
-                     f"{s['ours_tflop_s']:.3f} TFLOP/s"
-                     + (f"  {100 * our_frac:.0f}% of {s['ours_peak_dtype']} peak" if our_frac else "")
-                     + f"   x{s['speedup']:.2f}")
-        lines.append(f"  host RSS {s['host_rss_bytes'] / 2**20:.0f} MiB (peak so far {s['host_max_rss_bytes'] / 2**20:.0f} MiB)")
+                     f"{s['threads']} threads, {s['step_gflop_per_image']:.1f} GFLOP/img):")
+        for name, v in s["variants"].items():
+            how = f"{v['amp']}{' channels_last' if v['channels_last'] else ''}" \
+                  f"{' compiled' if v['compile'] else ''}{' cuda-graph' if v['cuda_graph'] else ''}"
+            frac = ""
+            if "frac_of_peak" in v:
+                frac = f"  {100 * v['frac_of_peak']:.0f}% of {v['peak_dtype']} peak"
+            if "frac_of_tf32_peak" in v:
+                frac += f" ({100 * v['frac_of_tf32_peak']:.0f}% of tf32)"
+            mem = f"  GPU max {v['gpu_max_mem_bytes'] / 2**30:.2f} GiB" if "gpu_max_mem_bytes" in v else ""
+            lines.append(f"  {name:<11s} {how:<34s} {v['img_s']:8.1f} img/s {v['tflop_s']:7.3f} TFLOP/s"
+                         f"{frac}  x{v['speedup']:.2f}{mem}")
+        lines.append(f"  host RSS {s['host_rss_bytes'] / 2**20:.0f} MiB (process peak so far "
+                     f"{s['host_max_rss_bytes'] / 2**20:.0f} MiB)")
     return "\n".join(lines)

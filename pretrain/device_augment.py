@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as nnf
-from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
 from .augment import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size
 
@@ -108,12 +107,39 @@ def adjust_saturation(x, factor):
     return blend(x, to_grayscale(x), factor)
 
 
+def rgb_to_hsv(x):
+    """[N, 3, H, W] -> h, s, v planes [N, H, W], h in [0, 1): torchvision's (Pillow's) formulas."""
+    r, g, b = x.unbind(dim=1)
+    minc, maxc = torch.aminmax(x, dim=1)
+    delta = maxc - minc
+    grey = delta == 0  # h and s are 0 there; the divisions below must not see 0
+    safe_delta = torch.where(grey, 1.0, delta)
+    s = delta / torch.where(maxc == 0, 1.0, maxc)
+    rc, gc, bc = (maxc - r) / safe_delta, (maxc - g) / safe_delta, (maxc - b) / safe_delta
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(grey, 0.0, h).div_(6.0).remainder_(1.0)
+    return h, s, maxc
+
+
+def hsv_to_rgb(h, s, v):
+    """Branch-free HSV -> RGB: c_n = v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6.
+
+    The same values as torchvision's sector table (i = floor(6h); p, q, t), in a few fused-able
+    elementwise ops instead of a gather over a [3, N, H, W] index.
+    """
+    h6, vs = h * 6.0, v * s
+    out = []
+    for n in (5.0, 3.0, 1.0):  # r, g, b
+        k = (h6 + n).remainder_(6.0)
+        out.append(v - vs * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0))
+    return torch.stack(out, dim=1)
+
+
 def adjust_hue(x, factor):
     """torchvision's adjust_hue (RGB -> HSV, h += factor mod 1, HSV -> RGB), per-image factor."""
-    hsv = _rgb_to_hsv(x)
-    h, s, v = hsv.unbind(dim=1)
+    h, s, v = rgb_to_hsv(x)
     h = (h + _col(factor, x).view(-1, 1, 1)).remainder_(1.0)
-    return _hsv_to_rgb(torch.stack((h, s, v), dim=1))
+    return hsv_to_rgb(h, s, v)
 
 
 JITTER_OPS = {BRIGHTNESS: adjust_brightness, CONTRAST: adjust_contrast,

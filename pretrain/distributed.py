@@ -90,11 +90,13 @@ def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
         return x
     out = torch.empty((world_size() * x.shape[0],) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
-    dist.all_gather_into_tensor(out, x.contiguous())
+    _gather_into(out, x.contiguous())
     return out
 
 
 _size_group = None
+# torch >= 2.14 renamed all_gather_into_tensor (and warns on the old name).
+_gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
 def check_equal_batch(n: int) -> None:
@@ -108,7 +110,7 @@ def check_equal_batch(n: int) -> None:
     if _size_group is None:
         _size_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
     sizes = torch.empty(world_size(), dtype=torch.long)
-    dist.all_gather_into_tensor(sizes, torch.tensor([n]), group=_size_group)
+    _gather_into(sizes, torch.tensor([n]), group=_size_group)
     if (sizes != n).any():
         raise ValueError(
             f"shuffling BN needs the same batch size on every process, got {sizes.tolist()}; "

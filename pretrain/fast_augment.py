@@ -57,21 +57,22 @@ def draft_scale(boxes, crop_size):
     return 1
 
 
-def scale_box(box, s, width, height):
-    """Map a box from original pixels to an image decoded at 1/s (clipped to the decoded image)."""
+def scale_box(box, s):
+    """(top, left, h, w) in original pixels -> PIL (left, upper, right, lower) at 1/s, as floats.
+
+    libjpeg's 1/s DCT scaling makes decoded pixel i cover original pixels [s*i, s*(i+1)), so the
+    box maps exactly by /s; PIL's resize takes the fractional box (no rounding shift).
+    """
     top, left, h, w = box
-    if s == 1:
-        return box
-    t, l = int(top / s), int(left / s)
-    return t, l, max(1, min(round(h / s), height - t)), max(1, min(round(w / s), width - l))
+    return left / s, top / s, (left + w) / s, (top + h) / s
 
 
 def _is_jpeg(image):
     return getattr(image, "format", None) == "JPEG" and bool(getattr(image, "tile", None))
 
 
-def decode_pil(image, boxes, crop_size):
-    """PIL image (loaded or lazily opened) -> (uint8 CHW tensor, boxes in its coordinates).
+def views_from_pil(image, boxes, flips, crop_size):
+    """Two views of a PIL image (loaded, or lazily opened: then decoded at reduced size).
 
     ``draft`` only works before the pixels are loaded: pass ``Image.open(path)``, not a
     converted image, to get the reduced-size decode.
@@ -80,15 +81,20 @@ def decode_pil(image, boxes, crop_size):
     if _is_jpeg(image):
         s = draft_scale(boxes, crop_size)
         if s > 1:
-            w0, h0 = image.size
+            w0 = image.size[0]
             # PIL picks the largest scale with size // request >= scale; asking for size // s gives s.
-            image.draft("RGB", (max(1, w0 // s), max(1, h0 // s)))
+            image.draft("RGB", (max(1, w0 // s), max(1, image.size[1] // s)))
             s = _decoded_scale(image, w0)
     if image.mode != "RGB":
         image = image.convert("RGB")
-    tensor = F.pil_to_tensor(image)  # HWC memory, CHW view: the layout torch's uint8 resize likes
-    height, width = tensor.shape[-2:]
-    return tensor, [scale_box(b, s, width, height) for b in boxes]
+    if s == 1:
+        # HWC memory seen as CHW: the layout torch's uint8 antialiased resize is fastest on.
+        return crop_views(F.pil_to_tensor(image), boxes, flips, crop_size)
+    views = []
+    for box, flip in zip(boxes, flips):
+        v = F.pil_to_tensor(image.resize((crop_size, crop_size), Image.BILINEAR, box=scale_box(box, s)))
+        views.append((F.horizontal_flip(v) if flip else v).contiguous())
+    return views
 
 
 def _decoded_scale(image, original_width):
@@ -159,8 +165,7 @@ class FastTwoCropTransform:
             return self._from_bytes(_read_bytes(image))
         if isinstance(image, Image.Image):
             boxes, flips = self._draw(*image.size)
-            tensor, boxes = decode_pil(image, boxes, self.crop_size)
-            return crop_views(tensor, boxes, flips, self.crop_size)
+            return views_from_pil(image, boxes, flips, self.crop_size)
         raise TypeError(f"FastTwoCropTransform takes a PIL image, a path, bytes or a uint8 tensor, "
                         f"got {type(image).__name__}")
 
@@ -170,9 +175,8 @@ class FastTwoCropTransform:
         if header.format == "JPEG" and header.mode in ("RGB", "L") and draft_scale(boxes, self.crop_size) == 1:
             # Full-size decode: libjpeg-turbo via torchvision is ~1.5x PIL + to-tensor.
             tensor = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        else:
-            tensor, boxes = decode_pil(header, boxes, self.crop_size)
-        return crop_views(tensor, boxes, flips, self.crop_size)
+            return crop_views(tensor, boxes, flips, self.crop_size)
+        return views_from_pil(header, boxes, flips, self.crop_size)
 
     def _encoded(self, image):
         if isinstance(image, Image.Image):

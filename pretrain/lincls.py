@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .classify import Progress, default_device, evaluate, write_jsonl
 from .data import build_labeled_loader
 from .io import atomic_torch_save, atomic_write_bytes, safe_torch_load
-from .weights import load_backbone
+from .weights import load_backbone, pooled_features
 
 CHECKPOINT = "lincls_checkpoint.pth"
 RESULT = "lincls_result.json"
@@ -41,13 +41,15 @@ def check_backbone_unchanged(model, reference_state):
 
 
 def build_linear_model(checkpoint, num_classes, arch=None):
-    """``(model, backbone_state)``: the pretrained backbone, frozen, plus a fresh fc."""
+    """``(backbone, fc, backbone_state)``: the pretrained backbone (pooled features out,
+    frozen) and a fresh linear classifier (normal std 0.01, bias 0, as the reference)."""
     model, state = load_backbone(checkpoint, arch=arch, num_classes=num_classes)
-    for name, p in model.named_parameters():
-        p.requires_grad = name.startswith("fc.")
-    nn.init.normal_(model.fc.weight, mean=0.0, std=0.01)
-    nn.init.zeros_(model.fc.bias)
-    return model, state
+    fc = pooled_features(model)
+    for p in model.parameters():
+        p.requires_grad = False
+    nn.init.normal_(fc.weight, mean=0.0, std=0.01)
+    nn.init.zeros_(fc.bias)
+    return model, fc, state
 
 
 def step_lr(base_lr, epoch, schedule):
@@ -78,13 +80,15 @@ def train_linear(checkpoint, data, out_dir, *, arch=None, epochs=100, lr=30.0, s
     val_loader = build_labeled_loader(os.path.join(data, "val"), image_size=image_size,
                                       batch_size=batch_size, train=False, num_workers=num_workers)
     classes = train_loader.dataset.classes
-    model, backbone_state = build_linear_model(checkpoint, len(classes), arch=arch)
-    model.to(device)
-    optimizer = torch.optim.SGD(model.fc.parameters(), lr, momentum=momentum, weight_decay=weight_decay)
+    backbone, fc, backbone_state = build_linear_model(checkpoint, len(classes), arch=arch)
+    backbone.to(device)
+    fc.to(device)
+    classifier = nn.Sequential(backbone, fc)
+    optimizer = torch.optim.SGD(fc.parameters(), lr, momentum=momentum, weight_decay=weight_decay)
     start_epoch, best, records = 0, 0.0, []
     if resume and os.path.exists(ckpt_path):
         state = safe_torch_load(ckpt_path)
-        model.fc.load_state_dict(state["fc"])
+        fc.load_state_dict(state["fc"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best, records = state["epoch"], state["best_top1"], json.loads(state["records"])
         printer(f"[lincls] resumed from {ckpt_path} at epoch {start_epoch}", flush=True)
@@ -94,29 +98,32 @@ def train_linear(checkpoint, data, out_dir, *, arch=None, epochs=100, lr=30.0, s
     for epoch in range(start_epoch, epochs):
         for group in optimizer.param_groups:
             group["lr"] = step_lr(lr, epoch, schedule)
-        model.eval()  # frozen BN statistics, as in the reference (the fc has no BN)
+        backbone.eval()  # frozen BN statistics, as in the reference
         for it, (images, target) in enumerate(train_loader):
             images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                loss = F.cross_entropy(model(images).float(), target)
+            # Mixed precision (CUDA only) for the frozen backbone; the fc and its gradients
+            # stay fp32, so no loss scaling is needed.
+            with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
+                features = backbone(images)
+            loss = F.cross_entropy(fc(features.float()), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             progress.step(epoch, epochs, it, len(train_loader), len(target), loss.item(),
                           optimizer.param_groups[0]["lr"])
-        metrics = evaluate(model, val_loader, device)
+        metrics = evaluate(classifier, val_loader, device)
         best = max(best, metrics["top1"])
         records.append(dict(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], **metrics))
         printer(f"[lincls] epoch {epoch + 1}/{epochs} val top-1 {metrics['top1']:.2f} "
                 f"top-5 {metrics['top5']:.2f} (best top-1 {best:.2f})", flush=True)
-        atomic_torch_save({"epoch": epoch + 1, "fc": model.fc.state_dict(), "optimizer": optimizer.state_dict(),
+        atomic_torch_save({"epoch": epoch + 1, "fc": fc.state_dict(), "optimizer": optimizer.state_dict(),
                            "best_top1": best, "records": json.dumps(records), "classes": list(classes)},
                           ckpt_path)
         write_jsonl(os.path.join(out_dir, "metrics.jsonl"), records)
 
     if not metrics:  # resumed a finished run: evaluate once more
-        metrics = evaluate(model, val_loader, device)
-    check_backbone_unchanged(model, backbone_state)
+        metrics = evaluate(classifier, val_loader, device)
+    check_backbone_unchanged(backbone, backbone_state)
     result = {"top1": metrics["top1"], "top5": metrics["top5"], "best_top1": max(best, metrics["top1"]),
               "epochs": epochs, "checkpoint": os.path.abspath(checkpoint), "classes": len(classes)}
     atomic_write_bytes(result_path, (json.dumps(result, indent=1) + "\n").encode())

@@ -15,6 +15,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import torch  # noqa: E402
+
 from pretrain.benchmark import run_benchmark  # noqa: E402
 from pretrain.io import atomic_write_bytes  # noqa: E402
 
@@ -42,6 +44,7 @@ def main(argv=None):
     g.add_argument("--data-only", action="store_true")
     g.add_argument("--step-only", action="store_true")
     p.add_argument("--images", type=int, default=64, help="generated JPEGs for the data path")
+    p.add_argument("--data-size", type=int, default=224, help="crop size of the data path (224 in the paper)")
     p.add_argument("--workers", type=int, default=0, help="also time a DataLoader with W workers")
     p.add_argument("--rounds", type=int, default=3, help="interleaved reference/ours rounds")
     p.add_argument("--steps", type=int, default=5, help="timed steps per round")
@@ -50,6 +53,10 @@ def main(argv=None):
     p.add_argument("--cpu-amp", choices=("auto", "bf16", "off"), default="auto",
                    help="our CPU step: bf16 autocast if faster (auto), always, or never")
     p.add_argument("--compile", action="store_true", help="torch.compile our encoders")
+    p.add_argument("--no-cuda-graph", action="store_true",
+                   help="on CUDA, skip the extra 'ours_graph' variant (our step replayed as a CUDA graph)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads for the CPU step (default: torch's); the data path always uses 1")
     p.add_argument("--json", default=None, help="write all figures to this JSON file")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     a = p.parse_args(argv)
@@ -57,10 +64,13 @@ def main(argv=None):
         p.error(f"{a.json} exists; pass --force to overwrite it or choose another --json path")
     if a.images < 1 or a.batch < 1 or a.rounds < 1 or a.steps < 1:
         p.error("--images, --batch, --rounds and --steps must be >= 1")
+    if a.threads:
+        torch.set_num_threads(a.threads)
     out = run_benchmark(arch=a.arch, size=a.size, batch=a.batch, K=a.K, small=a.also, device=a.device,
                         data=not a.step_only, step=not a.data_only, images=a.images, workers=a.workers,
                         rounds=a.rounds, steps=a.steps, warmup=a.warmup, aug=a.aug, cpu_amp=a.cpu_amp,
-                        compile_model=a.compile)
+                        compile_model=a.compile, cuda_graph=not a.no_cuda_graph,
+                        data_size=a.data_size)
     if a.json:
         atomic_write_bytes(a.json, json.dumps(out, indent=2).encode())
         print(f"wrote {a.json}")

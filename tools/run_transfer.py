@@ -84,6 +84,9 @@ def main(argv=None):
     try:
         return run_grid(plan, root, train_cmd, args.num_gpus, args.resume, args.force, args.dry_run,
                         echo=not args.quiet, slurm=slurm, print_fn=lambda s: print(s, flush=True))
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; the current run is marked failed. Rerun the same command to continue "
               "(finished runs are skipped; --resume continues from checkpoints).", file=sys.stderr)

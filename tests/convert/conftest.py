@@ -18,7 +18,8 @@ def r18():
 @pytest.fixture(scope="session")
 def moco_r50_file(r50, tmp_path_factory):
     path = tmp_path_factory.mktemp("moco_r50") / "moco_v2_r50.pth.tar"
-    torch.save(moco_v2_checkpoint(r50, 2048), path)
+    # The released MoCo v1/v2 models predate torch's zip format: write the legacy one.
+    torch.save(moco_v2_checkpoint(r50, 2048), path, _use_new_zipfile_serialization=False)
     return path
 
 

@@ -9,15 +9,13 @@ import os
 import torch
 import torchvision
 
-MOCO_OVERRIDES = [
-    "MODEL.RESNETS.STRIDE_IN_1X1", "False",
-    "INPUT.FORMAT", "RGB",
-    "MODEL.PIXEL_MEAN", "[123.675, 116.280, 103.530]",
-    "MODEL.PIXEL_STD", "[58.395, 57.120, 57.375]",
-]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-C4_BASE = os.path.join(REPO, "configs", "Base-RCNN-C4-BN.yaml")
-FPN_BASE = os.path.join(REPO, "configs", "Base-RCNN-FPN-BN.yaml")
+# Our task configs for MoCo-initialised fine-tuning (RGB, MoCo pixel mean/std,
+# STRIDE_IN_1X1 False; naiveSyncBN, which on one CPU process works like BN),
+# resolved by detection.config.load_config.
+C4_CONFIG = "voc0712_R50_C4_24k_moco"  # Faster R-CNN R50-C4, Res5ROIHeadsExtraNorm
+FPN_CONFIG = "coco_R50_FPN_1x_moco"  # Mask R-CNN R50-FPN
+R18_OVERRIDES = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"]
 
 
 def random_resnet(arch, seed):

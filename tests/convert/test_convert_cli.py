@@ -1,25 +1,22 @@
 """tools/convert.py: one file with --verify, a folder with --batch, errors without tracebacks."""
+import os
 import pickle
 import subprocess
 import sys
 
 import numpy as np
 import torch
-from convert_layouts import FPN_BASE, REPO, backbone_state
+from convert_layouts import FPN_CONFIG, REPO, backbone_state
 
 from convert.cli import main
 
+# The demo's kind of config: our MoCo FPN task config with a ResNet-18.
 R18_FPN_MOCO_YAML = f"""\
-_BASE_: "{FPN_BASE}"
+_BASE_: "{os.path.join(REPO, "configs", FPN_CONFIG + ".yaml")}"
 MODEL:
-  PIXEL_MEAN: [123.675, 116.280, 103.530]
-  PIXEL_STD: [58.395, 57.120, 57.375]
   RESNETS:
     DEPTH: 18
     RES2_OUT_CHANNELS: 64
-    STRIDE_IN_1X1: False
-INPUT:
-  FORMAT: "RGB"
 """
 
 
@@ -43,6 +40,12 @@ def test_single_file_with_verify(r18, tmp_path, capsys):
     assert "source: moco, ResNet-18" in printed and "MoCo queue" in printed  # conversion report
     assert "OK: 100 tensors loaded" in printed and "backbone.bottom_up.res5" in printed  # load table
     assert "features vs. the source ResNet: OK" in printed
+    # A config typo fails before anything is converted.
+    assert main([str(tmp_path / "moco_r18.pth.tar"), str(tmp_path / "x.pkl"), "--verify", "no_such_cfg"]) == 1
+    assert "no_such_cfg" in capsys.readouterr().err and not (tmp_path / "x.pkl").exists()
+    # So does a --target whose names the config's model does not use.
+    assert main([str(tmp_path / "moco_r18.pth.tar"), str(tmp_path / "x.pkl"), "--verify", str(config)]) == 1
+    assert "needs --target fpn" in capsys.readouterr().err and not (tmp_path / "x.pkl").exists()
     # A second run must not replace the file.
     before = out.read_bytes()
     assert main([str(tmp_path / "moco_r18.pth.tar"), str(out), "--target", "fpn"]) == 1

@@ -37,12 +37,13 @@ def test_c4_target_has_detectron2_r50_c4_names(r50):
     assert len(names) == len(state) - 53 - 2
     assert torch.equal(mapped.tensors["backbone.res4.5.conv2.norm.running_mean"],
                        state["layer3.5.bn2.running_mean"])
-    assert torch.equal(mapped.tensors["roi_heads.res5.0.shortcut.weight"], state["layer4.0.downsample.0.weight"])
+    assert torch.equal(mapped.tensors["roi_heads.res5.0.shortcut.weight"],
+                       state["layer4.0.downsample.0.weight"])
     reasons = dict(mapped.dropped)
     assert set(reasons) == {n for n in state if n.endswith("num_batches_tracked")} | {"fc.weight", "fc.bias"}
 
 
-def test_fpn_and_heuristic_targets_differ_only_by_prefix(r50):
+def test_fpn_dc5_and_heuristic_targets_differ_only_by_prefix(r50):
     state = r50.state_dict()
     fpn = map_backbone(state, "fpn").renames
     heuristic = map_backbone(state, "heuristic").renames
@@ -50,6 +51,8 @@ def test_fpn_and_heuristic_targets_differ_only_by_prefix(r50):
     assert heuristic["layer4.2.bn3.weight"] == "res5.2.conv3.norm.weight"
     assert heuristic["conv1.weight"] == "stem.conv1.weight"
     assert {k: "backbone.bottom_up." + v for k, v in heuristic.items()} == fpn
+    dc5 = map_backbone(state, "dc5").renames  # whole ResNet in backbone., res5 included
+    assert {k: "backbone." + v for k, v in heuristic.items()} == dc5
 
 
 def test_basic_blocks_of_resnet18_map_to_conv1_conv2_shortcut(r18):

@@ -39,12 +39,12 @@ def test_malicious_pkl_is_refused_and_nothing_runs(tmp_path):
 
 def test_verify_refuses_a_malicious_pkl_before_detectron2_unpickles_it(tmp_path):
     from convert.verify import verify_converted
-    from convert_layouts import C4_BASE, MOCO_OVERRIDES
+    from convert_layouts import C4_CONFIG
 
     marker = tmp_path / "pwned"
     _malicious_pkl(tmp_path / "weights.pkl", marker)
     with pytest.raises(UnsafeCheckpointError):
-        verify_converted(tmp_path / "weights.pkl", C4_BASE, MOCO_OVERRIDES)
+        verify_converted(tmp_path / "weights.pkl", C4_CONFIG)
     assert not marker.exists()
 
 

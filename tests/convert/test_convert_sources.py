@@ -7,9 +7,10 @@ import pytest
 import torch
 from convert_layouts import backbone_state, mlp_head, mocov3_checkpoint, shifted
 
-from convert import AlreadyDetectron2Error, UnknownLayoutError, convert_checkpoint
+from convert import AlreadyDetectron2Error, ConversionError, UnknownLayoutError, convert_checkpoint
 from convert.mapping import map_backbone
 from convert.safe_pickle import safe_pickle_load
+from convert.sources import extract_backbone
 
 
 def _assert_holds(output, expected_state, target):
@@ -111,7 +112,8 @@ def test_torchvision_supervised_state_dict(r50, r18, tmp_path, container):
     report = convert_checkpoint(tmp_path / "tv.pth", tmp_path / "tv.pkl", target="fpn")
     assert report.source_format == "torchvision"
     _assert_holds(tmp_path / "tv.pkl", state, "fpn")
-    assert {why for _, why in report.dropped} >= {"classifier/projection head (replaced by the detection heads)"}
+    dropped = {name.removeprefix("module."): why for name, why in report.dropped}  # names as in the file
+    assert "classifier/projection head" in dropped["fc.weight"]
 
 
 def test_other_ssl_library_under_a_prefix(r18, tmp_path):
@@ -161,3 +163,23 @@ def test_unknown_layout_lists_found_and_known_prefixes(tmp_path):
         assert known in message
     assert "--prefix" in message
     assert not (tmp_path / "out.pkl").exists()
+
+
+def test_numpy_pickle_of_torchvision_weights_converts(r18, tmp_path):
+    with open(tmp_path / "r18_numpy.pkl", "wb") as f:
+        pickle.dump({"model": {k: v.numpy() for k, v in r18.state_dict().items()}}, f)
+    report = convert_checkpoint(tmp_path / "r18_numpy.pkl", tmp_path / "out.pkl", target="fpn")
+    assert report.source_format == "torchvision"
+    _assert_holds(tmp_path / "out.pkl", r18.state_dict(), "fpn")
+
+
+def test_forced_source_that_does_not_match_says_what_it_found(r18):
+    moco = {"state_dict": {"module.encoder_q." + k: v for k, v in r18.state_dict().items()}}
+    with pytest.raises(UnknownLayoutError, match=r"no tensors left .* mocov3 .*encoder_q\.conv1\.\* \(1\)"):
+        extract_backbone(moco, source="mocov3")
+    with pytest.raises(AlreadyDetectron2Error):
+        extract_backbone(moco, source="detectron2")
+    with pytest.raises(ConversionError, match="--momentum-encoder applies to MoCo"):
+        extract_backbone({"state_dict": r18.state_dict()}, momentum_encoder=True)
+    with pytest.raises(ConversionError, match="--prefix only applies"):
+        extract_backbone(moco, source="moco", prefix="module.")

@@ -1,7 +1,6 @@
 """Converted weights load into our Detectron2 models and compute torchvision's features.
 
-Configs are our Base-RCNN-*-BN YAMLs with the MoCo initialisation settings (RGB,
-MoCo pixel mean/std, STRIDE_IN_1X1 False), loaded through ``detection.config``.
+Configs are our MoCo task YAMLs (configs/*_moco.yaml), loaded through ``detection.config``.
 """
 import pytest
 import torch
@@ -15,7 +14,7 @@ from convert.verify import (
     torchvision_reference,
     verify_converted,
 )
-from convert_layouts import C4_BASE, FPN_BASE, MOCO_OVERRIDES
+from convert_layouts import C4_CONFIG, FPN_CONFIG, R18_OVERRIDES
 
 C4_NEW_LAYERS = ("proposal_generator.", "roi_heads.box_predictor.", "roi_heads.res5.norm.")
 FPN_NEW_LAYERS = ("backbone.fpn_", "proposal_generator.", "roi_heads.box_head.",
@@ -24,7 +23,7 @@ FPN_NEW_LAYERS = ("backbone.fpn_", "proposal_generator.", "roi_heads.box_head.",
 
 @pytest.mark.parametrize("target", ["c4", "heuristic"])
 def test_c4_weights_fill_every_backbone_tensor_of_the_c4_model(r50_converted, target):
-    report = verify_converted(r50_converted[target].output_path, C4_BASE, MOCO_OVERRIDES)
+    report = verify_converted(r50_converted[target].output_path, C4_CONFIG)
     assert report.ok and report.missing_backbone == [] and report.unexpected == []
     assert len(report.loaded) == r50_converted[target].mapped_count == 265
     assert any(n.startswith("roi_heads.res5.0.") for n in report.loaded)  # res5 from the ROI head
@@ -33,7 +32,7 @@ def test_c4_weights_fill_every_backbone_tensor_of_the_c4_model(r50_converted, ta
 
 
 def test_fpn_weights_fill_every_backbone_tensor_of_the_fpn_model(r50_converted):
-    report = verify_converted(r50_converted["fpn"].output_path, FPN_BASE, MOCO_OVERRIDES)
+    report = verify_converted(r50_converted["fpn"].output_path, FPN_CONFIG)
     assert report.ok and report.missing_backbone == [] and report.unexpected == []
     assert len(report.loaded) == 265
     assert all(n.startswith("backbone.bottom_up.") for n in report.loaded)
@@ -42,43 +41,53 @@ def test_fpn_weights_fill_every_backbone_tensor_of_the_fpn_model(r50_converted):
 
 
 @pytest.mark.parametrize("target,config,norm", [
-    ("c4", C4_BASE, "naiveSyncBN"),  # as the config sets it; res5 comes from roi_heads.res5
-    ("fpn", FPN_BASE, "FrozenBN"),
-    ("heuristic", C4_BASE, "BN"),  # Detectron2's suffix matching puts res5 into the ROI head too
+    ("c4", C4_CONFIG, "naiveSyncBN"),  # as the config sets it; res5 comes from roi_heads.res5
+    ("fpn", FPN_CONFIG, "FrozenBN"),
+    ("heuristic", C4_CONFIG, "BN"),  # Detectron2's suffix matching puts res5 into the ROI head too
 ])
 def test_detectron2_computes_torchvision_features(r50, r50_converted, target, config, norm):
     result = compare_features(r50, r50_converted[target].output_path, config,
-                              overrides=MOCO_OVERRIDES + ["MODEL.RESNETS.NORM", norm])
+                              overrides=["MODEL.RESNETS.NORM", norm])
     assert result.ok and set(result.max_rel_diff) == {"res4", "res5"}
     assert max(result.max_rel_diff.values()) < 1e-4
 
 
 def test_wrong_stride_placement_is_caught(r50, r50_converted):
     # Same shapes, so the weights load; only the features (and the config check) reveal it.
-    overrides = MOCO_OVERRIDES + ["MODEL.RESNETS.STRIDE_IN_1X1", "True"]
+    overrides = ["MODEL.RESNETS.STRIDE_IN_1X1", "True"]
     with pytest.raises(VerifyError, match="different features"):
-        compare_features(r50, r50_converted["c4"].output_path, C4_BASE, overrides=overrides)
-    errors, _ = config_problems(load_detection_config(C4_BASE, overrides))
+        compare_features(r50, r50_converted["c4"].output_path, C4_CONFIG, overrides=overrides)
+    errors, _ = config_problems(load_detection_config(C4_CONFIG, overrides))
     assert "set MODEL.RESNETS.STRIDE_IN_1X1 False" in errors[0]
-    errors, warnings = config_problems(load_detection_config(C4_BASE))  # MSRA defaults: BGR
+    # The supervised config is for MSRA weights: BGR, caffe mean/std, stride in the 1x1.
+    errors, warnings = config_problems(load_detection_config("voc0712_R50_C4_24k_supervised"))
     assert errors and "RGB" in warnings[0] and "PIXEL_MEAN" in warnings[1]
 
 
 def test_weights_for_another_meta_architecture_fail_with_missing_backbone_tensors(r50_converted):
     with pytest.raises(VerifyError, match="MISSING \\(backbone\\)") as err:
-        verify_converted(r50_converted["c4"].output_path, FPN_BASE, MOCO_OVERRIDES)
+        verify_converted(r50_converted["c4"].output_path, FPN_CONFIG)
     assert "holds ResNet-50 for a C4 model (--target c4)" in str(err.value)
 
 
 def test_resnet18_fpn_as_in_the_demo(r18, tmp_path):
     torch.save({"state_dict": r18.state_dict()}, tmp_path / "r18.pth")
     report = convert_checkpoint(tmp_path / "r18.pth", tmp_path / "r18_fpn.pkl", target="fpn")
-    r18_overrides = MOCO_OVERRIDES + ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"]
-    verified = verify_converted(report.output_path, FPN_BASE, r18_overrides)
+    verified = verify_converted(report.output_path, FPN_CONFIG, R18_OVERRIDES)
     assert len(verified.loaded) == report.mapped_count
     reference = torchvision_reference(r18.state_dict())
-    assert compare_features(reference, report.output_path, FPN_BASE, overrides=r18_overrides).ok
+    assert compare_features(reference, report.output_path, FPN_CONFIG, overrides=R18_OVERRIDES).ok
     with pytest.raises(VerifyError, match="WRONG SHAPE") as err:  # an R18 file in an R50 model
-        verify_converted(report.output_path, FPN_BASE, MOCO_OVERRIDES)
+        verify_converted(report.output_path, FPN_CONFIG)
     assert "holds ResNet-18 for an FPN model" in str(err.value)
     assert "MODEL.RESNETS.DEPTH 50" in str(err.value)
+
+
+def test_dc5_target_fills_the_dilated_backbone(r50, moco_r50_file, tmp_path):
+    report = convert_checkpoint(moco_r50_file, tmp_path / "r50_dc5.pkl", target="dc5")
+    verified = verify_converted(report.output_path, "voc0712_R50_DC5_24k_moco")
+    assert verified.missing_backbone == [] and len(verified.loaded) == 265
+    assert any(n.startswith("backbone.res5.") for n in verified.loaded)
+    # The dilated res5 has no torchvision twin: only res4 is compared (OUT_FEATURES is res5 only).
+    result = compare_features(r50, report.output_path, "voc0712_R50_DC5_24k_moco")
+    assert set(result.max_rel_diff) == {"res4"} and result.ok

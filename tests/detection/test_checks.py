@@ -40,7 +40,7 @@ def test_builtin_dataset_missing_names_dataset_path_env_and_download(cfg, tmp_pa
     with pytest.raises(checks.DatasetNotFoundError) as e:
         checks.run_checks(cfg)
     msg = str(e.value)
-    assert "'voc_2007_trainval'" in msg and os.path.join("VOC2007", "Annotations") in msg
+    assert "dataset 'voc_2007_trainval': missing /" in msg and os.sep + "VOC2007" in msg
     assert f"DETECTRON2_DATASETS={tmp_path / 'd2data'}" in msg and "host.robots.ox.ac.uk" in msg
     assert "datasets/README.md" in msg  # the expected layout
 
@@ -73,16 +73,17 @@ def test_unregistered_dataset_suggests_names(cfg):
         checks.run_checks(cfg)
 
 
-def test_demo_datasets_missing_say_make_data(cfg, tmp_path):
+def test_demo_datasets_missing_say_make_data(cfg, tmp_path, monkeypatch):
+    monkeypatch.delenv("DEMO_DATA", raising=False)
     register_demo_datasets(str(tmp_path / "nowhere"))
-    with pytest.raises(checks.DatasetNotFoundError, match="make data"):
+    with pytest.raises(checks.DatasetNotFoundError, match="DEMO_DATA is unset, so ./data(.|\n)*make data"):
         checks.run_checks(cfg)
 
 
 @pytest.mark.parametrize("weights", ["REPLACE_ME/moco_v2_800ep.pkl", "/path/to/converted.pkl"])
 def test_placeholder_weights(cfg, weights):
     cfg.MODEL.WEIGHTS = weights
-    with pytest.raises(checks.WeightsError, match="still a placeholder(.|\n)*Fix: pass the converted"):
+    with pytest.raises(checks.WeightsError, match="still a placeholder(.|\n)*Fix: convert the MoCo checkpoint"):
         checks.run_checks(cfg)
 
 

@@ -15,8 +15,8 @@ import sys
 import pytest
 import yaml
 
-from detection.grid import (build_plan, load_grid, make_slurm_executor, parse_weights, resolve_config, run_state, slurm_jobs,
-                            slurm_parameters, submit_slurm, tasks_from_configs, train_command)
+from detection.grid import (build_plan, load_grid, make_slurm_executor, parse_weights, resolve_config, run_state,
+                            slurm_jobs, slurm_parameters, submit_slurm, tasks_from_configs, train_command)
 from detection.results import collect
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -8,15 +8,14 @@ manifests, so collection, aggregation and every output format are tested on what
 import csv
 import json
 import os
+import importlib.util
 import re
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
 from detection.results import collect, flatten_eval_results
-from detection.tables import build_tables, load_reference, select_metrics, write_transfer_tables
+from detection.tables import build_tables, load_reference, select_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REFERENCE = os.path.join(REPO, "configs", "paper_results.yaml")
@@ -57,14 +56,17 @@ def _write_metrics_json(folder, ap50, ap, ap75, eval_iter):
 @pytest.fixture
 def root(tmp_path):
     root = tmp_path / "transfer"
-    # supervised: eval_results.json in our trainer's {dataset: {type: {metric}}} form, by layout only.
-    for t, v in enumerate(SUPERVISED):
+    # supervised: by layout only; eval_results.json in our trainer's {dataset: {type: {metric}}} form,
+    # trial 2 only Detectron2's metrics.json (a finished run: last evaluation at MAX_ITER).
+    for t, v in enumerate(SUPERVISED[:2]):
         _write_json(root / TASK / "supervised" / f"trial{t}" / "eval_results.json",
                     {"voc_2007_test": {"bbox": _bbox(*v)}})
-    # moco trials 0, 1: metrics.json only (final eval at MAX_ITER-1), with a done manifest.
+    _write_metrics_json(root / TASK / "supervised" / "trial2", *SUPERVISED[2], eval_iter=MAX_ITER)
+    # moco trials 0, 1: metrics.json only, with a done manifest. Detectron2 stores the final
+    # evaluation (EvalHook.after_train) at iteration MAX_ITER.
     for t, v in enumerate(MOCO[:2]):
         folder = root / TASK / "moco_v2_200ep" / f"trial{t}"
-        _write_metrics_json(folder, *v, eval_iter=MAX_ITER - 1)
+        _write_metrics_json(folder, *v, eval_iter=MAX_ITER)
         _write_json(folder / "run.json", {"task": TASK, "init": "moco_v2_200ep", "trial": t, "status": "done"})
     # moco trial 2: found by its manifest alone, outside the layout; single-dataset results form.
     _write_json(root / "elsewhere" / "moco_t2" / "run.json",
@@ -77,7 +79,8 @@ def root(tmp_path):
     _write_json(root / TASK / "random" / "trial0" / "eval_results.json", {"voc_2007_test": {"bbox": _bbox(*RANDOM[0])}})
     # Our trainer writes eval_results.json at every evaluation, so it exists mid-training too.
     _write_metrics_json(root / TASK / "random" / "trial1", 10.0, 5.0, 4.0, eval_iter=999)
-    _write_json(root / TASK / "random" / "trial1" / "eval_results.json", {"voc_2007_test": {"bbox": _bbox(10.0, 5.0, 4.0)}})
+    _write_json(root / TASK / "random" / "trial1" / "eval_results.json",
+                {"voc_2007_test": {"bbox": _bbox(10.0, 5.0, 4.0)}})
     # Detectron2's inference/ subfolder and a _submitit log folder must not look like runs.
     os.makedirs(root / TASK / "supervised" / "trial0" / "inference")
     _write_json(root / "_submitit" / "x" / "run.json", {"task": "bogus", "init": "x", "trial": 0})
@@ -93,6 +96,8 @@ def test_collect_reads_every_format_and_reports_missing(root):
     assert got[(TASK, "moco_v2_200ep", 0)].source.endswith("metrics.json")
     assert got[(TASK, "moco_v2_200ep", 2)].folder.endswith(os.path.join("elsewhere", "moco_t2"))
     assert got[(TASK, "supervised", 1)].metrics == {"bbox/AP": 53.5, "bbox/AP50": 81.3, "bbox/AP75": 58.8}
+    assert got[(TASK, "supervised", 1)].source.endswith("eval_results.json")
+    assert got[(TASK, "supervised", 2)].metrics == {"bbox/AP": 53.7, "bbox/AP50": 81.5, "bbox/AP75": 59.2}
 
     missing = {(m.init, m.trial): m.reason for m in c.missing}
     assert set(missing) == {("moco_v2_200ep", 3), ("random", 1), ("random", 2), ("random", 3),
@@ -140,20 +145,28 @@ def test_means_stds_deltas_and_paper(root):
     assert sum("missing run" in w for w in warnings) == 5
 
 
-def test_cli_writes_md_csv_tex_png(root, tmp_path):
+def _load_tool(name):
+    # The tool's own main(), in this process: a second interpreter would re-import Detectron2 (seconds).
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_writes_md_csv_tex_png(root, tmp_path, capsys):
     out = tmp_path / "table"
-    cmd = [sys.executable, os.path.join(REPO, "tools", "transfer_table.py"), str(root), "--baseline", "supervised",
-           "--metrics", "AP50,AP,AP75", "--out", str(out), "--format", "md,csv,tex", "--reference", REFERENCE]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    md = p.stdout
+    argv = [str(root), "--baseline", "supervised", "--metrics", "AP50,AP,AP75", "--out", str(out),
+            "--format", "md,csv,tex", "--reference", REFERENCE]
+    tool = _load_tool("transfer_table")
+    assert tool.main(argv) == 0
+    md, err = capsys.readouterr()
     assert "| supervised | 3 | 81.3 ± 0.2 | 53.5 ± 0.2 | 58.8 ± 0.4 |" in md
     assert "| ↳ *paper*: ImageNet-1M, supervised | | 81.3 | 53.5 | 58.8 |" in md
     assert "| moco_v2_200ep | 3 | 82.4 ± 0.1 (+1.1) | 57.0 ± 0.2 (+3.5) | 63.6 ± 0.4 (+4.8) |" in md
     assert "| random | 1 | 60.0 (\u221221.3) | 33.0 (\u221220.5) | 34.6 (\u221224.2) |" in md
     assert "| ↳ *paper*: ImageNet-1M, MoCo v2, 200ep | | 82.4 (+1.1) | 57.0 (+3.5) | 63.6 (+4.8) |" in md
     assert "**Missing runs (5)**" in md and "moco_v2_200ep/trial3: run failed" in md
-    assert "warning: missing run" in p.stderr
+    assert "warning: missing run" in err
     assert (out / "transfer_table.md").read_text() == md
 
     with open(out / "transfer_table.csv", newline="") as f:
@@ -180,12 +193,12 @@ def test_cli_writes_md_csv_tex_png(root, tmp_path):
         im.verify()
         assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
 
-    # Outputs are never replaced without --force (in-process: a second interpreter start costs seconds).
+    # Outputs are never replaced without --force.
     before = (out / "transfer_table.csv").read_bytes()
-    with pytest.raises(FileExistsError, match="--force"):
-        write_transfer_tables(str(root), out=str(out), baseline="supervised", reference=REFERENCE, plots=False)
+    assert tool.main(argv + ["--baseline", "random"]) == 2
+    assert "--force" in capsys.readouterr().err
     assert (out / "transfer_table.csv").read_bytes() == before
-    write_transfer_tables(str(root), out=str(out), baseline="random", reference=REFERENCE, plots=False, force=True)
+    assert tool.main(argv + ["--baseline", "random", "--force"]) == 0
     assert (out / "transfer_table.csv").read_bytes() != before
 
 
@@ -200,3 +213,15 @@ def test_clear_errors(tmp_path):
     _write_json(tmp_path / "s" / "x" / "run.json", {"task": "t", "status": "done"})
     with pytest.raises(ValueError, match="lacks 'init'"):
         collect(tmp_path / "s")
+
+
+def test_nan_results_are_left_out_of_means_and_counted(tmp_path):
+    """COCO reports NaN for an object size with no instances; it must not poison the mean."""
+    from detection.results import Collection, RunResult
+    from detection.tables import to_markdown
+
+    runs = [RunResult("coco", "moco", t, str(tmp_path), {"bbox/AP": ap, "bbox/APl": apl}, "x")
+            for t, (ap, apl) in enumerate([(40.0, float("nan")), (41.0, 50.0), (42.0, 52.0)])]
+    (t,), _ = build_tables(Collection(runs, []), ["AP", "APl"], "moco")
+    assert t.stats["moco"]["bbox/APl"].n == 2 and t.stats["moco"]["bbox/APl"].mean == 51.0
+    assert "| moco | 3 | 41.0 ± 1.0 | 51.0 ± 1.4 [n=2] |" in to_markdown([t])

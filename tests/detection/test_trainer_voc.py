@@ -58,7 +58,8 @@ def test_train_evaluate_eval_only_and_resume(tmp_path, tiny_demo_data):
     with open(os.path.join(out_eval, EVAL_RESULTS_FILE)) as f:
         assert json.load(f)["digits_coco_test"]["bbox"]["AP50"] == coco["AP50"] or math.isnan(coco["AP50"])
 
-    # 3. --resume continues at iteration 2 from last_checkpoint (no evaluation, to stay quick).
+    # 3. --resume continues at iteration 2 from last_checkpoint (no evaluation, to stay quick;
+    #    the earlier eval_results.json is kept).
     _run("--config", config, "--num-gpus", "0", "--resume", "OUTPUT_DIR", out,
          "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()")
     assert torch.load(os.path.join(out, "model_final.pth"), weights_only=False)["iteration"] == 2
@@ -68,3 +69,5 @@ def test_train_evaluate_eval_only_and_resume(tmp_path, tiny_demo_data):
     trained_iters = [line["iteration"] for line in _json_lines(os.path.join(out, "metrics.json"))
                      if "total_loss" in line]
     assert trained_iters == [1, 2]
+    with open(os.path.join(out, EVAL_RESULTS_FILE)) as f:
+        assert json.load(f) == saved

@@ -17,6 +17,7 @@ MODEL:
     FREEZE_AT: 0
   RESNETS:
     NORM: naiveSyncBN
+    STRIDE_IN_1X1: False
   ROI_HEADS:
     NAME: Res5ROIHeadsExtraNorm
     NUM_CLASSES: 10

@@ -1,4 +1,5 @@
 """kNN monitor: exact on separable features, a percentage on a real (random) ResNet."""
+import importlib.util
 import os
 
 import pytest
@@ -49,3 +50,16 @@ def test_knn_evaluate_rejects_mismatched_classes(tmp_path, tiny_demo_data):
     with pytest.raises(ValueError, match="same class folders"):
         knn_evaluate(torchvision.models.resnet18(), tiny_demo_data["cls_train"], str(tmp_path / "val"),
                      image_size=32)
+
+
+def test_knn_cli_on_a_torchvision_checkpoint(tmp_path, tiny_demo_data, capsys):
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tv.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), ckpt)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location("knn_cli", os.path.join(repo, "tools", "knn.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    top1 = cli.main(["--checkpoint", str(ckpt), "--train", tiny_demo_data["cls_train"], "--val",
+                     tiny_demo_data["cls_val"], "--image-size", "16", "--k", "10", "--workers", "0"])
+    assert f"top-1: {top1:.2f}%" in capsys.readouterr().out

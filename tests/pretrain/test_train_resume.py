@@ -20,7 +20,7 @@ def tiny_cfg(**top):
 
 
 def test_half_run_plus_resume_equals_straight_run(tiny_demo_data, tmp_path):
-    data = tiny_demo_data["digits_unlabeled"] if "digits_unlabeled" in tiny_demo_data else tiny_demo_data["unlabeled_root"]
+    data = tiny_demo_data["unlabeled_root"]
     # 4 iterations per epoch; the cut at step 3 is mid-epoch, the run then crosses an epoch boundary.
     straight = train(tiny_cfg(max_iters=6), data, tmp_path / "straight")
     first = train(tiny_cfg(max_iters=3), data, tmp_path / "resumed")

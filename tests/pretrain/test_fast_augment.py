@@ -1,0 +1,136 @@
+"""Fast CPU data path: same crop/flip distribution as the reference, reduced-size decode, inputs."""
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.stats import ks_2samp
+from torchvision import transforms
+
+from pretrain.device_augment import DeviceAugment
+from pretrain.fast_augment import FastTwoCropTransform, decode_two_crops_on_device, draft_scale, scale_box
+
+W, H = 256, 200  # coordinates fit in uint8, so pixels can say where they came from
+
+
+@pytest.fixture(scope="module")
+def coord_image():
+    """R = x, G = y, B = 128: a crop's pixel values reveal its box and its flip."""
+    x, y = np.meshgrid(np.arange(W), np.arange(H))
+    return Image.fromarray(np.stack([x, y, np.full_like(x, 128)], -1).astype(np.uint8))
+
+
+def smooth_jpeg(w, h, seed=0, quality=95):
+    rng = np.random.default_rng(seed)
+    low = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+    buf = io.BytesIO()
+    low.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def box_stats(view):
+    """-> (area fraction, aspect ratio w/h, flipped) recovered from a coordinate-image crop."""
+    v = view.to(torch.float32) if isinstance(view, torch.Tensor) else torch.from_numpy(
+        np.asarray(view, dtype=np.float32)).permute(2, 0, 1)
+    xs, ys = v[0], v[1]
+    w = xs.max() - xs.min() + 1
+    h = ys.max() - ys.min() + 1
+    flipped = bool(xs[:, 0].mean() > xs[:, -1].mean())
+    return float(w * h / (W * H)), float(w / h), flipped
+
+
+def test_crop_and_flip_distribution_matches_reference(coord_image):
+    size, n = 32, 300
+    reference = transforms.Compose([transforms.RandomResizedCrop(size, scale=(0.2, 1.0)),
+                                    transforms.RandomHorizontalFlip()])
+    fast = FastTwoCropTransform("v2", size)
+    torch.manual_seed(0)
+    ref = [box_stats(reference(coord_image)) for _ in range(n)]
+    ours = [box_stats(v) for _ in range(n // 2) for v in fast(coord_image)]
+    for i, name in enumerate(("area fraction", "aspect ratio")):
+        a, b = [s[i] for s in ref], [s[i] for s in ours]
+        assert ks_2samp(a, b).pvalue > 1e-3, f"{name} distributions differ"
+        assert abs(np.median(a) - np.median(b)) < 0.1 * np.median(a)
+    areas = [s[0] for s in ours]
+    assert 0.18 < min(areas) and max(areas) <= 1.0 + 1e-6  # scale (0.2, 1), edge pixels blur a bit
+    flips = np.mean([s[2] for s in ours])
+    assert 0.4 < flips < 0.6
+
+
+def test_views_are_uint8_and_independent(coord_image):
+    q, k = FastTwoCropTransform("v1", 24)(coord_image)
+    assert q.dtype == k.dtype == torch.uint8 and q.shape == k.shape == (3, 24, 24)
+    assert q.is_contiguous() and not torch.equal(q, k)
+
+
+def test_draft_scale_keeps_every_crop_at_least_crop_size():
+    assert draft_scale([(0, 0, 500, 500), (0, 0, 300, 400)], 64) == 4  # 300 / 4 = 75 >= 64
+    assert draft_scale([(0, 0, 500, 500), (0, 0, 100, 400)], 64) == 1
+    assert draft_scale([(0, 0, 4000, 4000)] * 2, 64) == 8  # libjpeg's coarsest scale
+    assert scale_box((10, 20, 300, 400), 2) == (10.0, 5.0, 210.0, 155.0)  # PIL (left, upper, right, lower)
+
+
+def test_reduced_size_decode_gives_the_same_crops_as_a_full_decode():
+    data = smooth_jpeg(1024, 768)
+    fast = FastTwoCropTransform("v2", 48)
+    decoded_widths = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        lazy = Image.open(io.BytesIO(data))
+        drafted = fast(lazy)  # lazy JPEG: decoded at 1/2 .. 1/8
+        decoded_widths.append(lazy.size[0])
+        torch.manual_seed(seed)
+        full = fast(Image.open(io.BytesIO(data)).convert("RGB"))  # already decoded: full size
+        for a, b in zip(drafted, full):
+            # Same box (a wrong mapping would shift the crop by tens of pixels), finer decode.
+            assert (a.float() - b.float()).abs().mean() < 1.0
+    assert min(decoded_widths) <= 1024 // 2  # the reduced decode did happen
+
+
+def test_all_input_kinds_give_the_same_views(tmp_path):
+    data = smooth_jpeg(320, 240, seed=1)
+    path = tmp_path / "a.jpg"
+    path.write_bytes(data)
+    fast = FastTwoCropTransform("v2", 32)
+    outs = []
+    for source in (str(path), data, Image.open(io.BytesIO(data))):
+        torch.manual_seed(7)
+        outs.append(fast(source))
+    # path and bytes share the decoder; the PIL image uses Pillow's (IDCT rounding differs).
+    assert all(torch.equal(a, b) for a, b in zip(outs[0], outs[1]))
+    assert all((a.float() - b.float()).abs().mean() < 2.0 for a, b in zip(outs[0], outs[2]))
+    torch.manual_seed(7)
+    tensor_views = fast(torch.from_numpy(np.array(Image.open(io.BytesIO(data)))).permute(2, 0, 1))
+    assert tensor_views[0].shape == (3, 32, 32)
+
+
+def test_bad_inputs_say_what_to_do():
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        FastTwoCropTransform("v3", 224)
+    with pytest.raises(ValueError, match="too small"):
+        FastTwoCropTransform("v2", 4)
+    with pytest.raises(TypeError, match="PIL image, a path"):
+        FastTwoCropTransform("v2", 32)(42)
+    with pytest.raises(TypeError, match="uint8 CHW"):
+        FastTwoCropTransform("v2", 32)(torch.zeros(3, 40, 40))
+    if torch.cuda.is_available():
+        assert FastTwoCropTransform("v2", 32, decode="device").decode == "device"
+    else:
+        with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+            FastTwoCropTransform("v2", 32, decode="device")
+    with pytest.raises(RuntimeError, match="needs a CUDA device"):
+        decode_two_crops_on_device([], torch.zeros(0, 2, 5, dtype=torch.long), 32, "cpu")
+
+
+def test_pretrain_loader_with_fast_transform_then_device_augment(tmp_path):
+    from pretrain.data import build_pretrain_loader
+
+    for i in range(6):
+        (tmp_path / f"{i}.jpg").write_bytes(smooth_jpeg(80, 60, seed=i))
+    loader = build_pretrain_loader(tmp_path, aug="v2", crop_size=32, batch_size=3, num_workers=0,
+                                   transform=FastTwoCropTransform("v2", 32))
+    q, k = next(iter(loader))
+    assert q.dtype == torch.uint8 and q.shape == (3, 3, 32, 32)
+    x = DeviceAugment("v2", 32, seed=0)(q)
+    assert x.dtype == torch.float32 and x.shape == (3, 3, 32, 32) and torch.isfinite(x).all()

@@ -1,0 +1,74 @@
+"""The loop's contract with its user: clear errors first, progress files, no silent overwrite."""
+import importlib.util
+import json
+import os
+
+import pytest
+
+import pretrain.train as train_module
+from pretrain.checkpoint import list_checkpoints
+from pretrain.config import load_config
+from pretrain.train import lr_at, train
+
+_spec = importlib.util.spec_from_file_location(
+    "tools_pretrain", os.path.join(os.path.dirname(__file__), "..", "..", "tools", "pretrain.py"))
+_cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_cli)
+cli_main = _cli.main
+
+
+def tiny_cfg(**top):
+    cfg = {
+        "model": {"arch": "resnet18", "dim": 16, "K": 32, "mlp": True, "T": 0.2, "bn_splits": 2},
+        "data": {"aug": "v2", "crop_size": 32, "num_workers": 0, "samples_per_epoch": 16},
+        "optim": {"lr": 0.03, "base_batch_size": 8, "epochs": 1},
+        "batch_size": 8, "checkpoint": {"every_iters": 100, "keep_last": 2},
+        "log": {"every_iters": 1, "tensorboard": True}, "device": "cpu",
+    }
+    cfg.update(top)
+    return load_config(None, cfg)
+
+
+def test_missing_or_empty_data_fails_before_any_model_is_built(tmp_path, monkeypatch):
+    def no_model(cfg):
+        raise AssertionError("the model was built before the data path was checked")
+
+    monkeypatch.setattr(train_module, "build_model", no_model)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        train(tiny_cfg(), tmp_path / "no_such_folder", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises((FileNotFoundError, ValueError)):
+        train(tiny_cfg(), tmp_path / "empty", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_run_writes_progress_and_refuses_to_overwrite(tiny_demo_data, tmp_path, capsys):
+    data = tiny_demo_data["unlabeled_root"]
+    out = tmp_path / "run"
+    args = ["--config", os.path.join(os.path.dirname(__file__), "..", "..", "configs", "pretrain", "demo.yaml"), "--data", data, "--out", str(out),
+            "model.K=32", "model.dim=16", "batch_size=8", "model.bn_splits=2", "data.crop_size=32",
+            "data.num_workers=0", "data.samples_per_epoch=16", "optim.epochs=1", "log.every_iters=1",
+            "--opts", "device", "cpu"]
+    assert cli_main(args) == 0
+    console = capsys.readouterr().out
+    assert "img/s" in console and "ETA" in console and "epoch 0 [2/2]" in console
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert all({"loss", "lr", "images_per_s", "eta_s", "epoch"} <= set(r) for r in records)
+    assert (out / "loss_curve.png").stat().st_size > 1000
+    assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
+    assert [s for s, _ in list_checkpoints(out)] == [2] and (out / "config.yaml").exists()
+
+    with pytest.raises(FileExistsError, match="--resume auto"):
+        cli_main(args)
+    # Resuming a finished run is a no-op that keeps everything.
+    assert cli_main(args + ["--resume", "auto"]) == 0
+    assert [s for s, _ in list_checkpoints(out)] == [2]
+
+
+def test_schedules():
+    step = load_config(None, {"optim": {"schedule": "step", "milestones": [120, 160], "epochs": 200}})
+    assert [lr_at(step, e, 0.03) for e in (0, 119.9, 120, 160.5)] == pytest.approx([0.03, 0.03, 0.003, 0.0003])
+    cos = load_config(None, {"optim": {"schedule": "cosine", "epochs": 200, "warmup_epochs": 10}})
+    assert lr_at(cos, 5, 0.03) == pytest.approx(0.015)
+    assert lr_at(cos, 100, 0.03) == pytest.approx(0.015) and lr_at(cos, 200, 0.03) == pytest.approx(0.0)
