@@ -3,6 +3,7 @@
 A Detectron2 run that starts with a missing dataset or the wrong weights fails minutes (or
 hours, for pixel-format mistakes: nothing fails, AP is just low) later. These checks fail first.
 """
+import difflib
 import os
 
 import numpy as np
@@ -88,8 +89,6 @@ def _how_to_get(dataset_name):
 def check_dataset(dataset_name, hint=""):
     """Raise ``DatasetNotFoundError`` unless ``dataset_name`` is registered and its files exist."""
     if dataset_name not in DatasetCatalog.list():
-        import difflib
-
         close = difflib.get_close_matches(dataset_name, DatasetCatalog.list(), n=5, cutoff=0.6)
         raise DatasetNotFoundError(
             f"dataset {dataset_name!r} is not registered"

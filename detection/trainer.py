@@ -13,7 +13,6 @@ What differs from Detectron2's ``tools/train_net.py``:
 import argparse
 import json
 import logging
-import math
 import os
 import weakref
 
