@@ -4,8 +4,9 @@ Both sides run in ONE process, interleaved round by round, so that a busy machin
 alike: compare the ratios, not absolute figures across runs.
 
 Data path (images/s per CPU core, two crops each; ImageNet-like 500x375 JPEGs generated here):
-- reference: PIL decode + ``pretrain.augment.build_pretrain_transform`` (PIL + torchvision v1
-  transforms, as the reference ``main_moco.py``) -> two float tensors;
+- reference: PIL decode + the official ``main_moco.py`` two-crop transform (PIL + torchvision
+  v1 transforms, PIL GaussianBlur) -> two float tensors; also ``pretrain.augment``'s transform
+  (the same recipe with torchvision's dense-kernel GaussianBlur);
 - ours, CPU part: ``FastTwoCropTransform`` (reduced-size decode, uint8 crop + flip);
 - ours, CPU + device part: plus ``DeviceAugment`` on the batch (on a GPU that time is GPU time,
   reported as GPU images/s; on a CPU-only machine it is added to the core's time);
@@ -16,12 +17,12 @@ Training step (images/s, fraction of the measured matmul peak, peak memory):
   ``int(queue_ptr)`` host read, default ``torch.optim.SGD``);
 - ours: ``pretrain.moco.MoCo`` (foreach momentum, sync-free queue) with channels_last, autocast
   bf16 (fp16 + GradScaler where bf16 is missing) on CUDA; on CPU bf16 only if it measures
-  faster; fused (CUDA) / foreach SGD; optional ``torch.compile``.
+  faster; fused (CUDA) / foreach SGD; optional ``torch.compile``; on CUDA also "ours_graph",
+  the same step captured once as a CUDA graph and replayed.
 FLOPs: a MoCo step costs ~4 encoder forwards per image (query forward + backward ~3, key
 forward 1); forward FLOPs are counted by ``torch.utils.flop_counter`` (2 FLOPs per MAC).
 """
 import gc
-import io
 import os
 import random
 import resource
@@ -149,7 +150,8 @@ def benchmark_data(paths, *, aug="v2", crop_size=224, device="cpu", rounds=3, ba
                 decode_two_crops_on_device(jp, crops, crop_size, device)
         _sync(device)
 
-        t = {k: [] for k in ("reference", "project_reference", "ours_cpu", "ours_device", "gpu_decode_cpu", "gpu_decode_device")}
+        t = {k: [] for k in ("reference", "project_reference", "ours_cpu", "ours_device",
+                             "gpu_decode_cpu", "gpu_decode_device")}
         for r in range(rounds):
             for chunk in chunks:
                 dt, _ = _timed(lambda: [_reference_view(ref_tf, p) for p in chunk])
@@ -578,7 +580,8 @@ def format_summary(out):
         lines.append(f"  ours, CPU part (decode + uint8 crops)          {d['ours_cpu_img_s_per_core']:8.1f}"
                      f"   x{d['speedup_cpu_part']:.2f}")
         if d["device"] == "cpu":
-            lines.append(f"  ours, CPU part + device part on the CPU        {d['ours_cpu_plus_device_img_s_per_core']:8.1f}"
+            both = d["ours_cpu_plus_device_img_s_per_core"]
+            lines.append(f"  ours, CPU part + device part on the CPU        {both:8.1f}"
                          f"   x{d['speedup_cpu_plus_device']:.2f}")
         else:
             lines.append(f"  ours, device part on {d['device']}: {d['ours_device_part_img_s']:.0f} img/s of GPU time")

@@ -13,9 +13,11 @@ ColorJitter semantics are torchvision's: per image a random order of the four op
 formula on float images (blend with black / the mean grey level / the grey image; hue in HSV).
 Every image gets its own parameters: they are drawn on the host from this module's own
 generator (no device sync, the same augmentation on CPU and GPU), and each op runs once on the
-subset of the batch that needs it at that position of its order.
+subset of the batch that needs it at that position of its order. The blur is torchvision's
+GaussianBlur with ``pretrain.augment``'s kernel size (23 px at 224) and reflect padding, as
+two depthwise convolutions with one kernel per image. Unlike the PIL reference, values stay
+float between ops (no rounding to uint8 after each op).
 """
-import math
 from dataclasses import dataclass
 
 import torch
@@ -158,7 +160,8 @@ def gaussian_blur(x, kernels):
     """Separable blur, one 1-d kernel [N, k] per image: depthwise convs, reflect padding (torchvision)."""
     n, c, h, w = x.shape
     kernel_size = kernels.shape[1]
-    k = kernels.to(device=x.device, dtype=x.dtype, non_blocking=True).repeat_interleave(c, dim=0)  # one kernel per (image, channel) group
+    # one kernel per (image, channel) group
+    k = kernels.to(device=x.device, dtype=x.dtype, non_blocking=True).repeat_interleave(c, dim=0)
     pad = kernel_size // 2
     y = x.reshape(1, n * c, h, w)
     y = nnf.conv2d(nnf.pad(y, (pad, pad, 0, 0), mode="reflect"), k.view(n * c, 1, 1, kernel_size), groups=n * c)

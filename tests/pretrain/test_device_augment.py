@@ -154,8 +154,8 @@ def test_distribution_matches_the_reference_pil_pipeline(batch, aug):
 def test_moco_loss_is_the_same_with_the_fast_normalisation(batch):
     from pretrain.moco import MoCo
 
-    reference = torch.stack([transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(
-        Image.fromarray(img.permute(1, 2, 0).numpy())) for img in batch])
+    to_reference = transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    reference = torch.stack([to_reference(Image.fromarray(img.permute(1, 2, 0).numpy())) for img in batch])
     fast = DeviceAugment("v2", S)(batch, AugParams.identity(8))
     torch.manual_seed(0)
     model = MoCo("resnet18", dim=16, K=32, m=0.99, T=0.2, mlp=True, shuffle="off").eval()
