@@ -4,7 +4,8 @@
 2. pretrain MoCo v2 on the unlabeled images (``configs/pretrain/demo.yaml``);
 3. pretrain a supervised baseline: same network, same images with labels, same epochs;
 4. convert both checkpoints to Detectron2 FPN weights (verified);
-5. fine-tune Faster R-CNN R18-FPN on the digit scenes from MoCo, supervised and random init;
+5. fine-tune Faster R-CNN R18-FPN on the digit scenes from MoCo, supervised and random init
+   (``tools/run_transfer.py``, into ``transfer/<task>/<init>/trial<N>/``);
 6. the transfer table (Markdown, CSV, PNG) and the pretraining curves.
 
 Every stage runs our own command-line tools in a subprocess, so the demo exercises exactly what a
@@ -21,7 +22,7 @@ import time
 from pretrain.io import atomic_write_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-INITS = ("moco", "supervised", "random")
+TASK = "digits_R18_FPN"  # the task's name in the transfer grid and table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,14 +33,24 @@ class Budget:
     det_trainval: int = 300
     det_test: int = 100
     pretrain_epochs: int = 12
-    det_iters: int = 500
+    knn_every: int = 3
+    det_iters: int = 200
     det_trials: int = 1
 
 
 BUDGETS = {
     "full": Budget(),
-    "quick": Budget(digits_limit=160, det_trainval=16, det_test=8, pretrain_epochs=1, det_iters=4),
+    "quick": Budget(digits_limit=160, det_trainval=16, det_test=8, pretrain_epochs=1, knn_every=1, det_iters=4),
 }
+
+
+def _lr_steps(max_iter):
+    """The config's lr drops (at 75% and 92.5% of training), as a Detectron2 tuple literal.
+
+    Milestones must be distinct and inside the schedule; tiny CI budgets keep a constant lr.
+    """
+    steps = sorted({s for s in (int(max_iter * 0.75), int(max_iter * 0.925)) if 0 < s < max_iter})
+    return "(" + "".join(f"{s}," for s in steps) + ")"
 
 
 def _run(cmd, log_path, env=None):
@@ -54,8 +65,12 @@ def _run(cmd, log_path, env=None):
             sys.stdout.write("    " + line)
             log.write(line)
         if proc.wait() != 0:
-            raise RuntimeError(f"stage command failed (exit {proc.returncode}); full log: {log_path}\n"
+            raise StageFailed(f"stage command failed (exit {proc.returncode}); full log: {log_path}\n"
                                f"  rerun `make demo` to continue from where it stopped.")
+
+
+class StageFailed(RuntimeError):
+    pass
 
 
 class Demo:
@@ -71,7 +86,7 @@ class Demo:
             ("pretrain_moco", self.pretrain_moco),
             ("pretrain_supervised", self.pretrain_supervised),
             ("convert", self.convert),
-            *[(f"detect_{init}", (lambda i=init: self.detect(i))) for init in INITS],
+            ("finetune", self.finetune),
             ("table", self.table),
         ]
 
@@ -107,16 +122,76 @@ class Demo:
                        n_det_trainval=b.det_trainval, n_det_test=b.det_test)
 
     def pretrain_moco(self):
-        raise NotImplementedError
+        b = self.budget
+        _run([self.python, "tools/pretrain.py", "--config", "configs/pretrain/demo.yaml",
+              "--data", os.path.join(self.data, "digits_unlabeled", "train"),
+              "--out", self.dir("moco"), "--resume", "auto",
+              f"optim.epochs={b.pretrain_epochs}", f"seed={self.seed}",
+              f"knn.path={os.path.join(self.data, 'digits_cls')}", f"knn.every_epochs={b.knn_every}"],
+             self._log("pretrain_moco"))
 
     def pretrain_supervised(self):
-        raise NotImplementedError
+        """Same network, same images (now with labels), same number of epochs and crop size."""
+        recipe = self._demo_recipe()
+        _run([self.python, "tools/train_supervised.py",
+              "--data", os.path.join(self.data, "digits_cls"), "--out", self.dir("supervised"),
+              "--arch", recipe["model"]["arch"], "--epochs", str(self.budget.pretrain_epochs),
+              "--image-size", str(recipe["data"]["crop_size"]),
+              "--batch-size", str(recipe["batch_size"]), "--workers", str(recipe["data"]["num_workers"]),
+              "--seed", str(self.seed)],
+             self._log("pretrain_supervised"))
 
     def convert(self):
-        raise NotImplementedError
+        sources = {"moco": self._last_moco_checkpoint(),
+                   "supervised": os.path.join(self.dir("supervised"), "model_final.pth")}
+        for init, src in sources.items():
+            _run([self.python, "tools/convert.py", src, self.weights(init), "--target", "fpn",
+                  "--verify", f"demo_digits_R18_FPN_{init}", "--force"],
+                 self._log("convert"))
 
-    def detect(self, init):
-        raise NotImplementedError
+    def finetune(self):
+        b = self.budget
+        _run([self.python, "tools/run_transfer.py",
+              "--configs", f"{TASK}=demo_digits_R18_FPN_{{variant}}",
+              "--weights", f"moco={self.weights('moco')}", f"supervised={self.weights('supervised')}",
+              "random=",
+              "--trials", str(b.det_trials), "--seed-base", str(self.seed),
+              "--out", self.dir("transfer"), "--num-gpus", "auto", "--resume",
+              "--opts", "SOLVER.MAX_ITER", str(b.det_iters), "SOLVER.STEPS", _lr_steps(b.det_iters),
+              "SOLVER.WARMUP_ITERS", str(min(20, b.det_iters // 4))],
+             self._log("finetune"), env={"DEMO_DATA": self.data})
 
     def table(self):
-        raise NotImplementedError
+        table_dir = self.dir("table")
+        _run([self.python, "tools/transfer_table.py", self.dir("transfer"), "--baseline", "supervised",
+              "--metrics", "AP50,AP,AP75", "--out", table_dir, "--force"],
+             self._log("table"))
+        # The pretraining curves next to the table: what a reader compares first.
+        import shutil
+
+        for name in ("loss_curve.png", "knn_curve.png"):
+            src = os.path.join(self.dir("moco"), name)
+            if os.path.exists(src):
+                shutil.copyfile(src, os.path.join(table_dir, f"moco_{name}"))
+        with open(os.path.join(table_dir, "transfer_table.md")) as f:
+            print(f.read(), flush=True)
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def dir(self, name):
+        return os.path.join(self.out, name)
+
+    def weights(self, init):
+        return os.path.join(self.dir("weights"), f"{init}_r18_fpn.pkl")
+
+    def _demo_recipe(self):
+        from pretrain.config import load_config
+
+        return load_config(os.path.join(REPO, "configs", "pretrain", "demo.yaml"))
+
+    def _last_moco_checkpoint(self):
+        from pretrain.checkpoint import latest_checkpoint
+
+        path = latest_checkpoint(self.dir("moco"))
+        if path is None:
+            raise FileNotFoundError(f"no MoCo checkpoint in {self.dir('moco')}: rerun `make demo`")
+        return path

@@ -61,6 +61,7 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
     if evaluator_type == "cityscapes_sem_seg":
         return CityscapesSemSegEvaluator(dataset_name)
     if evaluator_type == "lvis":
+        _patch_lvis_for_numpy()
         return LVISEvaluator(
             dataset_name, instance_tasks(cfg), output_dir=output_folder,
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
@@ -87,3 +88,16 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
             "coco_panoptic_seg (MetadataCatalog.get(name).set(evaluator_type=...))."
         )
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+
+
+def _patch_lvis_for_numpy():
+    """lvis 0.5.3 (the latest release) evaluates with ``np.float``, removed in NumPy 1.24.
+
+    Without this alias every LVIS evaluation crashes with AttributeError; ``float`` is what
+    ``np.float`` always was.
+    """
+    import numpy as np
+
+    if not hasattr(np, "float"):
+        np.float = float
+
