@@ -17,8 +17,8 @@ from detection.config import load_config
 from tiny_detection import write_tiny_c4_config
 
 
-def _fpn_cfg(folder, norm):
-    return load_config(write_tiny_c4_config(folder), [
+def _fpn_cfg(config_path, norm):
+    return load_config(config_path, [
         "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone", "MODEL.RESNETS.DEPTH", "18",
         "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.RESNETS.OUT_FEATURES", "['res2','res3','res4','res5']",
         "MODEL.FPN.IN_FEATURES", "['res2','res3','res4','res5']", "MODEL.FPN.OUT_CHANNELS", "16",
@@ -31,13 +31,13 @@ def _bn_stats(model):
             if isinstance(m, torch.nn.BatchNorm2d)}
 
 
-def _worker(folder):
+def _worker(folder, config_path):
     rank = dist.get_rank()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(100 + rank)) * (1 + rank)
     out = {}
     for norm in ("naiveSyncBN", "BN"):
         torch.manual_seed(0)  # same initial weights on both ranks, as DDP would broadcast
-        model = build_backbone(_fpn_cfg(folder, norm)).train()
+        model = build_backbone(_fpn_cfg(config_path, norm)).train()
         model(x)
         out[norm] = _bn_stats(model)
         if norm == "naiveSyncBN":
@@ -53,8 +53,10 @@ def _worker(folder):
 
 
 def test_naive_sync_bn_statistics_are_shared_across_gloo_processes(tmp_path):
-    launch(_worker, 2, dist_url="auto", args=(str(tmp_path),))
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    # Written once here: two ranks writing the same file race (one reads it half-written).
+    config_path = write_tiny_c4_config(tmp_path)
+    launch(_worker, 2, dist_url="auto", args=(str(tmp_path), config_path))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
 
     synced0, synced1 = r0["naiveSyncBN"], r1["naiveSyncBN"]
     assert len(synced0) > 20 and any(name.startswith("fpn_") for name in synced0)  # backbone + FPN
