@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.config import dump, load_config, parse_overrides  # noqa: E402
+from pretrain.config import ConfigError, dump, load_config, parse_overrides  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -40,6 +40,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        return run(args)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
+        # User errors (bad recipe, data path, out dir): the message says how to fix it; no traceback.
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args):
     cfg = load_config(args.config, parse_overrides(args.overrides + args.opts))
     if args.print_config:
         print(dump(cfg))

@@ -59,8 +59,10 @@ def test_cli_run_writes_progress_and_refuses_to_overwrite(tiny_demo_data, tmp_pa
     assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
     assert [s for s, _ in list_checkpoints(out)] == [2] and (out / "config.yaml").exists()
 
-    with pytest.raises(FileExistsError, match="--resume auto"):
-        cli_main(args)
+    assert cli_main(args) == 2
+    assert "--resume auto" in capsys.readouterr().err
+    assert cli_main(args + ["optim.lrr=1"]) == 2
+    assert "did you mean 'optim.lr'" in capsys.readouterr().err
     # Resuming a finished run is a no-op that keeps everything.
     assert cli_main(args + ["--resume", "auto"]) == 0
     assert [s for s, _ in list_checkpoints(out)] == [2]
