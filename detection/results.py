@@ -21,6 +21,8 @@ import re
 
 import yaml
 
+from pretrain.io import read_json_lines
+
 # The result groups Detectron2's evaluators report (``DatasetEvaluator.evaluate()`` keys).
 # Training scalars such as "fast_rcnn/cls_accuracy" also contain a slash; only these are results.
 EVAL_TYPES = ("bbox", "segm", "keypoints", "sem_seg", "panoptic_seg", "box_proposals",
@@ -95,19 +97,11 @@ def read_metrics_json(path):
     """The last ``metrics.json`` line that holds evaluation keys: ``(iteration, {key: value})``,
     or ``(None, {})``. A half-written last line (a killed run) is skipped, not an error."""
     last_iter, last = None, {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            evals = {k: float(v) for k, v in record.items()
-                     if is_eval_key(k) and isinstance(v, (int, float)) and not isinstance(v, bool)}
-            if evals:
-                last_iter, last = record.get("iteration"), evals
+    for record in read_json_lines(path):
+        evals = {k: float(v) for k, v in record.items()
+                 if is_eval_key(k) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if evals:
+            last_iter, last = record.get("iteration"), evals
     return last_iter, last
 
 

@@ -2,6 +2,7 @@
 evaluation pass, one training epoch with progress, and the metrics file."""
 import json
 import math
+import os
 import time
 
 import torch
@@ -71,3 +72,14 @@ def write_jsonl(path, records):
     """Rewrite the whole metrics file atomically (records live in the checkpoint, so a
     resumed run never duplicates lines)."""
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+
+def labeled_loaders(data, *, image_size, batch_size, num_workers):
+    """Train (crop + flip) and val (resize + center crop) loaders of ``data/{train,val}/<class>/``."""
+    from .data import build_labeled_loader
+
+    train = build_labeled_loader(os.path.join(data, "train"), image_size=image_size,
+                                 batch_size=batch_size, train=True, num_workers=num_workers)
+    val = build_labeled_loader(os.path.join(data, "val"), image_size=image_size,
+                               batch_size=batch_size, train=False, num_workers=num_workers)
+    return train, val

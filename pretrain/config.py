@@ -27,6 +27,11 @@ DEFAULTS = {
         "num_workers": 8,
         "kind": "auto",      # auto | folder | list (= filelist) | shards
         "samples_per_epoch": None,  # needed for shards (webdataset) without an index
+        # reference: PIL + torchvision transforms in the workers (the paper's path).
+        # fast: workers only decode + crop + flip to uint8; colour, blur and normalisation run
+        # batched on the device (pretrain/device_augment.py): same distribution, far fewer CPU
+        # cycles per image. auto: fast on CUDA, reference on CPU (the device part is slower there).
+        "pipeline": "auto",
     },
     "optim": {
         "lr": 0.03,                  # for a total batch of base_batch_size
@@ -61,6 +66,7 @@ DEFAULTS = {
 CHOICES = {
     "model.shuffle": ("auto", "ddp", "single", "off"),
     "data.aug": ("v1", "v2"),
+    "data.pipeline": ("auto", "reference", "fast"),
     "data.kind": ("auto", "folder", "list", "filelist", "shards"),
     "optim.schedule": ("step", "cosine"),
     "amp": ("auto", "off", "bf16", "fp16"),

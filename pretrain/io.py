@@ -3,6 +3,7 @@
 Shared by pretraining checkpoints, the converter and every tool that writes results.
 """
 import io
+import json
 import os
 import pickle
 import tempfile
@@ -70,3 +71,22 @@ def safe_torch_load(path, map_location="cpu"):
             f"  Fix: re-save it from a trusted environment with only tensors, e.g. "
             f"torch.save({{'state_dict': model.state_dict()}}, path)."
         ) from e
+
+
+def read_json_lines(path):
+    """Records of a JSON-lines file (metrics.jsonl, Detectron2's metrics.json), in order.
+
+    A line cut short by a killed run is skipped, not an error: the file is appended to while
+    training, so its last line may be half-written.
+    """
+    records = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records

@@ -12,8 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .classify import Progress, default_device, evaluate, write_jsonl
-from .data import build_labeled_loader
+from .classify import Progress, default_device, evaluate, labeled_loaders, write_jsonl
 from .io import atomic_torch_save, atomic_write_bytes, safe_torch_load
 from .weights import load_backbone, pooled_features
 
@@ -75,10 +74,8 @@ def train_linear(checkpoint, data, out_dir, *, arch=None, epochs=100, lr=30.0, s
     if force and os.path.exists(ckpt_path):
         os.remove(ckpt_path)
     torch.manual_seed(seed)
-    train_loader = build_labeled_loader(os.path.join(data, "train"), image_size=image_size,
-                                        batch_size=batch_size, train=True, num_workers=num_workers)
-    val_loader = build_labeled_loader(os.path.join(data, "val"), image_size=image_size,
-                                      batch_size=batch_size, train=False, num_workers=num_workers)
+    train_loader, val_loader = labeled_loaders(data, image_size=image_size, batch_size=batch_size,
+                                               num_workers=num_workers)
     classes = train_loader.dataset.classes
     backbone, fc, backbone_state = build_linear_model(checkpoint, len(classes), arch=arch)
     backbone.to(device)

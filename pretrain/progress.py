@@ -8,7 +8,7 @@ import json
 import os
 import time
 
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, read_json_lines
 
 
 def _fmt_seconds(s: float) -> str:
@@ -77,16 +77,8 @@ class ProgressLogger:
 def read_metrics(path):
     """Records of metrics.jsonl; after a resume, repeated steps keep their latest value."""
     by_key = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a crash
-                continue
-            by_key[(rec.get("kind"), rec["step"])] = rec
+    for rec in read_json_lines(path):
+        by_key[(rec.get("kind"), rec["step"])] = rec
     return [by_key[k] for k in sorted(by_key, key=lambda k: (k[0] or "", k[1]))]
 
 

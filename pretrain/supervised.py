@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from .classify import Progress, cosine_lr, default_device, evaluate, write_jsonl
-from .data import build_labeled_loader
+from .classify import Progress, cosine_lr, default_device, evaluate, labeled_loaders, write_jsonl
 from .io import atomic_torch_save, atomic_write_bytes, safe_torch_load
 
 CHECKPOINT = "checkpoint.pth"
@@ -38,10 +37,8 @@ def train_supervised(data, out_dir, *, arch="resnet18", epochs=100, image_size=2
     if force and os.path.exists(ckpt_path):
         os.remove(ckpt_path)
     torch.manual_seed(seed)
-    train_loader = build_labeled_loader(os.path.join(data, "train"), image_size=image_size,
-                                        batch_size=batch_size, train=True, num_workers=num_workers)
-    val_loader = build_labeled_loader(os.path.join(data, "val"), image_size=image_size,
-                                      batch_size=batch_size, train=False, num_workers=num_workers)
+    train_loader, val_loader = labeled_loaders(data, image_size=image_size, batch_size=batch_size,
+                                               num_workers=num_workers)
     classes = train_loader.dataset.classes
     model = torchvision.models.get_model(arch, weights=None, num_classes=len(classes)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr, momentum=momentum, weight_decay=weight_decay)

@@ -45,16 +45,38 @@ def resolve_precision(cfg: dict, device: torch.device):
     return dtype, (cl == "auto" or cl is True)
 
 
+def fast_pipeline(cfg: dict, device: torch.device) -> bool:
+    """Whether augmentation is split between uint8 crops in the workers and the device."""
+    choice = cfg["data"]["pipeline"]
+    return device.type == "cuda" if choice == "auto" else choice == "fast"
+
+
 def build_loader(cfg: dict, data_path, ctx):
     from .data import build_pretrain_loader
 
     d = cfg["data"]
+    transform = None
+    if fast_pipeline(cfg, ctx.device):
+        from .fast_augment import FastTwoCropTransform
+
+        transform = FastTwoCropTransform(d["aug"], d["crop_size"])
     return build_pretrain_loader(
         data_path, aug=d["aug"], crop_size=d["crop_size"], batch_size=cfg["batch_size"],
         num_workers=d["num_workers"], rank=ctx.rank, world_size=ctx.world_size, seed=cfg["seed"],
         kind={"list": "filelist"}.get(d["kind"], d["kind"]), samples_per_epoch=d["samples_per_epoch"],
-        drop_last=True,
+        drop_last=True, transform=transform,
     )
+
+
+def build_device_augment(cfg: dict, ctx, channels_last: bool):
+    """The device half of the fast pipeline, or None; its generator goes into checkpoints."""
+    if not fast_pipeline(cfg, ctx.device):
+        return None
+    from .device_augment import DeviceAugment
+
+    d = cfg["data"]
+    return DeviceAugment(d["aug"], d["crop_size"], seed=cfg["seed"] + 104729 * (ctx.rank + 1),
+                         channels_last=channels_last).to(ctx.device)
 
 
 def build_model(cfg: dict) -> MoCo:
@@ -140,6 +162,9 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
     shuffle_gen.manual_seed(cfg["seed"] + 7919 * ctx.rank)
     model.set_shuffle_generator(shuffle_gen)
     generators = {"shuffle": shuffle_gen}
+    device_augment = build_device_augment(cfg, ctx, channels_last)
+    if device_augment is not None:
+        generators["device_augment"] = device_augment.generator
     optimizer = build_optimizer(cfg, model, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     base_lr = scaled_lr(cfg, ctx.world_size)
@@ -176,7 +201,8 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
     if ctx.is_main:
         atomic_write_bytes(os.path.join(out_dir, "config.yaml"), dump(cfg).encode())
         print(f"MoCo {cfg['model']['arch']} on {device} x{ctx.world_size}: {iters_per_epoch} it/epoch, "
-              f"batch {images_per_step}, lr {base_lr:g}, amp {amp_dtype}, out {out_dir}")
+              f"batch {images_per_step}, lr {base_lr:g}, amp {amp_dtype}, "
+              f"{'fast' if device_augment is not None else 'reference'} data pipeline, out {out_dir}")
 
     def save(ep, it):
         if ctx.is_main:
@@ -206,9 +232,13 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
             lr = lr_at(cfg, epoch + it / iters_per_epoch, base_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            mf = torch.channels_last if channels_last else torch.contiguous_format
-            im_q = im_q.to(device, non_blocking=True, memory_format=mf)
-            im_k = im_k.to(device, non_blocking=True, memory_format=mf)
+            if device_augment is not None:  # uint8 crops -> colour, blur, normalise on the device
+                im_q = device_augment(im_q.to(device, non_blocking=True))
+                im_k = device_augment(im_k.to(device, non_blocking=True))
+            else:
+                mf = torch.channels_last if channels_last else torch.contiguous_format
+                im_q = im_q.to(device, non_blocking=True, memory_format=mf)
+                im_k = im_k.to(device, non_blocking=True, memory_format=mf)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 logits, labels = model(im_q, im_k)
                 loss = info_nce_loss(logits, labels)
