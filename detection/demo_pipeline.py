@@ -15,6 +15,7 @@ leaves ``stages/<name>.done``; rerunning skips it.
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -53,8 +54,13 @@ def _lr_steps(max_iter):
     return "(" + "".join(f"{s}," for s in steps) + ")"
 
 
-def _run(cmd, log_path, env=None):
-    """Run one tool, streaming its output to the console and to a log file."""
+# Detectron2 prints its whole config and environment per run: on the console the fine-tuning
+# stage keeps the lines that show progress and results (the log file has everything).
+DETECTRON2_PROGRESS = re.compile(r"run \d+/\d+|iter: \d+|copypaste|grid finished|FAILED|Error|error:|Traceback")
+
+
+def _run(cmd, log_path, env=None, show=None):
+    """Run one tool, streaming its output to a log file and (lines matching ``show``) the console."""
     print("  $ " + " ".join(cmd), flush=True)
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
@@ -62,7 +68,8 @@ def _run(cmd, log_path, env=None):
         proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
-            sys.stdout.write("    " + line)
+            if show is None or show.search(line):
+                sys.stdout.write("    " + line)
             log.write(line)
         if proc.wait() != 0:
             raise StageFailed(f"stage command failed (exit {proc.returncode}); full log: {log_path}\n"
@@ -137,6 +144,7 @@ class Demo:
               "--data", os.path.join(self.data, "digits_cls"), "--out", self.dir("supervised"),
               "--arch", recipe["model"]["arch"], "--epochs", str(self.budget.pretrain_epochs),
               "--image-size", str(recipe["data"]["crop_size"]),
+              "--crop-scale", *(str(x) for x in recipe["data"]["crop_scale"]),
               "--batch-size", str(recipe["batch_size"]), "--workers", str(recipe["data"]["num_workers"]),
               "--seed", str(self.seed)],
              self._log("pretrain_supervised"))
@@ -159,7 +167,7 @@ class Demo:
               "--out", self.dir("transfer"), "--num-gpus", "auto", "--resume",
               "--opts", "SOLVER.MAX_ITER", str(b.det_iters), "SOLVER.STEPS", _lr_steps(b.det_iters),
               "SOLVER.WARMUP_ITERS", str(min(20, b.det_iters // 4))],
-             self._log("finetune"), env={"DEMO_DATA": self.data})
+             self._log("finetune"), env={"DEMO_DATA": self.data}, show=DETECTRON2_PROGRESS)
 
     def table(self):
         table_dir = self.dir("table")

@@ -22,6 +22,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 AUGMENTATIONS = ("v1", "v2")
+CROP_SCALE = (0.2, 1.0)  # RandomResizedCrop's area range in both papers
 
 
 def normalize():
@@ -48,9 +49,9 @@ def blur_kernel_size(crop_size):
     return k if k % 2 == 1 else k + 1
 
 
-def moco_v1_augmentation(crop_size=224):
+def moco_v1_augmentation(crop_size=224, scale=CROP_SCALE):
     return transforms.Compose([
-        transforms.RandomResizedCrop(crop_size, scale=(0.2, 1.0)),
+        transforms.RandomResizedCrop(crop_size, scale=tuple(scale)),
         transforms.RandomGrayscale(p=0.2),
         transforms.ColorJitter(0.4, 0.4, 0.4, 0.4),
         transforms.RandomHorizontalFlip(),
@@ -59,9 +60,9 @@ def moco_v1_augmentation(crop_size=224):
     ])
 
 
-def moco_v2_augmentation(crop_size=224):
+def moco_v2_augmentation(crop_size=224, scale=CROP_SCALE):
     return transforms.Compose([
-        transforms.RandomResizedCrop(crop_size, scale=(0.2, 1.0)),
+        transforms.RandomResizedCrop(crop_size, scale=tuple(scale)),
         transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         transforms.RandomGrayscale(p=0.2),
         transforms.RandomApply([GaussianBlur((0.1, 2.0))], p=0.5),
@@ -86,21 +87,28 @@ class TwoCropsTransform:
         return f"{type(self).__name__}({self.base_transform!r})"
 
 
-def build_augmentation(aug="v2", crop_size=224):
+def build_augmentation(aug="v2", crop_size=224, scale=CROP_SCALE):
     """One view's augmentation: ``aug`` is "v1" (MoCo v1) or "v2" (MoCo v2 "aug+")."""
     if aug == "v1":
-        return moco_v1_augmentation(crop_size)
+        return moco_v1_augmentation(crop_size, scale)
     if aug == "v2":
-        return moco_v2_augmentation(crop_size)
+        return moco_v2_augmentation(crop_size, scale)
     raise ValueError(f"unknown augmentation {aug!r}: use one of {AUGMENTATIONS} "
                      f"(v1 = MoCo v1 paper, v2 = MoCo v2 'aug+')")
 
 
-def build_pretrain_transform(aug="v2", crop_size=224):
-    """``callable(PIL image) -> [q, k]``, two float tensors [3, crop_size, crop_size]."""
+def build_pretrain_transform(aug="v2", crop_size=224, scale=CROP_SCALE):
+    """``callable(PIL image) -> [q, k]``, two float tensors [3, crop_size, crop_size].
+
+    ``scale``: the crops' area range, (0.2, 1) in the papers.
+    """
     if int(crop_size) < 8:
         raise ValueError(f"crop_size={crop_size} is too small; use at least 8 (224 in the paper)")
-    return TwoCropsTransform(build_augmentation(aug, int(crop_size)))
+    lo, hi = scale
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"crop scale {tuple(scale)} must satisfy 0 < min <= max <= 1 (area fractions; "
+                         f"the papers use (0.2, 1.0))")
+    return TwoCropsTransform(build_augmentation(aug, int(crop_size), scale))
 
 
 def build_eval_transform(image_size=224):
@@ -113,10 +121,13 @@ def build_eval_transform(image_size=224):
     ])
 
 
-def build_labeled_train_transform(image_size=224):
+LABELED_CROP_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop default, as the reference lincls
+
+
+def build_labeled_train_transform(image_size=224, scale=LABELED_CROP_SCALE):
     """Training view of the linear protocol and the supervised baseline: crop + flip."""
     return transforms.Compose([
-        transforms.RandomResizedCrop(image_size),
+        transforms.RandomResizedCrop(image_size, scale=tuple(scale)),
         transforms.RandomHorizontalFlip(),
         transforms.ToTensor(),
         normalize(),

@@ -74,12 +74,13 @@ def write_jsonl(path, records):
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
-def labeled_loaders(data, *, image_size, batch_size, num_workers):
+def labeled_loaders(data, *, image_size, batch_size, num_workers, crop_scale=None):
     """Train (crop + flip) and val (resize + center crop) loaders of ``data/{train,val}/<class>/``."""
     from .data import build_labeled_loader
 
     train = build_labeled_loader(os.path.join(data, "train"), image_size=image_size,
-                                 batch_size=batch_size, train=True, num_workers=num_workers)
+                                 batch_size=batch_size, train=True, num_workers=num_workers,
+                                 crop_scale=crop_scale)
     val = build_labeled_loader(os.path.join(data, "val"), image_size=image_size,
                                batch_size=batch_size, train=False, num_workers=num_workers)
     return train, val

@@ -24,6 +24,7 @@ DEFAULTS = {
     "data": {
         "aug": "v1",         # v1 | v2 ("aug+")
         "crop_size": 224,
+        "crop_scale": [0.2, 1.0],  # RandomResizedCrop area range (the papers' value)
         "num_workers": 8,
         "kind": "auto",      # auto | folder | list (= filelist) | shards
         "samples_per_epoch": None,  # needed for shards (webdataset) without an index

@@ -52,14 +52,17 @@ def fast_pipeline(cfg: dict, device: torch.device) -> bool:
 
 
 def build_loader(cfg: dict, data_path, ctx):
+    from .augment import build_pretrain_transform
     from .data import build_pretrain_loader
 
     d = cfg["data"]
-    transform = None
+    scale = tuple(d["crop_scale"])
     if fast_pipeline(cfg, ctx.device):
         from .fast_augment import FastTwoCropTransform
 
-        transform = FastTwoCropTransform(d["aug"], d["crop_size"])
+        transform = FastTwoCropTransform(d["aug"], d["crop_size"], scale=scale)
+    else:
+        transform = build_pretrain_transform(d["aug"], d["crop_size"], scale=scale)
     return build_pretrain_loader(
         data_path, aug=d["aug"], crop_size=d["crop_size"], batch_size=cfg["batch_size"],
         num_workers=d["num_workers"], rank=ctx.rank, world_size=ctx.world_size, seed=cfg["seed"],

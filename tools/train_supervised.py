@@ -21,11 +21,14 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, required=True, help="same budget as the pretraining it is compared with")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=0.1, help="per 256 images; scaled linearly with --batch-size")
     p.add_argument("--wd", type=float, default=1e-4)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="RandomResizedCrop area range (default torchvision's 0.08 1); the demo uses "
+                        "its MoCo recipe's range so both pretrainings see the same crops")
     p.add_argument("--no-resume", action="store_true", help="ignore OUT/checkpoint.pth")
     p.add_argument("--force", action="store_true", help="train again over a finished OUT")
     p.add_argument("--print-freq", type=int, default=50)
@@ -35,6 +38,7 @@ def main(argv=None):
                                 image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.wd, num_workers=args.workers, device=args.device,
                                 resume=not args.no_resume, force=args.force, print_freq=args.print_freq,
+                                crop_scale=tuple(args.crop_scale) if args.crop_scale else None,
                                 seed=args.seed)
     except FileExistsError as e:
         sys.exit(f"train_supervised: error: {e}")

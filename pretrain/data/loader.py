@@ -133,11 +133,15 @@ def build_pretrain_loader(path, *, aug="v2", crop_size=224, batch_size, num_work
     return PretrainLoader(dl, sampler, iters, kind, len(paths))
 
 
-def build_labeled_loader(path, *, image_size, batch_size, train, num_workers=0):
+def build_labeled_loader(path, *, image_size, batch_size, train, num_workers=0, crop_scale=None):
     """Images in ``path/<class>/`` with labels: train = RandomResizedCrop + flip (shuffled);
-    eval = resize 1.14x + center crop. Both ImageNet-normalised."""
+    eval = resize 1.14x + center crop. Both ImageNet-normalised. ``crop_scale``: the train
+    crops' area range (default torchvision's (0.08, 1))."""
     samples, classes = scan_class_folders(path)
-    transform = build_labeled_train_transform(image_size) if train else build_eval_transform(image_size)
+    if train:
+        transform = build_labeled_train_transform(image_size, *([crop_scale] if crop_scale else []))
+    else:
+        transform = build_eval_transform(image_size)
     dataset = LabeledImageDataset(samples, transform, classes)
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=False,
                       **_worker_options(num_workers))

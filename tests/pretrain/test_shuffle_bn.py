@@ -113,3 +113,15 @@ def test_shuffle_across_two_gloo_processes_matches_unshuffled_eval(tmp_path):
     with torch.no_grad():
         expected = plain.encode_keys(_images(8))
     torch.testing.assert_close(torch.cat([r[0]["keys"], r[1]["keys"]]), expected)
+
+
+def test_split_bn_accepts_channels_last_input():
+    # channels_last (used with AMP on CUDA) cannot be viewed as [N/S, S*C, H, W]: found on an H200.
+    torch.manual_seed(0)
+    x = torch.randn(8, 6, 5, 5)
+    a, b = SplitBatchNorm(6, 4), SplitBatchNorm(6, 4)
+    out_cl = a(x.to(memory_format=torch.channels_last))
+    out = b(x)
+    torch.testing.assert_close(out_cl, out)
+    torch.testing.assert_close(a.running_mean, b.running_mean)
+    torch.testing.assert_close(a.running_var, b.running_var)

@@ -28,7 +28,7 @@ def colour_classes(tmp_path_factory):
 
 def test_supervised_learns_resumes_and_writes_torchvision_weights(colour_classes, tmp_path):
     out = str(tmp_path / "sup")
-    kw = dict(arch="resnet18", image_size=16, batch_size=8, lr=0.05, num_workers=0, print_freq=0)
+    kw = dict(arch="resnet18", image_size=16, batch_size=8, lr=1.6, num_workers=0, print_freq=0)  # 0.05 at batch 8
     logs = []
     train_supervised(colour_classes, out, epochs=4, printer=lambda *a, **k: logs.append(a[0]), **kw)
     records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
