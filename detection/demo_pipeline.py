@@ -35,7 +35,7 @@ class Budget:
     det_test: int = 100
     pretrain_epochs: int = 12
     knn_every: int = 3
-    det_iters: int = 200
+    det_iters: int = 300
     det_trials: int = 1
 
 
