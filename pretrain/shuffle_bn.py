@@ -5,7 +5,7 @@ samples, so the model cannot solve the pretext task through BN ("cheating").
 
 - Several processes: gather the key images of all ranks, permute with a
   permutation drawn on rank 0 and broadcast, encode each rank's slice, undo it
-  (the official ``_batch_shuffle_ddp``, without ``.cuda()``: works with gloo on CPU).
+  (the official ``_batch_shuffle_ddp``, but on the tensor's own device: works with gloo on CPU).
 - One process: shuffle the batch, encode with :class:`~pretrain.split_bn.SplitBatchNorm`
   groups, undo (the official CIFAR demo).
 """

@@ -20,3 +20,15 @@ def tiny_demo_data(tmp_path_factory):
     from detection.demo_data import make_demo_data
 
     return make_demo_data(tmp_path_factory.mktemp("tiny_demo_data"), verbose=False, **TINY_DEMO_DATA)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: OpenMP threads only add synchronisation (on a busy 2-core machine, whole
+    seconds of spin-waiting per step); one intra-op thread runs these models several times faster."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

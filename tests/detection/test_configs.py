@@ -100,16 +100,6 @@ def register_builtin_datasets(root):
     semantic_seg.register_voc_sem_seg(root)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: OpenMP threads only add synchronisation (on a busy machine, whole seconds of
-    spin-waiting per step); one thread runs these models several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def datasets_root(tmp_path_factory):
     root = layouts.write_all(tmp_path_factory.mktemp("detectron2_datasets"))

@@ -12,13 +12,8 @@ from pretrain.benchmark import ReferenceMoCo, Stepper, build_ours, format_summar
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On a shared 2-core machine two intra-op threads spin-wait on each other: 1 thread is 5-20x faster.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Small tensors: on a 2-core machine a second intra-op thread only adds waiting.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tiny_benchmark_reports_every_figure(capsys):

@@ -18,13 +18,8 @@ from pretrain.device_augment import (BRIGHTNESS, CONTRAST, HUE, SATURATION, AugP
 S = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small tensors: on a shared 2-core machine a second intra-op thread only adds waiting.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Small tensors: on a 2-core machine a second intra-op thread only adds waiting.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -102,7 +102,7 @@ def _ddp_worker(rank, world, port, result_dir):
 
 def test_shuffle_across_two_gloo_processes_matches_unshuffled_eval(tmp_path):
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    r = [torch.load(tmp_path / f"rank{i}.pt") for i in range(2)]
+    r = [torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in range(2)]
     assert r[0]["mode"] == "ddp"
     shuffled = r[0]["shuffled"].squeeze(1)
     assert torch.equal(shuffled, r[1]["shuffled"].squeeze(1))  # one permutation for all ranks

@@ -56,7 +56,7 @@ def test_two_process_training_stays_in_sync(tiny_demo_data, tmp_path):
     out = tmp_path / "run"
     mp.spawn(_worker, args=(2, _free_port(), tiny_demo_data["unlabeled_root"], str(out), str(tmp_path)),
              nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{i}.pt") for i in range(2))
+    r0, r1 = (torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in range(2))
     assert r0["mode"] == r1["mode"] == "ddp" and r0["summary_step"] == r1["summary_step"] == 3
     # Same weights on both ranks after steps on different data: DDP averaged the gradients;
     # the queue holds both ranks' keys (2 x 4 per step). (BN running statistics are per rank,
