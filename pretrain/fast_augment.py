@@ -153,6 +153,10 @@ class FastTwoCropTransform:
         # distribution: the draws are independent and identically distributed either way.
         return boxes, flips
 
+    # Datasets hand this transform the file path instead of a decoded image, so that it can
+    # decode at reduced size (see pretrain/data/image_dataset.py).
+    reads_files = True
+
     def __call__(self, image):
         if self.decode == "device":
             return self._encoded(image)

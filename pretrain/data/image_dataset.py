@@ -2,12 +2,17 @@
 import logging
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from .robust_image import UnreadableImageError, load_rgb
 from .sampler import derive_seed, seeded_rng
 
 logger = logging.getLogger("pretrain.data")
+
+# What PIL (OSError, ValueError, SyntaxError by codec) and torchvision's decode_jpeg
+# (RuntimeError) raise for a corrupt or truncated file.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError)
 
 
 def _first_readable(paths, index):
@@ -46,10 +51,29 @@ class PretrainImageDataset(Dataset):
 
     def __getitem__(self, key):
         epoch, index = key if isinstance(key, tuple) else (0, key)
+        if getattr(self.transform, "reads_files", False):
+            return self._from_file(epoch, index)
         _, image, skipped = _first_readable(self.paths, index)
         with seeded_rng(derive_seed(self.seed, epoch, index)):
             q, k = self.transform(image)
         return q, k, tuple(skipped)
+
+    def _from_file(self, epoch, index):
+        """Hand the path to a transform that decodes it itself (``FastTwoCropTransform``: a JPEG
+        decoded at reduced DCT scale when the crops allow, which a decoded PIL image cannot be).
+        A file that fails to decode is replaced by the next readable one and reported, as above."""
+        skipped, n = [], len(self.paths)
+        for attempt in range(n):
+            path = self.paths[(index + attempt) % n]
+            try:
+                with seeded_rng(derive_seed(self.seed, epoch, index)):
+                    q, k = self.transform(path)
+                return q, k, tuple(skipped)
+            except DECODE_ERRORS as e:
+                if attempt == 0:
+                    skipped.append(f"{path}: {type(e).__name__}: {e}")
+        raise RuntimeError(f"none of the {n} images could be read (first: {self.paths[0]!r}); "
+                           f"check the data path and the files' format")
 
 
 def collate_pairs(items):

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from pretrain.data import UnreadableImageError, build_pretrain_loader, load_rgb
+from pretrain.fast_augment import FastTwoCropTransform
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +27,15 @@ def test_load_rgb_names_the_file(folder_with_bad_files):
         load_rgb(os.path.join(folder_with_bad_files, "truncated.jpg"))
 
 
+# "fast": the fast pipeline's transform reads the files itself (reduced-size JPEG decode), so
+# decoding errors surface inside it and must be handled the same way.
+@pytest.mark.parametrize("pipeline", ["reference", "fast"])
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_bad_images_are_skipped_counted_and_warned(folder_with_bad_files, num_workers, caplog):
+def test_bad_images_are_skipped_counted_and_warned(folder_with_bad_files, num_workers, pipeline, caplog):
     # 12 files, batch 4: every file is requested each epoch (no dropped tail).
+    transform = FastTwoCropTransform("v2", 16) if pipeline == "fast" else None
     loader = build_pretrain_loader(folder_with_bad_files, crop_size=16, batch_size=4,
-                                   num_workers=num_workers)
+                                   num_workers=num_workers, transform=transform)
     with caplog.at_level(logging.WARNING, logger="pretrain.data"):
         for epoch in range(2):
             loader.set_epoch(epoch)

@@ -134,3 +134,28 @@ def test_pretrain_loader_with_fast_transform_then_device_augment(tmp_path):
     assert q.dtype == torch.uint8 and q.shape == (3, 3, 32, 32)
     x = DeviceAugment("v2", 32, seed=0)(q)
     assert x.dtype == torch.float32 and x.shape == (3, 3, 32, 32) and torch.isfinite(x).all()
+
+
+def test_pretrain_loader_lets_the_fast_transform_decode_at_reduced_size(tmp_path, monkeypatch):
+    from pretrain.data import build_pretrain_loader
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (384, 512, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg", quality=90)
+    from PIL import JpegImagePlugin
+
+    drafts = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def recording_draft(self, mode, size):  # records, then does the real thing
+        drafts.append(size)
+        return original(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording_draft)
+    loader = build_pretrain_loader(str(tmp_path), crop_size=16, batch_size=4, num_workers=0,
+                                   transform=FastTwoCropTransform("v2", 16))
+    loader.set_epoch(0)
+    (q, k), = list(loader)
+    assert q.dtype == torch.uint8 and q.shape == (4, 3, 16, 16) and k.shape == q.shape
+    # 16-px crops of a 512x384 JPEG never need full resolution: every file was decoded smaller.
+    assert len(drafts) == 4 and all(w < 512 for w, _ in drafts)
