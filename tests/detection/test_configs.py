@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import builtin
