@@ -177,7 +177,7 @@ class Demo:
         # The pretraining curves next to the table: what a reader compares first.
         import shutil
 
-        for name in ("loss_curve.png", "knn_curve.png"):
+        for name in ("loss_curve.png", "similarity_curve.png", "knn_curve.png"):
             src = os.path.join(self.dir("moco"), name)
             if os.path.exists(src):
                 shutil.copyfile(src, os.path.join(table_dir, f"moco_{name}"))

@@ -39,6 +39,18 @@ def positive_top1(logits: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(dim=1) == 0).float().mean()
 
 
+@torch.no_grad()
+def contrast_stats(logits: torch.Tensor, T: float) -> torch.Tensor:
+    """[positive top-1, mean cosine q.k+, mean cosine q.k-] of one step, as one device tensor (no sync).
+
+    The two similarities tell a collapsing representation (both near 1) from a learning one
+    (q.k+ well above q.k-), which the loss alone does not: the loss also rises while the queue
+    fills with real keys early in training.
+    """
+    cos = logits.float() * T
+    return torch.stack([positive_top1(logits), cos[:, 0].mean(), cos[:, 1:].mean()])
+
+
 class MoCo(nn.Module):
     """Query encoder f_q, momentum key encoder f_k and a queue of K negative keys.
 

@@ -83,7 +83,8 @@ def read_metrics(path):
 
 
 def plot_curves(out_dir) -> list:
-    """loss_curve.png (loss and lr vs step) and, if evaluated, knn_curve.png. Returns the paths written."""
+    """loss_curve.png (loss and lr vs step), similarity_curve.png (mean q.k+ and q.k- vs step) and,
+    if evaluated, knn_curve.png. Returns the paths written."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -105,10 +106,22 @@ def plot_curves(out_dir) -> list:
         fig.legend(loc="upper right")
         written.append(_save(fig, os.path.join(out_dir, "loss_curve.png")))
         plt.close(fig)
+    sims = [r for r in train if "sim_pos" in r]
+    if sims:  # collapse shows as both curves near 1; learning as a gap between them
+        fig, ax = plt.subplots(figsize=(6, 4))
+        steps = [r["step"] for r in sims]
+        ax.plot(steps, [r["sim_pos"] for r in sims], label="positive pair  q.k+")
+        ax.plot(steps, [r["sim_neg"] for r in sims], label="negatives  q.k- (queue mean)")
+        ax.set_xlabel("iteration"), ax.set_ylabel("cosine similarity"), ax.set_ylim(-1.05, 1.05)
+        ax.set_title("MoCo similarities (both near 1 = collapse)")
+        ax.legend(loc="lower left")
+        written.append(_save(fig, os.path.join(out_dir, "similarity_curve.png")))
+        plt.close(fig)
     if evals:
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot([r["epoch"] for r in evals], [r["knn_top1"] for r in evals], marker="o")
-        ax.set_xlabel("epoch"), ax.set_ylabel("kNN top-1 (%)"), ax.set_title("kNN accuracy during pretraining")
+        ax.set_xlabel("epoch (0 = random init)"), ax.set_ylabel("kNN top-1 (%)")
+        ax.set_title("kNN accuracy during pretraining")
         written.append(_save(fig, os.path.join(out_dir, "knn_curve.png")))
         plt.close(fig)
     return written

@@ -18,7 +18,7 @@ from . import distributed as du
 from .backbone import pooled_backbone
 from .config import dump, scaled_lr
 from .io import atomic_write_bytes
-from .moco import MoCo, info_nce_loss, positive_top1
+from .moco import MoCo, contrast_stats, info_nce_loss
 from .progress import ProgressLogger, plot_curves
 
 
@@ -88,6 +88,21 @@ def build_model(cfg: dict) -> MoCo:
                 bn_splits=m["bn_splits"], shuffle=m["shuffle"])
 
 
+def compile_encoders(cfg: dict, model: MoCo) -> None:
+    """``torch.compile`` both encoders in place (parameter names, hence checkpoints, unchanged)."""
+    choice = cfg["compile"]
+    if choice is False:
+        return
+    backend = "inductor" if choice is True else choice
+    import torch._dynamo
+
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in known:
+        raise ValueError(f"compile={choice!r}: unknown torch.compile backend; known: {sorted(known)}")
+    model.encoder_q.compile(backend=backend)
+    model.encoder_k.compile(backend=backend)
+
+
 def build_optimizer(cfg: dict, model: MoCo, device: torch.device) -> torch.optim.Optimizer:
     """SGD on the query encoder only (the key encoder follows by momentum). Fused on CUDA."""
     o = cfg["optim"]
@@ -107,7 +122,7 @@ def _prepare_out_dir(out_dir, resume, force, is_main):
     if force and resume is None and is_main:
         for _, path in existing:
             os.remove(path)
-        for name in ("last", "metrics.jsonl", "loss_curve.png", "knn_curve.png"):
+        for name in ("last", "metrics.jsonl", "loss_curve.png", "similarity_curve.png", "knn_curve.png"):
             if os.path.exists(os.path.join(out_dir, name)):
                 os.remove(os.path.join(out_dir, name))
         shutil.rmtree(os.path.join(out_dir, "tb"), ignore_errors=True)
@@ -120,10 +135,14 @@ def _knn(cfg, model, device):
     k = cfg["knn"]
     was_training = model.training
     backbone = pooled_backbone(model.encoder_q).eval()
+    # Its data loaders draw seeds from the global RNG: fork it, so that a run with evaluations
+    # follows the same trajectory as one without, and a resumed run as the straight one.
+    cuda = [device] if device.type == "cuda" else []
     try:
-        return knn_evaluate(backbone, os.path.join(k["path"], "train"), os.path.join(k["path"], "val"),
-                            image_size=k["image_size"] or cfg["data"]["crop_size"], k=k["k"], t=k["t"],
-                            batch_size=k["batch_size"], num_workers=0, device=device)
+        with torch.random.fork_rng(devices=cuda):
+            return knn_evaluate(backbone, os.path.join(k["path"], "train"), os.path.join(k["path"], "val"),
+                                image_size=k["image_size"] or cfg["data"]["crop_size"], k=k["k"], t=k["t"],
+                                batch_size=k["batch_size"], num_workers=0, device=device)
     finally:
         model.train(was_training)
 
@@ -161,6 +180,7 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
     model = build_model(cfg).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    compile_encoders(cfg, model)
     shuffle_gen = torch.Generator(device=device)
     shuffle_gen.manual_seed(cfg["seed"] + 7919 * ctx.rank)
     model.set_shuffle_generator(shuffle_gen)
@@ -223,10 +243,20 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
         return path
 
     knn_history, last_path, last_loss = [], None, float("nan")
+
+    def knn_eval():
+        top1 = _knn(cfg, model, device) if ctx.is_main else None
+        du.barrier()
+        if ctx.is_main:
+            knn_history.append((epoch, top1))
+            progress.log_eval(global_step, epoch, knn_top1=top1)
+
+    if cfg["knn"]["every_epochs"] and global_step == 0:
+        knn_eval()  # the same network at random init: the baseline the curve must rise above
     model.train()
     progress.start(global_step)
     t_start, step_start = time.perf_counter(), global_step
-    loss_sum = acc_sum = torch.zeros((), device=device)
+    loss_sum, stats_sum = torch.zeros((), device=device), torch.zeros(3, device=device)
     n_sum = 0
     while epoch < epochs and global_step < stop_at:
         loader.set_epoch(epoch, start_iter=start_iter)
@@ -250,7 +280,7 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
             scaler.step(optimizer)
             scaler.update()
             loss_sum = loss_sum + loss.detach()
-            acc_sum = acc_sum + positive_top1(logits.detach())
+            stats_sum = stats_sum + contrast_stats(logits.detach(), model.T)
             n_sum += 1
             it += 1
             global_step += 1
@@ -261,9 +291,11 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
                     raise FloatingPointError(
                         f"loss is {last_loss} at step {global_step}: lower optim.lr or use amp=bf16/off; "
                         f"resume from the last checkpoint with --resume auto")
+                pos_top1, sim_pos, sim_neg = (stats_sum / n_sum).tolist()
                 progress.log_train(global_step, epoch, it, iters_per_epoch, images_per_step, loss=last_loss,
-                                   pos_top1=(acc_sum / n_sum).item() * 100, lr=lr, skipped=loader.skipped)
-                loss_sum = acc_sum = torch.zeros((), device=device)
+                                   pos_top1=pos_top1 * 100, sim_pos=sim_pos, sim_neg=sim_neg, lr=lr,
+                                   skipped=loader.skipped)
+                loss_sum, stats_sum = torch.zeros((), device=device), torch.zeros(3, device=device)
                 n_sum = 0
             end_of_epoch = it == iters_per_epoch
             if end_of_epoch:
@@ -277,11 +309,7 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
             last_path = save(epoch, 0)
             every = cfg["knn"]["every_epochs"]
             if every and (epoch % every == 0 or epoch == epochs):
-                top1 = _knn(cfg, model, device) if ctx.is_main else None
-                du.barrier()
-                if ctx.is_main:
-                    knn_history.append((epoch, top1))
-                    progress.log_eval(global_step, epoch, knn_top1=top1)
+                knn_eval()
                 progress.start(global_step)
         else:
             break  # stopped at max_iters mid-epoch

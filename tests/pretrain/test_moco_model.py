@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from pretrain.momentum import momentum_update
-from pretrain.moco import MoCo, build_encoder, info_nce_loss
+from pretrain.moco import MoCo, build_encoder, contrast_stats, info_nce_loss
 
 
 def tiny_moco(**kw):
@@ -32,6 +32,24 @@ def test_logits_shape_positive_first_and_labels_zero():
     torch.testing.assert_close(logits[:, 0], (q * k).sum(1) / 0.2)
     torch.testing.assert_close(logits[:, 1:], q @ queue_before / 0.2)
     assert info_nce_loss(logits, labels) > 0
+
+
+def test_contrast_stats_are_top1_and_mean_cosines():
+    model = tiny_moco().eval()
+    queue_before = model.queue.clone()
+    im_q, im_k = images(6, 4), images(6, 5)
+    logits, _ = model(im_q, im_k)
+    with torch.no_grad():
+        q = F.normalize(model.encoder_q(im_q), dim=1)
+        k = F.normalize(model.encoder_k(im_k), dim=1)
+    top1, sim_pos, sim_neg = contrast_stats(logits, model.T).tolist()
+    neg = q @ queue_before
+    assert top1 == pytest.approx(float(((q * k).sum(1) > neg.max(1).values).float().mean()))
+    assert sim_pos == pytest.approx(float((q * k).sum(1).mean()), abs=1e-5)
+    assert sim_neg == pytest.approx(float(neg.mean()), abs=1e-5)
+    # identical views: q.k+ = 1 exactly, every positive wins
+    top1, sim_pos, _ = contrast_stats(model(im_q, im_q)[0], model.T).tolist()
+    assert top1 == 1.0 and sim_pos == pytest.approx(1.0, abs=1e-5)
 
 
 def test_positive_logit_wins_for_identical_views():

@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 
 import pretrain.train as train_module
 from pretrain.checkpoint import list_checkpoints
@@ -54,8 +55,11 @@ def test_cli_run_writes_progress_and_refuses_to_overwrite(tiny_demo_data, tmp_pa
     assert "img/s" in console and "ETA" in console and "epoch 0 [2/2]" in console
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]
-    assert all({"loss", "lr", "images_per_s", "eta_s", "epoch"} <= set(r) for r in records)
+    assert all({"loss", "lr", "images_per_s", "eta_s", "epoch", "sim_pos", "sim_neg"} <= set(r) for r in records)
+    assert all(-1.0 <= r[k] <= 1.0 for r in records for k in ("sim_pos", "sim_neg"))
+    assert all(0.0 <= r["pos_top1"] <= 100.0 for r in records)
     assert (out / "loss_curve.png").stat().st_size > 1000
+    assert (out / "similarity_curve.png").stat().st_size > 1000
     assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
     assert [s for s, _ in list_checkpoints(out)] == [2] and (out / "config.yaml").exists()
 
@@ -66,6 +70,28 @@ def test_cli_run_writes_progress_and_refuses_to_overwrite(tiny_demo_data, tmp_pa
     # Resuming a finished run is a no-op that keeps everything.
     assert cli_main(args + ["--resume", "auto"]) == 0
     assert [s for s, _ in list_checkpoints(out)] == [2]
+
+
+def test_knn_monitor_starts_at_random_init_and_leaves_the_trajectory_alone(tiny_demo_data, tmp_path):
+    data = tiny_demo_data["unlabeled_root"]
+    cls_root = tiny_demo_data["cls_root"]
+    knn = {"every_epochs": 1, "path": cls_root, "k": 5, "batch_size": 64}
+    cfg = tiny_cfg(deterministic=True, knn=knn)
+    cfg["optim"]["epochs"] = 2
+    summary = train(cfg, data, tmp_path / "with_knn")
+    assert [e for e, _ in summary["knn"]] == [0, 1, 2]  # epoch 0 = the network at random init
+    assert all(0.0 <= top1 <= 100.0 for _, top1 in summary["knn"])
+    evals = [json.loads(line) for line in (tmp_path / "with_knn" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in evals if r["kind"] == "eval"] == [(0, 0), (1, 2), (2, 4)]
+    assert (tmp_path / "with_knn" / "knn_curve.png").stat().st_size > 1000
+
+    plain = tiny_cfg(deterministic=True)
+    plain["optim"]["epochs"] = 2
+    without = train(plain, data, tmp_path / "without_knn")
+    a = torch.load(summary["checkpoint"], weights_only=True)["state_dict"]
+    b = torch.load(without["checkpoint"], weights_only=True)["state_dict"]
+    for name, value in a.items():  # evaluating draws nothing from the training RNG
+        assert torch.equal(value, b[name]), name
 
 
 def test_schedules():
