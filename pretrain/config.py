@@ -33,6 +33,10 @@ DEFAULTS = {
         # batched on the device (pretrain/device_augment.py): same distribution, far fewer CPU
         # cycles per image. auto: fast on CUDA, reference on CPU (the device part is slower there).
         "pipeline": "auto",
+        # workers: the loader's workers decode (PIL, at reduced size when the crops allow).
+        # device: workers only read bytes and draw crops; the training process decodes each batch
+        # on its device (nvJPEG on a GPU; needs the fast pipeline, which auto then selects).
+        "decode": "workers",
     },
     "optim": {
         "lr": 0.03,                  # for a total batch of base_batch_size
@@ -71,6 +75,7 @@ CHOICES = {
     "model.shuffle": ("auto", "ddp", "single", "off"),
     "data.aug": ("v1", "v2"),
     "data.pipeline": ("auto", "reference", "fast"),
+    "data.decode": ("workers", "device"),
     "data.kind": ("auto", "folder", "list", "filelist", "shards"),
     "optim.schedule": ("step", "cosine"),
     "amp": ("auto", "off", "bf16", "fp16"),
@@ -197,6 +202,9 @@ def validate(cfg: dict) -> None:
         )
     if cfg["batch_size"] > cfg["model"]["K"]:
         raise ConfigError(f"batch_size {cfg['batch_size']} > model.K {cfg['model']['K']}: a step's keys must fit the queue")
+    if cfg["data"]["decode"] == "device" and cfg["data"]["pipeline"] == "reference":
+        raise ConfigError("data.decode=device needs the fast data pipeline: set data.pipeline to fast "
+                          "or auto (the reference pipeline decodes and augments with PIL in the workers)")
     if not isinstance(cfg["compile"], (bool, str)):
         raise ConfigError(f"compile must be true, false or a torch.compile backend name, got {cfg['compile']!r}")
     if cfg["knn"]["every_epochs"] and not cfg["knn"]["path"]:

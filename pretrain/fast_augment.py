@@ -14,8 +14,9 @@ which both crop boxes still have at least ``crop_size`` pixels a side (the crops
 anyway), and the box is mapped to the decoded size. Flip commutes with every later
 augmentation (colour ops are per pixel, the blur kernel is symmetric), so it is done here.
 
-Optional GPU decode: ``FastTwoCropTransform(decode="device")`` returns the JPEG bytes and the
-drawn crops; ``decode_two_crops_on_device`` decodes a batch with nvJPEG and crops it there.
+Optional decode on the training device: ``FastTwoCropTransform(decode="device")`` returns the
+file's bytes and the drawn crops; ``decode_two_crops_on_device`` decodes a batch there (nvJPEG on
+a GPU, so the host only reads files; libjpeg in the main process on a CPU) and crops it.
 """
 import io
 import os
@@ -24,7 +25,7 @@ import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
 from torchvision import transforms as T
-from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from .augment import AUGMENTATIONS
 
@@ -130,8 +131,9 @@ class FastTwoCropTransform:
     bytes, or a uint8 CHW tensor. Colour jitter, grayscale, blur and normalisation are NOT
     applied here: run ``DeviceAugment(aug, crop_size)`` on the batch on the device.
 
-    ``decode="device"``: return ``{"jpeg": uint8 bytes tensor, "crops": int64 [2, 5]}``
-    (top, left, h, w, flip per view) for ``decode_two_crops_on_device`` (nvJPEG); CUDA only.
+    ``decode="device"``: return ``(file bytes as a uint8 1-D tensor, crops int64 [2, 5])`` (top,
+    left, h, w, flip per view), batched by ``pretrain.data.stack_views`` and decoded by
+    ``decode_two_crops_on_device`` on the training device.
     """
 
     def __init__(self, aug="v2", crop_size=224, scale=CROP_SCALE, decode="cpu"):
@@ -141,8 +143,6 @@ class FastTwoCropTransform:
             raise ValueError(f"crop_size={crop_size} is too small; use at least 8 (224 in the paper)")
         if decode not in DECODERS:
             raise ValueError(f"decode must be one of {DECODERS}, got {decode!r}")
-        if decode == "device":
-            require_cuda_decode()
         # The geometry of v1 and v2 is the same; ``aug`` only selects DeviceAugment's colour ops.
         self.aug, self.crop_size, self.scale, self.decode = aug, int(crop_size), tuple(scale), decode
 
@@ -188,36 +188,57 @@ class FastTwoCropTransform:
         data = _read_bytes(image)
         boxes, flips = self._draw(*Image.open(io.BytesIO(data)).size)
         crops = torch.tensor([list(b) + [int(f)] for b, f in zip(boxes, flips)], dtype=torch.int64)
-        return {"jpeg": torch.frombuffer(bytearray(data), dtype=torch.uint8), "crops": crops}
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8), crops
 
     def __repr__(self):
         return (f"{type(self).__name__}(aug={self.aug!r}, crop_size={self.crop_size}, "
                 f"scale={self.scale}, decode={self.decode!r})")
 
 
-def require_cuda_decode():
-    if not torch.cuda.is_available():
-        raise RuntimeError("decode='device' decodes JPEGs with nvJPEG and needs a CUDA GPU; "
-                           "none is visible. Use decode='cpu' (the default) on this machine.")
-
-
 def collate_encoded(batch):
-    """DataLoader collate for ``decode="device"`` samples: list of JPEG tensors + [N, 2, 5] crops."""
-    return [s["jpeg"] for s in batch], torch.stack([s["crops"] for s in batch])
+    """Batch ``decode="device"`` samples: (list of byte tensors, crops [N, 2, 5])."""
+    return [data for data, _ in batch], torch.stack([crops for _, crops in batch])
 
 
-def decode_two_crops_on_device(jpegs, crops, crop_size, device):
-    """nvJPEG-decode a batch on ``device`` and cut the two views -> (q, k) uint8 [N, 3, S, S]."""
+def _decode_one(data, device):
+    """One file on ``device``, else on the CPU (PNG, CMYK JPEG: what nvJPEG refuses); None if unreadable."""
+    try:
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        pass
+    try:
+        return decode_image(data, mode=ImageReadMode.RGB).to(device)
+    except RuntimeError:
+        return None
+
+
+def decode_two_crops_on_device(data, crops, crop_size, device):
+    """Decode a batch of files on ``device`` and cut the two views -> (q, k, failed).
+
+    ``data``: file bytes (uint8 1-D tensors); ``crops``: [N, 2, 5] from ``FastTwoCropTransform``.
+    The batch is decoded in one call (nvJPEG on CUDA); if that fails, file by file, with a CPU
+    fallback for what the device decoder refuses. A file nothing can decode is replaced by the
+    batch's first readable one (a batch stays full, as MoCo's queue and BN assume); ``failed``
+    lists "image i of the batch: reason" for each.
+    """
     device = torch.device(device)
-    if device.type != "cuda":
-        raise RuntimeError(f"GPU JPEG decode needs a CUDA device, got {device}; "
-                           f"decode on the CPU (FastTwoCropTransform(decode='cpu')) instead.")
-    require_cuda_decode()
-    images = decode_jpeg(list(jpegs), mode=ImageReadMode.RGB, device=device)
+    data = list(data)
+    try:
+        images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        images = [_decode_one(d, device) for d in data]
+    failed = [f"image {i} of a batch: no decoder could read its {data[i].numel()} bytes"
+              for i, im in enumerate(images) if im is None]
+    readable = [i for i, im in enumerate(images) if im is not None]
+    if not readable:
+        raise RuntimeError(f"none of the {len(data)} images of a batch could be decoded; "
+                           f"check the files, or use data.decode=workers to find them by path")
     crops = crops.tolist()  # host-side parameters: no device sync
     views = [[], []]
-    for image, per_image in zip(images, crops):
-        for v, (top, left, h, w, flip) in enumerate(per_image):
-            out = F.resized_crop(image, top, left, h, w, [crop_size, crop_size], antialias=True)
+    for i in range(len(data)):
+        j = i if images[i] is not None else readable[0]
+        for v, (top, left, h, w, flip) in enumerate(crops[j]):
+            out = F.resized_crop(images[j], top, left, h, w, [crop_size, crop_size],
+                                 interpolation=F.InterpolationMode.BILINEAR, antialias=True)
             views[v].append(F.horizontal_flip(out) if flip else out)
-    return torch.stack(views[0]), torch.stack(views[1])
+    return torch.stack(views[0]), torch.stack(views[1]), failed

@@ -18,6 +18,7 @@ from . import distributed as du
 from .backbone import pooled_backbone
 from .config import dump, scaled_lr
 from .io import atomic_write_bytes
+from .fast_augment import decode_two_crops_on_device
 from .moco import MoCo, contrast_stats, info_nce_loss
 from .progress import ProgressLogger, plot_curves
 
@@ -48,7 +49,9 @@ def resolve_precision(cfg: dict, device: torch.device):
 def fast_pipeline(cfg: dict, device: torch.device) -> bool:
     """Whether augmentation is split between uint8 crops in the workers and the device."""
     choice = cfg["data"]["pipeline"]
-    return device.type == "cuda" if choice == "auto" else choice == "fast"
+    if choice == "auto":
+        return device.type == "cuda" or cfg["data"]["decode"] == "device"
+    return choice == "fast"
 
 
 def build_loader(cfg: dict, data_path, ctx):
@@ -60,7 +63,8 @@ def build_loader(cfg: dict, data_path, ctx):
     if fast_pipeline(cfg, ctx.device):
         from .fast_augment import FastTwoCropTransform
 
-        transform = FastTwoCropTransform(d["aug"], d["crop_size"], scale=scale)
+        decode = "device" if d["decode"] == "device" else "cpu"
+        transform = FastTwoCropTransform(d["aug"], d["crop_size"], scale=scale, decode=decode)
     else:
         transform = build_pretrain_transform(d["aug"], d["crop_size"], scale=scale)
     return build_pretrain_loader(
@@ -265,6 +269,10 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
             lr = lr_at(cfg, epoch + it / iters_per_epoch, base_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if cfg["data"]["decode"] == "device":  # bytes + crop boxes -> uint8 views on the device
+                im_q, im_k, failed = decode_two_crops_on_device(im_q, im_k, cfg["data"]["crop_size"], device)
+                if failed:
+                    loader.report_skipped(failed)
             if device_augment is not None:  # uint8 crops -> colour, blur, normalise on the device
                 im_q = device_augment(im_q.to(device, non_blocking=True))
                 im_k = device_augment(im_k.to(device, non_blocking=True))

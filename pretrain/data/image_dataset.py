@@ -76,10 +76,17 @@ class PretrainImageDataset(Dataset):
                            f"check the data path and the files' format")
 
 
+def stack_views(qs, ks):
+    """Batch per-sample outputs of the transform: views are stacked; encoded samples
+    (``FastTwoCropTransform(decode="device")``: file bytes, crops) give (list of bytes, crops [N, 2, 5])."""
+    if qs and qs[0].ndim == 1:
+        return list(qs), torch.stack(ks)
+    return torch.stack(qs), torch.stack(ks)
+
+
 def collate_pairs(items):
     """Stack queries and keys; gather the skip reports for the main process."""
-    q = torch.stack([it[0] for it in items])
-    k = torch.stack([it[1] for it in items])
+    q, k = stack_views([it[0] for it in items], [it[1] for it in items])
     skipped = [s for it in items for s in it[2]]
     return q, k, skipped
 

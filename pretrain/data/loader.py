@@ -59,6 +59,10 @@ class PretrainLoader:
         """Unreadable images skipped so far (all epochs, this rank)."""
         return self._report.total
 
+    def report_skipped(self, reasons):
+        """Count and warn about images the main process could not use (decoded on the device)."""
+        self._report.add(reasons)
+
     @property
     def batch_size(self):
         return self.dataloader.batch_size or self._epoch_source.batch_size

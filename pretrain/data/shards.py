@@ -17,6 +17,7 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .folder import HOW_TO_MAKE_DATA, DataPathError, is_image_file
+from .image_dataset import DECODE_ERRORS, stack_views
 from .robust_image import UnreadableImageError, load_rgb
 from .sampler import derive_seed, seeded_rng
 
@@ -66,13 +67,25 @@ def count_shard_samples(urls):
         return None
 
 
-def _decode_sample(sample):
-    """The first image member of a webdataset sample -> (RGB image, its name)."""
+def _image_member(sample):
+    """The first image member of a webdataset sample -> (its name, its bytes)."""
     name = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
     for ext, data in sample.items():
         if not ext.startswith("__") and is_image_file("x." + ext):
-            return load_rgb(data, name=f"{name}.{ext}")
+            return f"{name}.{ext}", data
     raise UnreadableImageError(f"{name}: no image member (has {sorted(sample)})")
+
+
+def _two_views(transform, sample):
+    """The transform's two views of a sample. A transform that ``reads_files`` gets the bytes
+    (``FastTwoCropTransform``: reduced-size decode, or bytes for the device); others a PIL image."""
+    name, data = _image_member(sample)
+    if not getattr(transform, "reads_files", False):
+        return transform(load_rgb(data, name=name))
+    try:
+        return transform(data)
+    except DECODE_ERRORS as e:
+        raise UnreadableImageError(f"{name}: {type(e).__name__}: {e}") from e
 
 
 class ShardStream(IterableDataset):
@@ -144,12 +157,11 @@ class ShardStream(IterableDataset):
                 sample = next(samples)
                 position += 1
                 try:
-                    image = _decode_sample(sample)
+                    with seeded_rng(derive_seed(self.seed, epoch, self.rank, role, position)):
+                        q, k = _two_views(self.transform, sample)
                 except UnreadableImageError as e:
                     skipped.append(str(e))
                     continue
-                with seeded_rng(derive_seed(self.seed, epoch, self.rank, role, position)):
-                    q, k = self.transform(image)
                 qs.append(q)
                 ks.append(k)
-            yield torch.stack(qs), torch.stack(ks), skipped
+            yield (*stack_views(qs, ks), skipped)

@@ -55,10 +55,18 @@ def test_unknown_key_suggests_the_right_one():
     ("optim.weight_decay=1e-4", "write 1.0e-4"),  # YAML reads 1e-4 as a string
     ("model.m=1.0", r"model.m must be in \[0, 1\)"),
     ("knn.every_epochs=1", "knn.path is not"),
+    ("data.decode=gpu", "data.decode must be one of"),
+    ("compile=3", "compile must be"),
 ])
 def test_bad_values_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         recipe("moco_v1.yaml", [override])
+
+
+def test_device_decode_needs_the_fast_pipeline():
+    with pytest.raises(ConfigError, match="data.decode=device needs the fast data pipeline"):
+        recipe("moco_v2.yaml", ["data.decode=device", "data.pipeline=reference"])
+    assert recipe("moco_v2.yaml", ["data.decode=device"])["data"]["pipeline"] == "auto"
 
 
 def test_base_cycle_and_missing_file(tmp_path):

@@ -9,7 +9,8 @@ from scipy.stats import ks_2samp
 from torchvision import transforms
 
 from pretrain.device_augment import DeviceAugment
-from pretrain.fast_augment import FastTwoCropTransform, decode_two_crops_on_device, draft_scale, scale_box
+from pretrain.fast_augment import (FastTwoCropTransform, collate_encoded, decode_two_crops_on_device, draft_scale,
+                                   scale_box)
 
 W, H = 256, 200  # coordinates fit in uint8, so pixels can say where they came from
 
@@ -114,13 +115,50 @@ def test_bad_inputs_say_what_to_do():
         FastTwoCropTransform("v2", 32)(42)
     with pytest.raises(TypeError, match="uint8 CHW"):
         FastTwoCropTransform("v2", 32)(torch.zeros(3, 40, 40))
-    if torch.cuda.is_available():
-        assert FastTwoCropTransform("v2", 32, decode="device").decode == "device"
-    else:
-        with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
-            FastTwoCropTransform("v2", 32, decode="device")
-    with pytest.raises(RuntimeError, match="needs a CUDA device"):
-        decode_two_crops_on_device([], torch.zeros(0, 2, 5, dtype=torch.long), 32, "cpu")
+    with pytest.raises(ValueError, match="decode must be one of"):
+        FastTwoCropTransform("v2", 32, decode="gpu")
+    with pytest.raises(TypeError, match="needs the file"):
+        FastTwoCropTransform("v2", 32, decode="device")(Image.new("RGB", (40, 40)))
+
+
+def png_bytes(w, h, seed=0):
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_decode_on_the_device_gives_the_workers_views():
+    # 64 px crops of <= 100 px images: no reduced-size decode, so both paths decode fully with
+    # libjpeg and must agree exactly (on a GPU nvJPEG would differ by IDCT rounding only).
+    files = [smooth_jpeg(100, 80, seed=i) for i in range(3)] + [png_bytes(90, 70)]
+    workers, device = FastTwoCropTransform("v2", 64), FastTwoCropTransform("v2", 64, decode="device")
+    expected, encoded = [], []
+    for i, data in enumerate(files):
+        torch.manual_seed(i)
+        expected.append(workers(data))
+        torch.manual_seed(i)
+        encoded.append(device(data))
+    data, crops = collate_encoded(encoded)
+    assert crops.shape == (4, 2, 5) and all(d.dtype == torch.uint8 and d.ndim == 1 for d in data)
+    q, k, failed = decode_two_crops_on_device(data, crops, 64, "cpu")
+    assert failed == [] and q.shape == k.shape == (4, 3, 64, 64) and q.dtype == torch.uint8
+    for i, (eq, ek) in enumerate(expected):  # the PNG came through the CPU fallback
+        assert torch.equal(q[i], eq) and torch.equal(k[i], ek), i
+
+
+def test_device_decode_replaces_an_unreadable_file_and_reports_it():
+    good, whole = smooth_jpeg(100, 80, seed=1), smooth_jpeg(100, 80, seed=2)
+    bad = whole[:len(whole) // 2]  # truncated: the header reads, the pixels do not
+    t = FastTwoCropTransform("v2", 32, decode="device")
+    torch.manual_seed(0)
+    data, crops = collate_encoded([t(good), t(bad), t(good)])
+    q, k, failed = decode_two_crops_on_device(data, crops, 32, "cpu")
+    assert q.shape == (3, 3, 32, 32)  # the batch stays full
+    assert len(failed) == 1 and failed[0].startswith("image 1 of a batch")
+    assert torch.equal(q[1], q[0]) and torch.equal(k[1], k[0])  # replaced by the first readable one
+    with pytest.raises(RuntimeError, match="none of the 2 images"):
+        decode_two_crops_on_device(data[1:2] * 2, crops[:2], 32, "cpu")
 
 
 def test_pretrain_loader_with_fast_transform_then_device_augment(tmp_path):

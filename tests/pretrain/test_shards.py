@@ -133,6 +133,30 @@ def test_corrupt_sample_in_a_shard_is_skipped_and_counted(tmp_path, images, capl
     assert loader.skipped >= 1 and "000000007.png" in caplog.text
 
 
+@pytest.mark.parametrize("decode", ["cpu", "device"])
+def test_fast_transform_reads_shard_bytes_and_skips_corrupt_ones(tmp_path, images, decode):
+    from pretrain.fast_augment import FastTwoCropTransform, decode_two_crops_on_device
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in sorted(os.listdir(images))[:7]:
+        (src / f).write_bytes(open(os.path.join(images, f), "rb").read())
+    (src / "zz_bad.png").write_bytes(b"not a png")
+    pattern = make_shards(str(src), str(tmp_path / "out"), maxcount=100)
+    transform = FastTwoCropTransform("v2", 16, decode=decode)
+    loader = build_pretrain_loader(pattern, batch_size=7, num_workers=0, transform=transform, samples_per_epoch=7)
+    for e in range(3):
+        loader.set_epoch(e)
+        (a, b), = list(loader)
+        if decode == "device":  # the worker sent bytes and crop boxes; the training process decodes
+            assert isinstance(a, list) and len(a) == 7 and b.shape == (7, 2, 5)
+            a, b, failed = decode_two_crops_on_device(a, b, 16, "cpu")
+            assert failed == []
+        assert a.dtype == torch.uint8 and a.shape == b.shape == (7, 3, 16, 16)  # full despite the bad one
+        assert set(ids(a.float())) <= set(range(7)) and ids(a.float()) == ids(b.float())
+    assert loader.skipped >= 1
+
+
 def test_shard_errors_are_clear(tmp_path, images):
     with pytest.raises(DataPathError, match="do not exist"):
         build_pretrain_loader(str(tmp_path / "train-{000000..000003}.tar"), batch_size=2, num_workers=0)

@@ -8,10 +8,11 @@ from pretrain.io import safe_torch_load
 from pretrain.train import train
 
 
-def tiny_cfg(pipeline="reference", **top):
+def tiny_cfg(pipeline="reference", decode="workers", **top):
     cfg = {
         "model": {"arch": "resnet18", "dim": 16, "K": 40, "mlp": True, "T": 0.2, "bn_splits": 2},
-        "data": {"aug": "v2", "crop_size": 32, "num_workers": 0, "samples_per_epoch": 32, "pipeline": pipeline},
+        "data": {"aug": "v2", "crop_size": 32, "num_workers": 0, "samples_per_epoch": 32, "pipeline": pipeline,
+                 "decode": decode},
         "optim": {"lr": 0.05, "base_batch_size": 8, "epochs": 2, "schedule": "cosine"},
         "batch_size": 8, "checkpoint": {"every_iters": 3, "keep_last": 10},
         "log": {"every_iters": 1, "tensorboard": False}, "deterministic": True, "device": "cpu",
@@ -21,15 +22,16 @@ def tiny_cfg(pipeline="reference", **top):
 
 
 # "fast": uint8 crops in the loader, colour/blur/normalisation by DeviceAugment (its generator
-# is checkpointed too); on CPU it is slower, but it must resume just as exactly.
-@pytest.mark.parametrize("pipeline", ["reference", "fast"])
-def test_half_run_plus_resume_equals_straight_run(tiny_demo_data, tmp_path, pipeline):
+# is checkpointed too); on CPU it is slower, but it must resume just as exactly. "device": the
+# loader only reads bytes and draws crops, the training process decodes (nvJPEG on a GPU).
+@pytest.mark.parametrize("pipeline,decode", [("reference", "workers"), ("fast", "workers"), ("fast", "device")])
+def test_half_run_plus_resume_equals_straight_run(tiny_demo_data, tmp_path, pipeline, decode):
     data = tiny_demo_data["unlabeled_root"]
     # 4 iterations per epoch; the cut at step 3 is mid-epoch, the run then crosses an epoch boundary.
-    straight = train(tiny_cfg(pipeline, max_iters=6), data, tmp_path / "straight")
-    first = train(tiny_cfg(pipeline, max_iters=3), data, tmp_path / "resumed")
+    straight = train(tiny_cfg(pipeline, decode, max_iters=6), data, tmp_path / "straight")
+    first = train(tiny_cfg(pipeline, decode, max_iters=3), data, tmp_path / "resumed")
     assert first["global_step"] == 3
-    second = train(tiny_cfg(pipeline, max_iters=6), data, tmp_path / "resumed", resume="auto")
+    second = train(tiny_cfg(pipeline, decode, max_iters=6), data, tmp_path / "resumed", resume="auto")
     assert second["resumed_from"].endswith("checkpoint_0000003.pth")
     assert straight["global_step"] == second["global_step"] == 6
 
