@@ -117,13 +117,18 @@ def test_ranks_and_workers_read_disjoint_shards(shards):
     assert len(seen[0]) > 5 and len(seen[1]) > 5
 
 
-def test_corrupt_sample_in_a_shard_is_skipped_and_counted(tmp_path, images, caplog):
+def shards_with_a_corrupt_sample(tmp_path, images):
+    """One shard: 7 good images (ids 0..6) and "zz_bad.png", which is not an image."""
     src = tmp_path / "src"
     src.mkdir()
     for f in sorted(os.listdir(images))[:7]:
         (src / f).write_bytes(open(os.path.join(images, f), "rb").read())
     (src / "zz_bad.png").write_bytes(b"not a png")
-    pattern = make_shards(str(src), str(tmp_path / "out"), maxcount=100)
+    return make_shards(str(src), str(tmp_path / "out"), maxcount=100)
+
+
+def test_corrupt_sample_in_a_shard_is_skipped_and_counted(tmp_path, images, caplog):
+    pattern = shards_with_a_corrupt_sample(tmp_path, images)
     loader = build_pretrain_loader(pattern, batch_size=7, num_workers=0, transform=identity_views,
                                    samples_per_epoch=7)
     with caplog.at_level("WARNING", logger="pretrain.data"):
@@ -137,12 +142,7 @@ def test_corrupt_sample_in_a_shard_is_skipped_and_counted(tmp_path, images, capl
 def test_fast_transform_reads_shard_bytes_and_skips_corrupt_ones(tmp_path, images, decode):
     from pretrain.fast_augment import FastTwoCropTransform, decode_two_crops_on_device
 
-    src = tmp_path / "src"
-    src.mkdir()
-    for f in sorted(os.listdir(images))[:7]:
-        (src / f).write_bytes(open(os.path.join(images, f), "rb").read())
-    (src / "zz_bad.png").write_bytes(b"not a png")
-    pattern = make_shards(str(src), str(tmp_path / "out"), maxcount=100)
+    pattern = shards_with_a_corrupt_sample(tmp_path, images)
     transform = FastTwoCropTransform("v2", 16, decode=decode)
     loader = build_pretrain_loader(pattern, batch_size=7, num_workers=0, transform=transform, samples_per_epoch=7)
     for e in range(3):
