@@ -201,7 +201,7 @@ def collate_encoded(batch):
 
 
 def _decode_one(data, device):
-    """One file on ``device``, else on the CPU (PNG, CMYK JPEG: what nvJPEG refuses); None if unreadable."""
+    """One file on ``device``, else on the CPU (PNG, or a JPEG the device decoder refuses); None if unreadable."""
     try:
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
     except RuntimeError:
