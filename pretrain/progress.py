@@ -119,7 +119,10 @@ def plot_curves(out_dir) -> list:
         plt.close(fig)
     if evals:
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([r["epoch"] for r in evals], [r["knn_top1"] for r in evals], marker="o")
+        ax.plot([r["epoch"] for r in evals], [r["knn_top1"] for r in evals], marker="o", label="MoCo")
+        if evals[0]["epoch"] == 0:  # the bar to clear: the same network before any training
+            ax.axhline(evals[0]["knn_top1"], color="grey", linestyle="--", label="random init")
+            ax.legend()
         ax.set_xlabel("epoch (0 = random init)"), ax.set_ylabel("kNN top-1 (%)")
         ax.set_title("kNN accuracy during pretraining")
         written.append(_save(fig, os.path.join(out_dir, "knn_curve.png")))
