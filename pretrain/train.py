@@ -294,12 +294,12 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
             global_step += 1
 
             if global_step % log_every == 0 or global_step == stop_at:
-                last_loss = (loss_sum / n_sum).item()  # the only sync with the device
+                # one read of the device per log interval: loss, top-1, q.k+, q.k-
+                last_loss, pos_top1, sim_pos, sim_neg = (torch.cat([loss_sum.view(1), stats_sum]) / n_sum).tolist()
                 if not math.isfinite(last_loss):
                     raise FloatingPointError(
                         f"loss is {last_loss} at step {global_step}: lower optim.lr or use amp=bf16/off; "
                         f"resume from the last checkpoint with --resume auto")
-                pos_top1, sim_pos, sim_neg = (stats_sum / n_sum).tolist()
                 progress.log_train(global_step, epoch, it, iters_per_epoch, images_per_step, loss=last_loss,
                                    pos_top1=pos_top1 * 100, sim_pos=sim_pos, sim_neg=sim_neg, lr=lr,
                                    skipped=loader.skipped)
