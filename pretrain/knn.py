@@ -4,6 +4,8 @@ Every validation image votes with its k nearest training features (cosine simila
 each neighbour weighted by exp(sim / t). Cheap enough to run during pretraining and
 correlates with the linear protocol.
 """
+import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -49,12 +51,37 @@ def knn_predict(feats, bank, bank_labels, k=200, t=0.1, num_classes=None):
     return knn_scores(feats, bank, bank_labels, k=k, t=t, num_classes=num_classes).argmax(dim=1)
 
 
+@torch.no_grad()
+def with_precise_bn(model, loader, device):
+    """A copy of ``model`` whose BatchNorm statistics are the true averages over ``loader``'s images.
+
+    For a network at random init, whose running statistics are placeholders (mean 0, variance 1,
+    never estimated from data) while a trained network's come from its training images: with
+    both estimated from data, a kNN comparison measures what the weights learned. fvcore's
+    precise BN (as Detectron2's PreciseBN hook); split BN counts as one group here.
+    """
+    from fvcore.nn.precise_bn import get_bn_modules, update_bn_stats
+
+    model = copy.deepcopy(model).to(device).train()
+    for m in model.modules():
+        if hasattr(m, "num_splits"):
+            m.num_splits = 1
+    if not get_bn_modules(model):
+        return model.eval()
+    images = (x.to(device, non_blocking=True) for x, _ in loader)
+    with torch.autocast(device.type, enabled=device.type == "cuda"):
+        update_bn_stats(model, images, num_iters=len(loader))
+    return model.eval()
+
+
 def knn_evaluate(backbone, train_path, val_path, *, image_size, k=200, t=0.1, batch_size=256,
-                 num_workers=0, device=None):
+                 num_workers=0, device=None, precise_bn=False):
     """Top-1 % of the kNN classifier: bank = ``train_path`` features, queries = ``val_path``.
 
     ``backbone``: a torchvision-style ResNet (its ``fc`` is bypassed for the duration, then
     restored, as is its train/eval mode). Both sets use the evaluation transform.
+    ``precise_bn``: evaluate a copy whose BatchNorm statistics are re-estimated on the
+    ``train_path`` images first (:func:`with_precise_bn`); ``backbone`` itself is unchanged.
     """
     device = default_device(device)
     was_training = backbone.training
@@ -65,8 +92,9 @@ def knn_evaluate(backbone, train_path, val_path, *, image_size, k=200, t=0.1, ba
         if loaders[0].dataset.classes != loaders[1].dataset.classes:
             raise ValueError(f"train classes {loaders[0].dataset.classes} differ from val classes "
                              f"{loaders[1].dataset.classes}; both need the same class folders")
-        bank, bank_labels = extract_features(backbone, loaders[0], device)
-        feats, labels = extract_features(backbone, loaders[1], device)
+        net = with_precise_bn(backbone, loaders[0], device) if precise_bn else backbone
+        bank, bank_labels = extract_features(net, loaders[0], device)
+        feats, labels = extract_features(net, loaders[1], device)
     finally:
         if fc is not None:
             backbone.fc = fc

@@ -122,6 +122,9 @@ def plot_curves(out_dir) -> list:
         ax.plot([r["epoch"] for r in evals], [r["knn_top1"] for r in evals], marker="o", label="MoCo")
         if evals[0]["epoch"] == 0:  # the bar to clear: the same network before any training
             ax.axhline(evals[0]["knn_top1"], color="grey", linestyle="--", label="random init")
+            if "knn_top1_precise_bn" in evals[0]:
+                ax.axhline(evals[0]["knn_top1_precise_bn"], color="grey", linestyle=":",
+                           label="random init, BN statistics from data")
             ax.legend()
         ax.set_xlabel("epoch (0 = random init)"), ax.set_ylabel("kNN top-1 (%)")
         ax.set_title("kNN accuracy during pretraining")

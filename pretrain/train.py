@@ -133,7 +133,7 @@ def _prepare_out_dir(out_dir, resume, force, is_main):
     du.barrier()
 
 
-def _knn(cfg, model, device):
+def _knn(cfg, model, device, precise_bn=False):
     from .knn import knn_evaluate
 
     k = cfg["knn"]
@@ -146,7 +146,7 @@ def _knn(cfg, model, device):
         with torch.random.fork_rng(devices=cuda):
             return knn_evaluate(backbone, os.path.join(k["path"], "train"), os.path.join(k["path"], "val"),
                                 image_size=k["image_size"] or cfg["data"]["crop_size"], k=k["k"], t=k["t"],
-                                batch_size=k["batch_size"], num_workers=0, device=device)
+                                batch_size=k["batch_size"], num_workers=0, device=device, precise_bn=precise_bn)
     finally:
         model.train(was_training)
 
@@ -248,15 +248,19 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
 
     knn_history, last_path, last_loss = [], None, float("nan")
 
-    def knn_eval():
-        top1 = _knn(cfg, model, device) if ctx.is_main else None
+    def knn_eval(random_init=False):
+        metrics = {}
+        if ctx.is_main:
+            metrics["knn_top1"] = _knn(cfg, model, device)
+            if random_init:  # its BN statistics are placeholders; also with them estimated from data
+                metrics["knn_top1_precise_bn"] = _knn(cfg, model, device, precise_bn=True)
         du.barrier()
         if ctx.is_main:
-            knn_history.append((epoch, top1))
-            progress.log_eval(global_step, epoch, knn_top1=top1)
+            knn_history.append((epoch, metrics["knn_top1"]))
+            progress.log_eval(global_step, epoch, **metrics)
 
     if cfg["knn"]["every_epochs"] and global_step == 0:
-        knn_eval()  # the same network at random init: the baseline the curve must rise above
+        knn_eval(random_init=True)  # the same network at random init: the baseline the curve must rise above
     model.train()
     progress.start(global_step)
     t_start, step_start = time.perf_counter(), global_step

@@ -24,11 +24,15 @@ def main(argv=None):
     p.add_argument("--t", type=float, default=0.1, help="temperature of the vote weights")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--precise-bn", action="store_true",
+                   help="re-estimate BatchNorm statistics on --train first (for a random-init network, "
+                        "whose statistics are placeholders)")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     args = p.parse_args(argv)
     model, _ = load_backbone(args.checkpoint, arch=args.arch)
     top1 = knn_evaluate(model, args.train, args.val, image_size=args.image_size, k=args.k, t=args.t,
-                        batch_size=args.batch_size, num_workers=args.workers, device=args.device)
+                        batch_size=args.batch_size, num_workers=args.workers, device=args.device,
+                        precise_bn=args.precise_bn)
     print(f"kNN (k={args.k}, t={args.t}) top-1: {top1:.2f}%")
     return top1
 

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from pretrain.knn import knn_evaluate, knn_predict, knn_scores
+from pretrain.data import build_labeled_loader
+from pretrain.knn import knn_evaluate, knn_predict, knn_scores, with_precise_bn
 
 
 def test_knn_is_right_on_well_separated_features():
@@ -63,3 +64,35 @@ def test_knn_cli_on_a_torchvision_checkpoint(tmp_path, tiny_demo_data, capsys):
     top1 = cli.main(["--checkpoint", str(ckpt), "--train", tiny_demo_data["cls_train"], "--val",
                      tiny_demo_data["cls_val"], "--image-size", "16", "--k", "10", "--workers", "0"])
     assert f"top-1: {top1:.2f}%" in capsys.readouterr().out
+    cli.main(["--checkpoint", str(ckpt), "--train", tiny_demo_data["cls_train"], "--val", tiny_demo_data["cls_val"],
+              "--image-size", "16", "--k", "10", "--workers", "0", "--precise-bn"])
+    assert "top-1:" in capsys.readouterr().out
+
+
+def test_precise_bn_estimates_statistics_from_the_images_on_a_copy(tiny_demo_data):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    loader = build_labeled_loader(tiny_demo_data["cls_train"], image_size=16, batch_size=1000, train=False)
+    images = torch.cat([x for x, _ in loader])
+    assert len(loader) == 1  # one batch: fvcore's average of batch statistics is the exact mean
+    with torch.no_grad():
+        first = model.conv1(images)  # what the first BN sees
+    precise = with_precise_bn(model, loader, torch.device("cpu"))
+    assert not precise.training
+    torch.testing.assert_close(precise.bn1.running_mean, first.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(precise.bn1.running_var, first.var(dim=(0, 2, 3)), rtol=1e-3, atol=1e-5)
+    # Deeper layers were estimated too, and the model handed in keeps its placeholders.
+    assert precise.layer4[1].bn2.running_var.ne(1).all()
+    assert model.bn1.running_mean.eq(0).all() and model.layer4[1].bn2.running_var.eq(1).all()
+
+
+def test_knn_evaluate_with_precise_bn_leaves_the_model_alone(tiny_demo_data):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    args = (model, tiny_demo_data["cls_train"], tiny_demo_data["cls_val"])
+    precise = knn_evaluate(*args, image_size=16, k=20, batch_size=64, precise_bn=True)
+    placeholder = knn_evaluate(*args, image_size=16, k=20, batch_size=64)
+    assert 0.0 <= precise <= 100.0 and 0.0 <= placeholder <= 100.0
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name

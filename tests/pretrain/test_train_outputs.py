@@ -83,6 +83,8 @@ def test_knn_monitor_starts_at_random_init_and_leaves_the_trajectory_alone(tiny_
     assert all(0.0 <= top1 <= 100.0 for _, top1 in summary["knn"])
     evals = [json.loads(line) for line in (tmp_path / "with_knn" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["step"]) for r in evals if r["kind"] == "eval"] == [(0, 0), (1, 2), (2, 4)]
+    # Random init is also evaluated with its placeholder BN statistics replaced by estimates.
+    assert [("knn_top1_precise_bn" in r) for r in evals if r["kind"] == "eval"] == [True, False, False]
     assert (tmp_path / "with_knn" / "knn_curve.png").stat().st_size > 1000
 
     plain = tiny_cfg(deterministic=True)
