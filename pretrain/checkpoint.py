@@ -17,6 +17,7 @@ loaded with ``weights_only=True``.
 import os
 import random
 import re
+import shutil
 import warnings
 
 import numpy as np
@@ -54,6 +55,14 @@ def model_state_dict(model) -> dict:
 
 def load_model_state(model, state_dict: dict) -> None:
     stripped = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in state_dict.items()}
+    own = model.state_dict()
+    resized = [f"{k} {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} in the model"
+               for k, v in stripped.items() if k in own and v.shape != own[k].shape]
+    if resized:
+        raise ValueError(
+            f"checkpoint does not match the model (different K / dim / arch?):\n  "
+            + "\n  ".join(resized[:8]) + (" ..." if len(resized) > 8 else "") +
+            "\n  Fix: resume with the config the run was started with (stored under 'config' in the checkpoint).")
     missing, unexpected = model.load_state_dict(stripped, strict=False)
     if missing or unexpected:
         raise ValueError(
@@ -106,8 +115,33 @@ def save_checkpoint(state: dict, out_dir, keep_last: int = 3) -> str:
     atomic_torch_save(state, path)
     atomic_write_bytes(os.path.join(out_dir, "last"), (os.path.basename(path) + "\n").encode())
     for _, old in list_checkpoints(out_dir)[keep_last:]:
-        os.remove(old)
+        if old != path:  # steps only grow within a run (see set_aside_newer), but never the file just written
+            os.remove(old)
     return path
+
+
+def set_aside_newer(out_dir, global_step: int) -> list:
+    """Move checkpoints of steps after ``global_step`` into ``OUT/superseded/``; returns their new paths.
+
+    Resuming from an older checkpoint starts a new branch of the run. Its checkpoints must not be
+    pruned in favour of the abandoned branch's higher step numbers, nor be passed over by a later
+    ``--resume auto``; and the abandoned ones are the user's work, so they are kept, not deleted.
+    """
+    newer = [p for step, p in list_checkpoints(out_dir) if step > global_step]
+    if not newer:
+        return []
+    folder = os.path.join(out_dir, "superseded")
+    os.makedirs(folder, exist_ok=True)
+    moved = []
+    for p in newer:
+        target = os.path.join(folder, os.path.basename(p))
+        n = 1
+        while os.path.exists(target):  # a branch abandoned before: keep both
+            target = os.path.join(folder, f"{os.path.basename(p)}.{n}")
+            n += 1
+        shutil.move(p, target)
+        moved.append(target)
+    return moved
 
 
 def _check_state(state, path):

@@ -177,6 +177,29 @@ def _get(cfg, dotted):
     return node
 
 
+def check_for_world(cfg: dict, world_size: int) -> None:
+    """What only the launch decides: the total batch must fit the queue; DDP shuffling needs processes."""
+    total = cfg["batch_size"] * world_size
+    if total > cfg["model"]["K"]:
+        raise ConfigError(f"batch_size {cfg['batch_size']} x {world_size} processes = {total} keys per step "
+                          f"> model.K {cfg['model']['K']}: raise model.K or lower batch_size")
+    if cfg["model"]["shuffle"] == "ddp" and world_size == 1:
+        raise ConfigError("model.shuffle=ddp shuffles the batch across processes, but this is one process: "
+                          "launch with torchrun, or use model.shuffle=auto (single + model.bn_splits > 1 on one process)")
+
+
+def resume_differences(saved: dict, cfg: dict, prefix="") -> list:
+    """["key: saved -> now", ...] for the settings a resumed run changes (nested dicts flattened)."""
+    out = []
+    for key in sorted(set(saved) | set(cfg)):
+        a, b = saved.get(key), cfg.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += resume_differences(a, b, prefix + key + ".")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
 def validate(cfg: dict) -> None:
     cfg_check = merge(DEFAULTS, cfg)  # unknown keys
     for key, allowed in CHOICES.items():

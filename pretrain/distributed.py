@@ -99,18 +99,34 @@ _size_group = None
 _gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
+def _cpu_group():
+    """A gloo group over all ranks (WORLD itself under gloo): host values travel without a device.
+
+    Created on first use, which every rank reaches together (new_group is collective)."""
+    global _size_group
+    if _size_group is None:
+        _size_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    return _size_group
+
+
+def all_gather_object(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (picklable host objects; every rank must call)."""
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj, group=_cpu_group())
+    return out
+
+
 def check_equal_batch(n: int) -> None:
     """Fail clearly if the ranks' batch sizes differ (an all_gather would hang or misalign).
 
     Sizes are host ints, so they travel over a CPU (gloo) group: no device sync.
     """
-    global _size_group
     if world_size() == 1:
         return
-    if _size_group is None:
-        _size_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
     sizes = torch.empty(world_size(), dtype=torch.long)
-    _gather_into(sizes, torch.tensor([n]), group=_size_group)
+    _gather_into(sizes, torch.tensor([n]), group=_cpu_group())
     if (sizes != n).any():
         raise ValueError(
             f"shuffling BN needs the same batch size on every process, got {sizes.tolist()}; "

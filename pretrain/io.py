@@ -25,6 +25,9 @@ def atomic_write_bytes(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file 0600; give it the mode open() would (umask applies), so that
+        # checkpoints and results on a shared cluster stay readable by the group as usual.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -36,6 +39,12 @@ def atomic_write_bytes(path, data):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _umask():
+    mask = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def atomic_torch_save(obj, path):
@@ -52,6 +61,10 @@ class UnsafeCheckpointError(RuntimeError):
     """The file needs arbitrary code to unpickle; we refuse to run it."""
 
 
+class CorruptCheckpointError(ValueError):
+    """The file is empty, truncated or not a checkpoint at all."""
+
+
 def safe_torch_load(path, map_location="cpu"):
     """``torch.load(..., weights_only=True)`` with errors that say what to do.
 
@@ -64,13 +77,34 @@ def safe_torch_load(path, map_location="cpu"):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        if "GLOBAL" not in str(e):  # e.g. "Unsupported operand": bytes that are no pickle at all
+            raise _corrupt(path, e) from e
         raise UnsafeCheckpointError(
             f"{path!r} is not a plain-weights checkpoint: loading it would execute code "
             f"stored in the file, which we never do for untrusted files.\n"
-            f"  torch said: {str(e).splitlines()[0]}\n"
+            f"  torch said: {_reason(e)}\n"
             f"  Fix: re-save it from a trusted environment with only tensors, e.g. "
             f"torch.save({{'state_dict': model.state_dict()}}, path)."
         ) from e
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError) as e:  # what torch raises on bad bytes
+        raise _corrupt(path, e) from e
+
+
+def _reason(e):
+    """The informative line of torch's message (its first lines are a generic paragraph)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+
+def _corrupt(path, e):
+    return CorruptCheckpointError(
+        f"{path!r} is not a readable checkpoint ({os.path.getsize(path)} bytes): it is empty, cut "
+        f"short (an interrupted download or copy?) or not a torch.save file.\n"
+        f"  torch said: {_reason(e)}\n"
+        f"  Fix: download or copy it again.")
 
 
 def read_json_lines(path):

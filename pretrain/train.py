@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import checkpoint as ckpt
 from . import distributed as du
 from .backbone import pooled_backbone
-from .config import dump, scaled_lr
+from .config import ConfigError, check_for_world, dump, resume_differences, scaled_lr
 from .io import atomic_write_bytes
 from .fast_augment import decode_two_crops_on_device
 from .moco import MoCo, contrast_stats, info_nce_loss
@@ -151,6 +151,59 @@ def _knn(cfg, model, device, precise_bn=False):
         model.train(was_training)
 
 
+def check_resumable(state, cfg, world_size, iters_per_epoch, path):
+    """A checkpoint taken mid-epoch continues only with the same data layout (batch x processes,
+    iterations per epoch): its position is an iteration count of that layout. At an epoch
+    boundary anything may change."""
+    if not state["iter"]:
+        return
+    saved_world = state.get("world_size", world_size)
+    saved_batch = (state.get("config") or {}).get("batch_size", cfg["batch_size"])
+    saved_iters = state.get("iters_per_epoch", iters_per_epoch)
+    if (saved_world, saved_batch, saved_iters) != (world_size, cfg["batch_size"], iters_per_epoch) \
+            or state["iter"] > iters_per_epoch:
+        raise ConfigError(
+            f"{path} was written at iteration {state['iter']} of epoch {state['epoch']} with batch_size "
+            f"{saved_batch} x {saved_world} processes, {saved_iters} iterations per epoch; this run has "
+            f"batch_size {cfg['batch_size']} x {world_size} processes, {iters_per_epoch} iterations per epoch "
+            f"(batch size, process count or data changed), so its position in the epoch means nothing here.\n"
+            f"  Fix: resume with the same batch_size, number of processes and data, or from a checkpoint "
+            f"written at the end of an epoch (checkpoint.every_iters aside, one is written after every epoch).")
+
+
+def restore_rank_state(state, ctx, generators, loader, global_step):
+    """Each rank's own augmentation/shuffle streams and skip count; fresh streams if the process
+    count changed (the trajectory cannot continue then), offset by the step so they do not repeat."""
+    ranks = state.get("ranks")
+    if ranks is not None and len(ranks) == ctx.world_size:
+        mine = ranks[ctx.rank]
+        for name, g in generators.items():
+            if name in mine["generators"]:
+                g.set_state(mine["generators"][name])
+        loader.restore_skipped(mine["skipped_images"])
+        return
+    if ranks is None and state.get("world_size", 1) == ctx.world_size == 1:  # older checkpoints: in "rng"
+        ckpt.set_rng_state(state["rng"], generators)
+    else:
+        for g in generators.values():
+            g.manual_seed(g.initial_seed() + 1_000_003 * global_step)
+        if ctx.is_main:
+            print(f"note: the checkpoint was written by {state.get('world_size')} processes, this run has "
+                  f"{ctx.world_size}: augmentation and shuffling streams restart (the run goes on, on another path)")
+    loader.restore_skipped(state.get("skipped_images", 0) if ctx.is_main else 0)
+
+
+def check_finite(model, global_step, last_path):
+    """Refuse to checkpoint diverged weights (one device read per checkpoint): the loss is read only
+    at log intervals, and --resume auto must never pick up a NaN model."""
+    tensors = [p.detach() for p in model.encoder_q.parameters()] + [model.queue]
+    if not bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all()):
+        raise FloatingPointError(
+            f"weights are not finite at step {global_step} (training diverged): no checkpoint written. "
+            f"The newest checkpoint ({last_path or 'none yet in this run'}) is from before; lower optim.lr "
+            f"or use amp=bf16/off and resume it with --resume auto")
+
+
 def train(cfg: dict, data_path, out_dir, resume=None, force=False) -> dict:
     """Pretrain MoCo as ``cfg`` says; returns a summary dict.
 
@@ -168,6 +221,7 @@ def train(cfg: dict, data_path, out_dir, resume=None, force=False) -> dict:
 def _train(cfg, data_path, out_dir, resume, force, ctx):
     out_dir = os.fspath(out_dir)
     device = ctx.device
+    check_for_world(cfg, ctx.world_size)
     # Data first: a wrong path must fail in a second, not after building a ResNet-50.
     loader = build_loader(cfg, data_path, ctx)
     iters_per_epoch = len(loader)
@@ -199,15 +253,23 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
     epoch, start_iter, global_step = 0, 0, 0
     resumed_from, state = ckpt.resolve_resume(resume, out_dir)
     if state is not None:
+        check_resumable(state, cfg, ctx.world_size, iters_per_epoch, resumed_from)
         ckpt.load_model_state(model, state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         if "rng" in state:
-            ckpt.set_rng_state(state["rng"], generators)
+            ckpt.set_rng_state(state["rng"])
         epoch, start_iter, global_step = state["epoch"], state["iter"], state["global_step"]
+        restore_rank_state(state, ctx, generators, loader, global_step)
         if ctx.is_main:
             print(f"resumed from {resumed_from}: epoch {epoch}, iteration {start_iter} of {iters_per_epoch}, step {global_step}")
+            changed = resume_differences(state.get("config") or {}, cfg)
+            if changed:
+                print("note: settings changed since the checkpoint: " + "; ".join(changed))
+            for moved in ckpt.set_aside_newer(out_dir, global_step):
+                print(f"note: {moved} is from after the resumed step (an abandoned branch of this run): "
+                      f"moved aside so that it is neither pruned nor resumed")
         del state
     elif resume == "auto" and ctx.is_main:
         print(f"--resume auto: no checkpoint in {out_dir!r}, starting from scratch")
@@ -215,7 +277,7 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
     if ctx.world_size > 1:
         ddp = DistributedDataParallel(model.encoder_q, device_ids=[device.index] if device.type == "cuda" else None)
         model.wrap_query_encoder(ddp)
-    elif model.shuffle_mode() == "off" and ctx.is_main:
+    elif (model.shuffle_mode() == "off" or model.bn_splits == 1) and ctx.is_main:
         print("warning: one process and model.bn_splits=1: no shuffling BN, the model can cheat through BN "
               "statistics (MoCo v1 Sec. 3.3); set model.bn_splits to 4-8 for single-process runs")
 
@@ -232,13 +294,18 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
               f"{'fast' if device_augment is not None else 'reference'} data pipeline, out {out_dir}")
 
     def save(ep, it):
+        check_finite(model, global_step, last_path or resumed_from)  # every rank: their weights are identical
+        # Per-rank state (augmentation and shuffle streams, skip counts) from every rank.
+        ranks = du.all_gather_object({"generators": {n: g.get_state() for n, g in generators.items()},
+                                      "skipped_images": loader.skipped})
         if ctx.is_main:
             state = {
                 "epoch": ep, "iter": it, "global_step": global_step, "arch": cfg["model"]["arch"],
                 "state_dict": ckpt.model_state_dict(model), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "rng": ckpt.get_rng_state(generators), "config": cfg, "world_size": ctx.world_size,
-                "skipped_images": loader.skipped,
+                "iters_per_epoch": iters_per_epoch, "ranks": ranks,
+                "skipped_images": sum(r["skipped_images"] for r in ranks),
             }
             path = ckpt.save_checkpoint(state, out_dir, keep_last=cfg["checkpoint"]["keep_last"])
         else:
@@ -327,12 +394,13 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
             break  # stopped at max_iters mid-epoch
 
     elapsed = time.perf_counter() - t_start
+    skipped = sum(du.all_gather_object(loader.skipped))  # all ranks'
     progress.close()
     plots = plot_curves(out_dir) if ctx.is_main else []
     summary = {
         "global_step": global_step, "epoch": epoch, "checkpoint": last_path, "final_loss": last_loss,
         "knn": knn_history, "images_per_s": (global_step - step_start) * images_per_step / elapsed if elapsed else None,
-        "plots": plots, "resumed_from": resumed_from, "skipped_images": loader.skipped,
+        "plots": plots, "resumed_from": resumed_from, "skipped_images": skipped,
     }
     if ctx.is_main:
         print(f"done: step {global_step}, epoch {epoch}, loss {last_loss:.4f}, checkpoint {last_path}")

@@ -1,13 +1,14 @@
 """Checkpoint files: official layout, atomic rotation, newest valid picked, RNG round trip."""
 import os
 import random
+import stat
 
 import numpy as np
 import pytest
 import torch
 
 from pretrain import checkpoint as ckpt
-from pretrain.io import safe_torch_load
+from pretrain.io import CorruptCheckpointError, atomic_write_bytes, safe_torch_load
 from pretrain.moco import MoCo
 
 
@@ -34,6 +35,9 @@ def test_wrong_model_is_a_clear_error(tmp_path):
     path = ckpt.save_checkpoint(_state(1, MoCo("resnet18", dim=8, K=16)), tmp_path)
     with pytest.raises(ValueError, match="different arch / dim / K"):
         ckpt.load_model_state(MoCo("resnet18", dim=8, K=16, mlp=True), safe_torch_load(path)["state_dict"])
+    # Same names, other sizes (another K): named, with the fix, not torch's size-mismatch dump.
+    with pytest.raises(ValueError, match=r"(?s)queue \(8, 16\) in the checkpoint, \(8, 32\) in the model.*Fix"):
+        ckpt.load_model_state(MoCo("resnet18", dim=8, K=32), safe_torch_load(path)["state_dict"])
 
 
 def test_keep_last_and_last_pointer(tmp_path):
@@ -72,3 +76,28 @@ def test_rng_state_round_trip():
     ckpt.set_rng_state(state)
     b = (torch.rand(3), random.random(), np.random.rand())
     assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10, b"PK\x03\x04" + b"\x00" * 40], ids=["empty", "garbage", "cut-zip"])
+def test_a_file_that_is_no_checkpoint_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "model.pth"
+    path.write_bytes(content)
+    with pytest.raises(CorruptCheckpointError, match="(?s)not a readable checkpoint.*download or copy it again"):
+        safe_torch_load(path)
+
+
+def test_a_truncated_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save({"w": torch.randn(1000)}, path)
+    path.write_bytes(path.read_bytes()[:2000])  # a download cut short
+    with pytest.raises(CorruptCheckpointError, match="cut short"):
+        safe_torch_load(path)
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "result.json", b"{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "result.json").st_mode) == 0o644  # not mkstemp's 0600

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from pretrain.config import ConfigError, load_config, parse_overrides, scaled_lr
+from pretrain.config import ConfigError, check_for_world, load_config, parse_overrides, resume_differences, scaled_lr
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "pretrain")
 
@@ -76,3 +76,21 @@ def test_base_cycle_and_missing_file(tmp_path):
         load_config(tmp_path / "a.yaml")
     with pytest.raises(FileNotFoundError, match="configs/pretrain"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_what_only_the_launch_decides_is_checked_at_start():
+    cfg = recipe("demo.yaml", {"batch_size": 64, "model": {"K": 96}})
+    check_for_world(cfg, 1)
+    with pytest.raises(ConfigError, match="64 x 2 processes = 128 keys per step > model.K 96"):
+        check_for_world(cfg, 2)
+    ddp = recipe("demo.yaml", {"model": {"shuffle": "ddp"}})
+    check_for_world(ddp, 2)
+    with pytest.raises(ConfigError, match="shuffle=ddp .* this is one process"):
+        check_for_world(ddp, 1)
+
+
+def test_resume_differences_name_each_changed_setting():
+    saved = recipe("demo.yaml")
+    now = recipe("demo.yaml", {"optim": {"lr": 0.01}, "model": {"T": 0.1}})
+    assert resume_differences(saved, now) == ["model.T: 0.2 -> 0.1", "optim.lr: 0.06 -> 0.01"]
+    assert resume_differences(saved, recipe("demo.yaml")) == []

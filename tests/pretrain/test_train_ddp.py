@@ -76,3 +76,38 @@ def test_two_process_training_stays_in_sync(tiny_demo_data, tmp_path):
     assert saved["world_size"] == 2
     assert torch.equal(saved["state_dict"]["module.encoder_q.conv1.weight"], r0["state"]["encoder_q.conv1.weight"])
     assert torch.equal(saved["state_dict"]["module.queue"], r1["state"]["queue"])
+
+
+def _run(rank, world, port, data, out, max_iters, resume):
+    import pretrain.train as train_module
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    cfg = load_config(None, {
+        "model": {"arch": "resnet18", "dim": 16, "K": 48, "mlp": True, "T": 0.2},
+        # fast pipeline: colour and blur are drawn by each rank's own generator
+        "data": {"aug": "v2", "crop_size": 32, "num_workers": 0, "samples_per_epoch": 64, "pipeline": "fast"},
+        "optim": {"lr": 0.1, "base_batch_size": 8, "epochs": 1},
+        "batch_size": 4, "checkpoint": {"every_iters": 2, "keep_last": 5}, "deterministic": True,
+        "log": {"every_iters": 1, "tensorboard": False}, "device": "cpu", "max_iters": max_iters,
+    })
+    train_module.train(cfg, data, out, resume=resume)
+
+
+def test_two_process_resume_continues_each_ranks_own_streams(tiny_demo_data, tmp_path):
+    data = tiny_demo_data["unlabeled_root"]
+
+    def launch(out, max_iters, resume=None):
+        mp.spawn(_run, args=(2, _free_port(), data, str(out), max_iters, resume), nprocs=2, join=True)
+
+    launch(tmp_path / "straight", 4)
+    launch(tmp_path / "resumed", 2)
+    half = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000002.pth")
+    gens = [r["generators"]["device_augment"] for r in half["ranks"]]
+    assert len(gens) == 2 and not torch.equal(gens[0], gens[1])  # each rank's stream is saved
+    launch(tmp_path / "resumed", 4, "auto")
+    a = safe_torch_load(tmp_path / "straight" / "checkpoint_0000004.pth")["state_dict"]
+    b = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000004.pth")["state_dict"]
+    for name, value in a.items():
+        assert torch.equal(value, b[name]), name

@@ -50,3 +50,66 @@ def test_half_run_plus_resume_equals_straight_run(tiny_demo_data, tmp_path, pipe
                            b["state_dict"]["module.encoder_q.conv1.weight"])
     steps = [s for s, _ in list_checkpoints(tmp_path / "resumed")]
     assert steps == [6, 4, 3]  # every 3 iterations and each epoch (4)
+
+
+def test_resuming_an_older_checkpoint_sets_the_abandoned_branch_aside(tiny_demo_data, tmp_path):
+    data, out = tiny_demo_data["unlabeled_root"], tmp_path / "run"
+    train(tiny_cfg(max_iters=6, checkpoint={"every_iters": 1, "keep_last": 2}), data, out)
+    assert [s for s, _ in list_checkpoints(out)] == [6, 5]
+    old = safe_torch_load(out / "checkpoint_0000005.pth")
+    # Resume from step 5 explicitly, with another lr: a new branch from step 5.
+    branch = tiny_cfg(max_iters=7, checkpoint={"every_iters": 1, "keep_last": 1}, optim={"lr": 0.01})
+    summary = train(branch, data, out, resume=str(out / "checkpoint_0000005.pth"))
+    # The new branch's checkpoints are kept (keep_last 1: the newest only) and resumable; the
+    # abandoned step 6 is neither pruned in their favour nor picked by --resume auto: it is kept aside.
+    assert [s for s, _ in list_checkpoints(out)] == [7]
+    assert summary["checkpoint"].endswith("checkpoint_0000007.pth")
+    assert (out / "superseded" / "checkpoint_0000006.pth").is_file()
+    again = train(tiny_cfg(max_iters=8, checkpoint={"every_iters": 1, "keep_last": 1}), data, out, resume="auto")
+    assert again["resumed_from"].endswith("checkpoint_0000007.pth")
+    assert old["global_step"] == 5
+
+
+def test_checkpoints_carry_the_whole_runs_skip_count(tiny_demo_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_demo_data["unlabeled_root"], data)
+    victim = sorted(p for p in data.rglob("*.jpg"))[0]
+    victim.write_bytes(b"not a jpeg")
+    # 32 samples per epoch drawn from the folder: the corrupt file is met in both epochs or neither.
+    straight = train(tiny_cfg(max_iters=8, data={"samples_per_epoch": None}), data, tmp_path / "straight")
+    assert straight["skipped_images"] >= 1
+    train(tiny_cfg(max_iters=3, data={"samples_per_epoch": None}), data, tmp_path / "resumed")
+    resumed = train(tiny_cfg(max_iters=8, data={"samples_per_epoch": None}), data, tmp_path / "resumed",
+                    resume="auto")
+    assert resumed["skipped_images"] == straight["skipped_images"]
+    last = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000008.pth")
+    assert last["skipped_images"] == straight["skipped_images"]
+
+
+def test_mid_epoch_checkpoint_refuses_another_batch_size(tiny_demo_data, tmp_path):
+    from pretrain.config import ConfigError
+
+    data, out = tiny_demo_data["unlabeled_root"], tmp_path / "run"
+    train(tiny_cfg(max_iters=3), data, out)  # step 3 of 4 in epoch 0
+    with pytest.raises(ConfigError, match="iteration 3 of epoch 0 with batch_size 8"):
+        train(tiny_cfg(batch_size=4, max_iters=6), data, out, resume="auto")
+    train(tiny_cfg(max_iters=4), data, out, resume="auto")  # to the epoch's end (step 4)
+    # At an epoch boundary the layout may change: the next epoch starts a fresh order.
+    summary = train(tiny_cfg(batch_size=4, max_iters=6), data, out, resume="auto")
+    assert summary["resumed_from"].endswith("checkpoint_0000004.pth") and summary["global_step"] == 6
+
+
+def test_diverged_weights_are_never_checkpointed(tiny_demo_data, tmp_path):
+    data, out = tiny_demo_data["unlabeled_root"], tmp_path / "run"
+    ckpts = {"every_iters": 1, "keep_last": 10}
+    train(tiny_cfg(max_iters=2, checkpoint=ckpts), data, out)  # a healthy start
+    # Then the lr explodes; the loss is read only every 6 steps, checkpoints are due every step.
+    cfg = tiny_cfg(max_iters=8, optim={"lr": 1.0e30}, log={"every_iters": 6, "tensorboard": False}, checkpoint=ckpts)
+    with pytest.raises(FloatingPointError, match="no checkpoint written.*checkpoint_0000002.pth"):
+        train(cfg, data, out, resume="auto")
+    assert [s for s, _ in list_checkpoints(out)] == [2, 1]  # --resume auto finds a sound model
+    for _, path in list_checkpoints(out):
+        state = safe_torch_load(path)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), path
