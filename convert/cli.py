@@ -2,14 +2,16 @@
 import argparse
 import os
 import pickle
+import shutil
 import sys
+import tempfile
 
-from pretrain.io import UnsafeCheckpointError
+from pretrain.io import CorruptCheckpointError, UnsafeCheckpointError
 
 from .conversion import convert_checkpoint
 from .mapping import TARGETS, MappingError
 from .sources import SOURCES, ConversionError
-from .writer import OutputExistsError
+from .writer import OutputExistsError, check_output_path
 
 USAGE = """\
 Convert a ResNet pretraining checkpoint into Detectron2 weights (.pkl).
@@ -26,7 +28,8 @@ BATCH_SUFFIXES = (".pth.tar", ".pth", ".pkl")
 # Errors that are the input's or the user's fault: printed without a traceback
 # (convert.verify.VerifyError is a ValueError; importing it here would load Detectron2).
 USER_ERRORS = (ConversionError, MappingError, OutputExistsError, UnsafeCheckpointError,
-               FileNotFoundError, IsADirectoryError, pickle.UnpicklingError, ValueError)
+               CorruptCheckpointError, FileNotFoundError, IsADirectoryError, pickle.UnpicklingError,
+               ValueError)
 
 
 def build_parser():
@@ -71,18 +74,50 @@ def load_verify_config(args):
 
 
 def convert_and_verify(input_path, output_path, args, cfg=None):
-    report = convert_checkpoint(
-        input_path, output_path, target=args.target, source=args.source, prefix=args.prefix,
-        momentum_encoder=args.momentum_encoder, force=args.force,
-    )
-    print(report.summary())
-    if cfg is not None:
-        from .verify import compare_with_source, verify_converted
+    if cfg is None:  # convert_checkpoint writes atomically: nothing else to protect
+        report = _convert(input_path, output_path, args, args.force)
+        print(report.summary())
+        return report
+    return _convert_verified(input_path, output_path, args, cfg)
 
-        verify_converted(output_path, cfg)
-        features = compare_with_source(input_path, output_path, cfg, source=args.source,
+
+def _convert(input_path, output_path, args, force):
+    return convert_checkpoint(
+        input_path, output_path, target=args.target, source=args.source, prefix=args.prefix,
+        momentum_encoder=args.momentum_encoder, force=force,
+    )
+
+
+def _convert_verified(input_path, output_path, args, cfg):
+    """Convert into a hidden folder next to the output, verify there, then move into place.
+
+    A file that fails --verify must never reach ``output_path``: it would carry our __author__
+    (so training accepts it) and block the rerun (the output exists).
+    """
+    from .verify import compare_with_source, verify_converted
+
+    check_output_path(output_path, args.force)  # fail before any work, leave the user's file alone
+    folder = os.path.dirname(os.path.abspath(output_path))
+    os.makedirs(folder, exist_ok=True)
+    # Same folder: os.replace stays a rename on one file system; same name: Detectron2 reads .pkl.
+    staging = tempfile.mkdtemp(prefix="." + os.path.basename(output_path) + ".", dir=folder)
+    try:
+        staged = os.path.join(staging, os.path.basename(output_path))
+        report = _convert(input_path, staged, args, force=False)
+        report.output_path = os.fspath(output_path)
+        print(report.summary())
+        verify_converted(staged, cfg)
+        features = compare_with_source(input_path, staged, cfg, source=args.source,
                                        prefix=args.prefix, momentum_encoder=args.momentum_encoder)
         print(f"features vs. the source ResNet: {features}")
+        check_output_path(output_path, args.force)  # created meanwhile by someone else: keep it
+        os.replace(staged, output_path)
+    except Exception:
+        print(f"{os.fspath(output_path)} was not written (conversion or verification failed).",
+              file=sys.stderr)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return report
 
 
@@ -121,9 +156,10 @@ def run_batch(args):
         try:
             convert_and_verify(src, dst, args, cfg)
             converted.append(name)
-        except (*USER_ERRORS, OSError) as e:
-            failed.append((name, str(e)))
-            print(f"{tag}: FAILED: {e}", file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the others
+            why = str(e) if isinstance(e, (*USER_ERRORS, OSError)) else f"{type(e).__name__}: {e}"
+            failed.append((name, why))
+            print(f"{tag}: FAILED: {why}", file=sys.stderr)
     print(f"\nbatch: {len(converted)} converted, {len(skipped)} skipped (output exists), "
           f"{len(failed)} failed")
     for name, why in failed:

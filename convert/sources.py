@@ -88,7 +88,8 @@ def find_state_dict(obj):
         for key in _CONTAINER_KEYS:
             if _is_tensor_dict(obj.get(key)):
                 return obj[key]
-    found = sorted(obj)[:20] if isinstance(obj, dict) else type(obj).__name__
+    # key=repr: a dict may mix str and int keys, which sorted() alone cannot compare.
+    found = sorted(obj, key=repr)[:20] if isinstance(obj, dict) else type(obj).__name__
     raise UnknownLayoutError(
         f"no tensor dictionary found; top-level keys: {found}.\n"
         f"  Known containers: the state dict itself or under {list(_CONTAINER_KEYS)}.\n"
@@ -179,6 +180,13 @@ def _split_by_prefix(state, keep_prefix, reasons):
     return backbone, dropped, origin
 
 
+def _complete_prefix(prefix, names):
+    """``backbone`` -> ``backbone.`` when the names continue with a dot (the usual typo)."""
+    if prefix.endswith(".") or not any(n.startswith(prefix + ".") for n in names):
+        return prefix
+    return prefix + "."
+
+
 def extract_backbone(obj, *, source="auto", prefix=None, momentum_encoder=False):
     """Find the ResNet in a loaded checkpoint; return it in torchvision names.
 
@@ -228,7 +236,8 @@ def extract_backbone(obj, *, source="auto", prefix=None, momentum_encoder=False)
         fmt = "torchvision"
     else:  # prefix
         # Names are compared without DDP's "module.", so the prefix is too.
-        backbone, dropped, origin = _split_by_prefix(state, _strip_module(prefix), [])
+        prefix = _complete_prefix(_strip_module(prefix), [_strip_module(n) for n in state])
+        backbone, dropped, origin = _split_by_prefix(state, prefix, [])
         fmt = f"prefix:{prefix}"
     if not backbone:
         raise UnknownLayoutError(

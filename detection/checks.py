@@ -5,9 +5,13 @@ hours, for pixel-format mistakes: nothing fails, AP is just low) later. These ch
 """
 import difflib
 import os
+import pickle
+import re
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from pretrain.io import CorruptCheckpointError, UnsafeCheckpointError
 
 # Pixel conventions of the two kinds of ImageNet initialisation (Detectron2 / MoCo configs).
 TORCHVISION_STYLE = {  # torchvision ResNets: MoCo, our converter, Detectron2's torchvision pickles
@@ -23,6 +27,12 @@ CAFFE_STYLE = {  # MSRA / FAIR Caffe2 model-zoo pickles (e.g. ImageNetPretrained
     "MODEL.RESNETS.STRIDE_IN_1X1": True,
 }
 TORCHVISION_AUTHORS = ("moco-transfer", "MOCO", "torchvision")
+# Detectron2's own model-zoo catalog (files on dl.fbaipublicfiles.com): not downloaded to be checked.
+TRUSTED_URL_PREFIXES = ("detectron2://", "catalog://")
+# Layouts convert.sources recognises as pretraining checkpoints Detectron2 cannot load as they are.
+UNCONVERTED_LAYOUTS = {"moco": "MoCo v1/v2", "mocov3": "MoCo v3", "torchvision": "torchvision"}
+# The MSRA Caffe2 ResNets (stride in the 1x1 conv) by file name; FAIR's are R-50-GN, X-101-32x8d...
+MSRA_FILE_NAME = re.compile(r"^R-(50|101|152)\.pkl$")
 PLACEHOLDER_MARKERS = ("REPLACE_ME", "path/to/")
 DATASETS_ENV = "DETECTRON2_DATASETS"
 LAYOUT_DOC = "https://github.com/facebookresearch/detectron2/blob/main/datasets/README.md"
@@ -66,6 +76,11 @@ class DatasetNotFoundError(CheckError, FileNotFoundError):
 
 class WeightsError(CheckError):
     pass
+
+
+class UnsafeWeightsError(WeightsError, UnsafeCheckpointError):
+    """MODEL.WEIGHTS would run code when Detectron2 unpickles it (a WeightsError, so train_net
+    prints it without a traceback, and an UnsafeCheckpointError like the converter's refusals)."""
 
 
 def expected_paths(dataset_name):
@@ -132,10 +147,14 @@ def _missing_voc_files(dirname, split):
     return [p for p in files if not os.path.exists(p)]
 
 
-def check_weights_path(weights):
-    """Placeholders and missing local files in ``MODEL.WEIGHTS`` ("" = random init is fine)."""
+def check_weights_path(weights, cfg=None):
+    """Placeholders, missing files, unsafe or unconverted weights in ``MODEL.WEIGHTS``.
+
+    "" (random init) is fine. ``cfg`` (optional) names the --target in the convert hint.
+    Returns the file's content when it was read (see check_weights_content), else None.
+    """
     if not weights:
-        return
+        return None
     for marker in PLACEHOLDER_MARKERS:
         if marker in weights:
             raise WeightsError(
@@ -150,23 +169,107 @@ def check_weights_path(weights):
             "  Fix: give the path of a converted .pkl (python tools/convert.py) or of a Detectron2 "
             "checkpoint (.pth), or a detectron2:// model-zoo URL."
         )
+    return check_weights_content(weights, cfg)
 
 
-def weights_pixel_style(weights):
-    """``(style, why)`` with style "torchvision", "caffe" or None (unknown: not checked)."""
+def _local_copy(weights):
+    """A local path for MODEL.WEIGHTS: URLs are fetched as Detectron2 will (same iopath cache)."""
+    if "://" not in weights:
+        return os.path.expanduser(weights)
+    from detectron2.utils.file_io import PathManager
+
+    try:
+        return PathManager.get_local_path(weights)
+    except Exception as e:  # noqa: BLE001 - iopath raises anything from OSError to HTTPError
+        raise WeightsError(
+            f"MODEL.WEIGHTS {weights!r} could not be downloaded ({type(e).__name__}: {e}).\n"
+            "  Fix: check the URL and the network, or download the file and give its local path."
+        ) from e
+
+
+def _read_weights(path, weights):
+    """Load the file the way Detectron2 picks its loader (.pkl: pickle, else torch), but safely."""
+    from convert.safe_pickle import safe_pickle_load
+    from pretrain.io import safe_torch_load
+
+    try:
+        return safe_pickle_load(path) if path.endswith(".pkl") else safe_torch_load(path)
+    except UnsafeCheckpointError as e:
+        raise UnsafeWeightsError(f"MODEL.WEIGHTS {weights!r} was refused: {e}") from e
+    except (CorruptCheckpointError, pickle.UnpicklingError) as e:
+        raise WeightsError(f"MODEL.WEIGHTS {weights!r}: {e}") from e
+
+
+def _unconverted_layout(data):
+    """"moco", "mocov3" or "torchvision" when ``data`` is a pretraining checkpoint; else None."""
+    from convert.sources import ConversionError, detect_format, find_state_dict
+
+    try:
+        layout = detect_format(data, find_state_dict(data))
+    except ConversionError:  # no tensors, or a layout we do not know: Detectron2 reports those
+        return None
+    return layout if layout in UNCONVERTED_LAYOUTS else None
+
+
+def check_weights_content(weights, cfg=None):
+    """Read MODEL.WEIGHTS without running code; refuse checkpoints that still need converting.
+
+    Detectron2 unpickles .pkl files with plain pickle (code execution for a malicious file, URLs
+    included), trains silently from random init on a torchvision state dict (no name matches)
+    and crashes on a MoCo checkpoint. Returns the loaded object (None when not read).
+    """
+    if not weights or weights.startswith(TRUSTED_URL_PREFIXES):
+        return None
+    data = _read_weights(_local_copy(weights), weights)
+    layout = _unconverted_layout(data)
+    if layout:
+        raise WeightsError(
+            f"MODEL.WEIGHTS {weights!r} is an unconverted {UNCONVERTED_LAYOUTS[layout]} checkpoint: "
+            f"Detectron2 would not recognise its names and would train from random initialisation "
+            f"(or fail to load it).\n  Fix: {_convert_command(weights, cfg)}"
+        )
+    return data
+
+
+def _convert_command(weights, cfg):
+    """The tools/convert.py command line that turns ``weights`` into what ``cfg`` can load."""
+    stem = os.path.basename(weights.split("?")[0]).split(".")[0] or "weights"
+    if cfg is None:
+        return (f"convert it first: python tools/convert.py {weights} {stem}.pkl --target c4|fpn "
+                f"(c4 for R50-C4 configs, fpn for FPN ones), then set MODEL.WEIGHTS {stem}.pkl.")
+    from convert.verify import target_for_config
+
+    target = target_for_config(cfg)
+    return (f"convert it first: python tools/convert.py {weights} {stem}_{target}.pkl --target {target} "
+            f"(the names this config's model uses), then set MODEL.WEIGHTS {stem}_{target}.pkl.")
+
+
+def _style_from_url(weights):
+    """Judge a URL by the model-zoo folder it names (catalog files are not downloaded)."""
+    if "ImageNetPretrained/MSRA/" in weights or "ImageNetPretrained/FAIR/" in weights:
+        return "caffe", f"{weights} is a Caffe2 (MSRA/FAIR) model-zoo file"
+    if "ImageNetPretrained/torchvision/" in weights:
+        return "torchvision", f"{weights} is a torchvision model"
+    return None, ""
+
+
+def weights_pixel_style(weights, data=None):
+    """``(style, why)`` with style "torchvision", "caffe" or None (unknown: not checked).
+
+    ``data``: the file's content when already loaded (check_weights_content), else read here.
+    """
     if not weights:
         return None, ""
-    if "://" in weights:  # not downloaded here: judge by the model-zoo folder it names
-        if "ImageNetPretrained/MSRA/" in weights or "ImageNetPretrained/FAIR/" in weights:
-            return "caffe", f"{weights} is a Caffe2 (MSRA/FAIR) model-zoo file"
-        if "ImageNetPretrained/torchvision/" in weights:
-            return "torchvision", f"{weights} is a torchvision model"
-        return None, ""
+    if "://" in weights:
+        style = _style_from_url(weights)
+        if style[0] is not None or data is None:
+            return style
     if not weights.endswith(".pkl"):
         return None, ""  # .pth: a Detectron2 checkpoint trained with its own config
-    from convert.safe_pickle import safe_pickle_load
+    if data is None:
+        from convert.safe_pickle import safe_pickle_load
 
-    data = safe_pickle_load(os.path.expanduser(weights))  # refuses anything but numpy/containers
+        data = safe_pickle_load(os.path.expanduser(weights))  # refuses anything but numpy/containers
     author = data.get("__author__") if isinstance(data, dict) else None
     if author in TORCHVISION_AUTHORS:
         source = data.get("source") or {}
@@ -175,6 +278,16 @@ def weights_pixel_style(weights):
     if isinstance(data, dict) and "model" in data and author is not None:
         return None, ""  # someone else's {"model", "__author__"} pickle: no convention known
     return "caffe", f"{weights} is a Caffe2 model-zoo pickle (no __author__; e.g. MSRA R-50.pkl)"
+
+
+def _stride_in_1x1(weights):
+    """STRIDE_IN_1X1 of Caffe2 weights: True for MSRA's ResNets, False for FAIR's (R-50-GN,
+    ResNeXt: stride in the 3x3, as Detectron2's own configs for them say); None if unknown."""
+    if "ImageNetPretrained/FAIR/" in weights:
+        return False
+    if "MSRA" in weights or MSRA_FILE_NAME.match(os.path.basename(weights)):
+        return True
+    return None
 
 
 def _cfg_value(cfg, dotted):
@@ -190,17 +303,22 @@ def _matches(key, value, expected):
     return value == expected
 
 
-def check_pixel_format(cfg):
-    """The config's pixel format must be the one the initial weights were trained with."""
-    style, why = weights_pixel_style(cfg.MODEL.WEIGHTS)
+def check_pixel_format(cfg, data=None):
+    """The config's pixel format must be the one the initial weights were trained with.
+
+    ``data``: MODEL.WEIGHTS already loaded by check_weights_content (saves reading it twice).
+    """
+    style, why = weights_pixel_style(cfg.MODEL.WEIGHTS, data)
     if style is None:
         return
     expected = dict(TORCHVISION_STYLE if style == "torchvision" else CAFFE_STYLE)
     if style == "caffe":
         expected.pop("MODEL.PIXEL_STD")  # FAIR's ResNeXt pickles use a std; MSRA's use 1
-        if "MSRA" not in cfg.MODEL.WEIGHTS and "R-50" not in os.path.basename(cfg.MODEL.WEIGHTS) \
-                and "R-101" not in os.path.basename(cfg.MODEL.WEIGHTS):
-            expected.pop("MODEL.RESNETS.STRIDE_IN_1X1")  # ResNeXt: stride in the 3x3
+        stride_in_1x1 = _stride_in_1x1(cfg.MODEL.WEIGHTS)
+        if stride_in_1x1 is None:
+            expected.pop("MODEL.RESNETS.STRIDE_IN_1X1")
+        else:
+            expected["MODEL.RESNETS.STRIDE_IN_1X1"] = stride_in_1x1
     wrong = [(k, _cfg_value(cfg, k), v) for k, v in expected.items() if not _matches(k, _cfg_value(cfg, k), v)]
     if wrong:
         lines = "\n".join(f"    {k}: config has {got!r}, the weights need {want!r}" for k, got, want in wrong)
@@ -224,5 +342,5 @@ def run_checks(cfg, *, eval_only=False, resume=False):
         check_dataset(name, hint)
     if resume and has_resumable_checkpoint(cfg):
         return  # MODEL.WEIGHTS is not read when resuming
-    check_weights_path(cfg.MODEL.WEIGHTS)
-    check_pixel_format(cfg)
+    data = check_weights_path(cfg.MODEL.WEIGHTS, cfg)
+    check_pixel_format(cfg, data)

@@ -15,11 +15,13 @@ anyway), and the box is mapped to the decoded size. Flip commutes with every lat
 augmentation (colour ops are per pixel, the blur kernel is symmetric), so it is done here.
 
 Optional decode on the training device: ``FastTwoCropTransform(decode="device")`` returns the
-file's bytes and the drawn crops; ``decode_two_crops_on_device`` decodes a batch there (nvJPEG on
-a GPU, so the host only reads files; libjpeg in the main process on a CPU) and crops it.
+file's bytes (with its name) and the drawn crops; ``decode_two_crops_on_device`` decodes a batch
+there (nvJPEG on a GPU, so the host only reads files; libjpeg in the main process on a CPU) and
+crops it. What torchvision cannot decode (BMP, TIFF, PPM, ...) falls back to PIL on the host.
 """
 import io
 import os
+from typing import NamedTuple, Optional
 
 import torch
 import torchvision.transforms.v2.functional as F
@@ -28,6 +30,7 @@ from torchvision import transforms as T
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from .augment import AUGMENTATIONS
+from .data.robust_image import UnreadableImageError, load_rgb
 
 CROP_SCALE = (0.2, 1.0)  # MoCo v1 Sec. 4.1 / main_moco.py
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)  # torchvision's default, used by the reference
@@ -131,9 +134,11 @@ class FastTwoCropTransform:
     bytes, or a uint8 CHW tensor. Colour jitter, grayscale, blur and normalisation are NOT
     applied here: run ``DeviceAugment(aug, crop_size)`` on the batch on the device.
 
-    ``decode="device"``: return ``(file bytes as a uint8 1-D tensor, crops int64 [2, 5])`` (top,
+    ``decode="device"``: return ``(file bytes, crops int64 [2, 5])`` (top,
     left, h, w, flip per view), batched by ``pretrain.data.stack_views`` and decoded by
-    ``decode_two_crops_on_device`` on the training device.
+    ``decode_two_crops_on_device`` on the training device. The bytes come as an
+    :class:`EncodedImage` with the file's name (its path, or ``name``), for the warning if they
+    cannot be decoded.
     """
 
     def __init__(self, aug="v2", crop_size=224, scale=CROP_SCALE, decode="cpu"):
@@ -157,9 +162,10 @@ class FastTwoCropTransform:
     # decode at reduced size (see pretrain/data/image_dataset.py).
     reads_files = True
 
-    def __call__(self, image):
+    def __call__(self, image, name=None):
+        """``name``: how to report ``image`` if it is bytes (a path names itself), e.g. a shard key."""
         if self.decode == "device":
-            return self._encoded(image)
+            return self._encoded(image, name)
         if isinstance(image, torch.Tensor):
             if image.dtype != torch.uint8 or image.ndim != 3:
                 raise TypeError(f"expected a uint8 CHW image tensor, got {image.dtype} {tuple(image.shape)}")
@@ -182,13 +188,15 @@ class FastTwoCropTransform:
             return crop_views(tensor, boxes, flips, self.crop_size)
         return views_from_pil(header, boxes, flips, self.crop_size)
 
-    def _encoded(self, image):
+    def _encoded(self, image, name=None):
         if isinstance(image, Image.Image):
             raise TypeError("decode='device' needs the file (path or bytes), not a PIL image")
+        if name is None and isinstance(image, (str, os.PathLike)):
+            name = os.fspath(image)
         data = _read_bytes(image)
         boxes, flips = self._draw(*Image.open(io.BytesIO(data)).size)
         crops = torch.tensor([list(b) + [int(f)] for b, f in zip(boxes, flips)], dtype=torch.int64)
-        return torch.frombuffer(bytearray(data), dtype=torch.uint8), crops
+        return EncodedImage(torch.frombuffer(bytearray(data), dtype=torch.uint8), name), crops
 
     def __repr__(self):
         return (f"{type(self).__name__}(aug={self.aug!r}, crop_size={self.crop_size}, "
@@ -200,45 +208,79 @@ def collate_encoded(batch):
     return [data for data, _ in batch], torch.stack([crops for _, crops in batch])
 
 
-def _decode_one(data, device):
-    """One file on ``device``, else on the CPU (PNG, or a JPEG the device decoder refuses); None if unreadable."""
+class EncodedImage(NamedTuple):
+    """A file's bytes (uint8 1-D tensor) and its name (path or shard key) for warnings.
+
+    A named tuple: DataLoader workers, ``pin_memory`` and ``stack_views`` carry it through as is."""
+    data: torch.Tensor
+    name: Optional[str] = None
+
+
+def _decode_one(data, label, device):
+    """One file -> (image on ``device``, None), or (None, why) if no decoder can read it.
+
+    The device decoder first (nvJPEG on CUDA), then torchvision on the CPU (PNG, GIF, WEBP, a
+    JPEG nvJPEG refuses), then PIL: BMP, TIFF, PPM and the rest of what the folder scanner
+    accepts, which torchvision cannot decode. Only then is the file unreadable.
+    """
     try:
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device), None
+    except (RuntimeError, ValueError):
         pass
     try:
-        return decode_image(data, mode=ImageReadMode.RGB).to(device)
-    except RuntimeError:
-        return None
+        return decode_image(data, mode=ImageReadMode.RGB).to(device), None
+    except (RuntimeError, ValueError):
+        pass
+    try:
+        image = load_rgb(data.numpy().tobytes(), name=label)
+    except UnreadableImageError as e:
+        cause = e.__cause__ or e
+        return None, f"no decoder could read its {data.numel()} bytes ({type(cause).__name__}: {cause})"
+    return F.pil_to_tensor(image).to(device), None
 
 
 def decode_two_crops_on_device(data, crops, crop_size, device):
     """Decode a batch of files on ``device`` and cut the two views -> (q, k, failed).
 
-    ``data``: file bytes (uint8 1-D tensors); ``crops``: [N, 2, 5] from ``FastTwoCropTransform``.
-    The batch is decoded in one call (nvJPEG on CUDA); if that fails, file by file, with a CPU
-    fallback for what the device decoder refuses. A file nothing can decode is replaced by the
-    batch's first readable one (a batch stays full, as MoCo's queue and BN assume); ``failed``
-    lists "image i of the batch: reason" for each.
+    ``data``: :class:`EncodedImage` s (or bare uint8 1-D tensors of file bytes); ``crops``:
+    [N, 2, 5] from ``FastTwoCropTransform``. The batch is decoded in one call (nvJPEG on CUDA);
+    if that fails, file by file, with CPU and PIL fallbacks for what the device decoder refuses.
+    A file nothing can decode is replaced by the batch's first readable one (a batch stays full,
+    as MoCo's queue and BN assume); ``failed`` lists "path: reason" for each ("image i of a
+    batch: reason" for bytes without a name).
     """
     device = torch.device(device)
-    data = list(data)
-    try:
-        images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
-        images = [_decode_one(d, device) for d in data]
-    failed = [f"image {i} of a batch: no decoder could read its {data[i].numel()} bytes"
-              for i, im in enumerate(images) if im is None]
+    files, labels = [], []
+    for i, item in enumerate(data):
+        file, name = item if isinstance(item, tuple) else (item, None)
+        files.append(file)
+        labels.append(name if name is not None else f"image {i} of a batch")
+    images, failed = _decode_batch(files, labels, device)
     readable = [i for i, im in enumerate(images) if im is not None]
     if not readable:
-        raise RuntimeError(f"none of the {len(data)} images of a batch could be decoded; "
-                           f"check the files, or use data.decode=workers to find them by path")
+        raise RuntimeError(f"none of the {len(files)} images of a batch could be decoded (first: "
+                           f"{failed[0]}); check the files, or use data.decode=workers")
     crops = crops.tolist()  # host-side parameters: no device sync
     views = [[], []]
-    for i in range(len(data)):
+    for i in range(len(files)):
         j = i if images[i] is not None else readable[0]
         for v, (top, left, h, w, flip) in enumerate(crops[j]):
             out = F.resized_crop(images[j], top, left, h, w, [crop_size, crop_size],
                                  interpolation=F.InterpolationMode.BILINEAR, antialias=True)
             views[v].append(F.horizontal_flip(out) if flip else out)
     return torch.stack(views[0]), torch.stack(views[1]), failed
+
+
+def _decode_batch(files, labels, device):
+    """-> (images, with None for each unreadable file; "label: reason" for each of those)."""
+    try:
+        return decode_jpeg(files, mode=ImageReadMode.RGB, device=device), []
+    except (RuntimeError, ValueError):
+        pass  # not all JPEGs the device decoder takes: file by file, with the fallbacks
+    images, failed = [], []
+    for file, label in zip(files, labels):
+        image, why = _decode_one(file, label, device)
+        images.append(image)
+        if image is None:
+            failed.append(f"{label}: {why}")
+    return images, failed

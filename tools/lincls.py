@@ -10,7 +10,8 @@ import sys
 # The repo root first: tools/pretrain.py would otherwise shadow the `pretrain` package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.lincls import train_linear  # noqa: E402
+from pretrain.data import DataPathError  # noqa: E402
+from pretrain.lincls import ClassMismatchError, train_linear  # noqa: E402
 
 
 def main(argv=None):
@@ -38,7 +39,7 @@ def main(argv=None):
                             weight_decay=args.wd, batch_size=args.batch_size, image_size=args.image_size,
                             num_workers=args.workers, device=args.device, resume=not args.no_resume,
                             force=args.force, print_freq=args.print_freq)
-    except FileExistsError as e:
+    except (FileExistsError, DataPathError, ClassMismatchError) as e:  # user errors: no traceback
         sys.exit(f"lincls: error: {e}")
 
 

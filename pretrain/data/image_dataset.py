@@ -79,7 +79,7 @@ class PretrainImageDataset(Dataset):
 def stack_views(qs, ks):
     """Batch per-sample outputs of the transform: views are stacked; encoded samples
     (``FastTwoCropTransform(decode="device")``: file bytes, crops) give (list of bytes, crops [N, 2, 5])."""
-    if qs and qs[0].ndim == 1:
+    if qs and (isinstance(qs[0], tuple) or qs[0].ndim == 1):  # EncodedImage (or bare bytes)
         return list(qs), torch.stack(ks)
     return torch.stack(qs), torch.stack(ks)
 

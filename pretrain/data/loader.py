@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..augment import build_eval_transform, build_labeled_train_transform, build_pretrain_transform
-from .filelist import read_file_list
+from .filelist import read_file_list, reject_image_file
 from .folder import HOW_TO_MAKE_DATA, DataPathError, scan_class_folders, scan_image_folder
 from .image_dataset import LabeledImageDataset, PretrainImageDataset, collate_pairs
 from .robust_image import SkipReport
@@ -25,6 +25,7 @@ def resolve_kind(path, kind="auto"):
     if looks_like_shards(path):
         return "shards"
     if os.path.isfile(path):
+        reject_image_file(path)  # a single image is a file too; say so, not "can't decode 0xff"
         return "filelist"
     if os.path.isdir(path):
         return "folder"
@@ -58,6 +59,10 @@ class PretrainLoader:
     def skipped(self):
         """Unreadable images skipped so far (all epochs, this rank)."""
         return self._report.total
+
+    def restore_skipped(self, total):
+        """Continue the count of a resumed run (the end-of-run total covers the whole run)."""
+        self._report.total = int(total)
 
     def report_skipped(self, reasons):
         """Count and warn about images the main process could not use (decoded on the device)."""

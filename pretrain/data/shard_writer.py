@@ -37,7 +37,9 @@ def make_shards(src, out, *, prefix="train", maxcount=1000, maxsize="1G", force=
     """Write ``OUT/{prefix}-NNNNNN.tar`` from ``src`` (a folder or a file list).
 
     Returns the brace pattern to pass to the loader, e.g. ``OUT/train-{000000..000012}.tar``.
-    Refuses to replace existing shards of the same prefix unless ``force``.
+    Refuses to replace existing shards of the same prefix unless ``force``. A listed file that
+    is missing or unreadable is skipped with a warning naming it; the total is printed at the
+    end and stored as ``skipped_files`` in the index file.
     """
     src, out = os.fspath(src), os.fspath(out)
     log = log or sys.stdout
@@ -49,23 +51,32 @@ def make_shards(src, out, *, prefix="train", maxcount=1000, maxsize="1G", force=
     os.makedirs(out, exist_ok=True)
     tmp = os.path.join(out, f".{prefix}-partial-{os.getpid()}")
     os.makedirs(tmp)
-    counts, t0 = {}, time.time()
+    counts, skipped, written, t0 = {}, 0, 0, time.time()
     try:
         writer = wds.ShardWriter(os.path.join(tmp, f"{prefix}-%06d.tar"), maxcount=maxcount,
                                  maxsize=parse_size(maxsize), verbose=0)
         with writer:
             for i, path in enumerate(paths):
-                ext = os.path.splitext(path)[1].lower().lstrip(".") or "jpg"
-                with open(path, "rb") as f:
-                    writer.write({"__key__": f"{i:09d}", ext: f.read()})
-                name = os.path.basename(writer.fname)
-                counts[name] = counts.get(name, 0) + 1
+                data = _read_or_warn(path, log)
+                if data is None:
+                    skipped += 1
+                else:
+                    ext = os.path.splitext(path)[1].lower().lstrip(".") or "jpg"
+                    # Keys count written samples, so they stay contiguous past a skipped file.
+                    writer.write({"__key__": f"{written:09d}", ext: data})
+                    written += 1
+                    name = os.path.basename(writer.fname)
+                    counts[name] = counts.get(name, 0) + 1
                 if (i + 1) % 1000 == 0 or i + 1 == len(paths):
                     rate = (i + 1) / max(time.time() - t0, 1e-9)
                     eta = (len(paths) - i - 1) / rate
                     print(f"[make_shards] {i + 1}/{len(paths)} images, {len(counts)} shard(s), "
                           f"{rate:.0f} img/s, ETA {eta:.0f}s", file=log, flush=True)
-        index = {"source": os.path.abspath(src), "num_samples": len(paths), "shard_counts": counts}
+        if not counts:
+            raise FileNotFoundError(f"none of the {len(paths)} files of {src!r} could be read (first: "
+                                    f"{paths[0]!r}); check the paths")
+        index = {"source": os.path.abspath(src), "num_samples": written,
+                 "skipped_files": skipped, "shard_counts": counts}
         with open(os.path.join(tmp, prefix + INDEX_SUFFIX), "w") as f:
             json.dump(index, f, indent=1)
         for name in existing:  # only reached with force
@@ -77,5 +88,22 @@ def make_shards(src, out, *, prefix="train", maxcount=1000, maxsize="1G", force=
         shutil.rmtree(tmp, ignore_errors=True)
     n = len(counts)
     pattern = os.path.join(out, f"{prefix}-{{{0:06d}..{n - 1:06d}}}.tar" if n > 1 else f"{prefix}-000000.tar")
-    print(f"[make_shards] wrote {len(paths)} images in {n} shard(s): {pattern}", file=log, flush=True)
+    print(f"[make_shards] wrote {written} images in {n} shard(s): {pattern}", file=log, flush=True)
+    if skipped:
+        print(f"[make_shards] skipped {skipped} of {len(paths)} file(s) that could not be read (each "
+              f"named above; the count is also skipped_files in {prefix}{INDEX_SUFFIX})", file=log, flush=True)
     return pattern
+
+
+def _read_or_warn(path, log):
+    """The file's bytes, or None (with a warning naming it) if it is missing or unreadable.
+
+    Like the loaders (see filelist.py), one bad entry of a million-line list must not abort
+    the packing: it is skipped, reported, and counted in the summary and the index file.
+    """
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        print(f"[make_shards] warning: skipped {path!r}: {e.strerror or e}", file=log, flush=True)
+        return None

@@ -83,7 +83,7 @@ def _two_views(transform, sample):
     if not getattr(transform, "reads_files", False):
         return transform(load_rgb(data, name=name))
     try:
-        return transform(data)
+        return transform(data, name=name)  # the name: for a warning if the device cannot decode it
     except DECODE_ERRORS as e:
         raise UnreadableImageError(f"{name}: {type(e).__name__}: {e}") from e
 

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import torch
+import pytest
 from convert_layouts import FPN_CONFIG, REPO, backbone_state
 
 from convert.cli import main
@@ -89,3 +90,56 @@ def test_tool_reports_bad_input_without_traceback(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith("error: unknown checkpoint layout")
     assert "Traceback" not in result.stderr
+
+
+def _bad_checkpoints(folder, r18):
+    """Files a batch folder really holds after an interrupted copy or a stray save."""
+    torch.save(_moco_r18(r18), folder / "whole.pth")
+    data = (folder / "whole.pth").read_bytes()
+    (folder / "whole.pth").unlink()
+    (folder / "truncated.pth").write_bytes(data[: len(data) // 2])
+    (folder / "empty.pth").write_bytes(b"")
+    (folder / "garbage.pth").write_bytes(b"hello world, not a checkpoint")
+    torch.save({0: 1, "a": 2}, folder / "mixed_keys.pth")  # keys sorted() cannot compare
+    return ["empty.pth", "garbage.pth", "mixed_keys.pth", "truncated.pth"]
+
+
+@pytest.mark.parametrize("name", ["empty.pth", "garbage.pth", "mixed_keys.pth", "truncated.pth"])
+def test_unreadable_checkpoint_is_a_one_line_error(r18, tmp_path, capsys, name):
+    _bad_checkpoints(tmp_path, r18)
+    assert main([str(tmp_path / name), str(tmp_path / "out.pkl")]) == 1  # no exception escapes
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert ("not a readable checkpoint" in err) if name != "mixed_keys.pth" else ("['a', 0]" in err)
+    assert not (tmp_path / "out.pkl").exists()
+
+
+def test_batch_reports_each_bad_file_and_converts_the_rest(r18, tmp_path, capsys):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    bad = _bad_checkpoints(inputs, r18)
+    torch.save(_moco_r18(r18), inputs / "moco_r18.pth.tar")
+
+    code = main(["--batch", str(inputs), str(outputs), "--target", "fpn"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert sorted(p.name for p in outputs.iterdir()) == ["moco_r18.pkl"]
+    assert "1 converted, 0 skipped (output exists), 4 failed" in captured.out
+    for name in bad:
+        assert f"FAILED {name}: " in captured.out
+    assert "Traceback" not in captured.err
+
+
+def test_failed_verify_writes_nothing_and_keeps_the_users_file(r18, tmp_path, capsys):
+    torch.save(_moco_r18(r18), tmp_path / "moco_r18.pth.tar")
+    out = tmp_path / "out" / "r18.pkl"
+    # An R18 file for the R50 FPN config: converts, then fails --verify (shape mismatch).
+    args = [str(tmp_path / "moco_r18.pth.tar"), str(out), "--target", "fpn", "--verify", FPN_CONFIG]
+    assert main(args) == 1
+    assert os.listdir(out.parent) == []  # no output, no staging folder left behind
+    captured = capsys.readouterr()
+    assert "verification failed" in captured.err and "was not written" in captured.err
+    # The user's own file, even with --force, is only replaced by a verified conversion.
+    out.write_bytes(b"made by the user")
+    assert main(args + ["--force"]) == 1
+    assert out.read_bytes() == b"made by the user" and os.listdir(out.parent) == ["r18.pkl"]

@@ -183,3 +183,19 @@ def test_forced_source_that_does_not_match_says_what_it_found(r18):
         extract_backbone({"state_dict": r18.state_dict()}, momentum_encoder=True)
     with pytest.raises(ConversionError, match="--prefix only applies"):
         extract_backbone(moco, source="moco", prefix="module.")
+
+
+def test_prefix_without_trailing_dot_is_completed(r18, tmp_path):
+    state = {"backbone." + k: v for k, v in backbone_state(r18).items()}
+    state.update(mlp_head("projector.", 512))
+    torch.save({"state_dict": state}, tmp_path / "solo.pth")
+    report = convert_checkpoint(tmp_path / "solo.pth", tmp_path / "solo.pkl", target="fpn", prefix="backbone")
+    assert report.source_format == "prefix:backbone."
+    _assert_holds(tmp_path / "solo.pkl", backbone_state(r18), "fpn")
+
+
+def test_dict_with_mixed_key_types_is_an_unknown_layout(tmp_path):
+    torch.save({0: 1, "a": 2, 3.5: "x"}, tmp_path / "mixed.pth")
+    with pytest.raises(UnknownLayoutError, match=r"top-level keys: \['a', 0, 3.5\]"):
+        convert_checkpoint(tmp_path / "mixed.pth", tmp_path / "out.pkl")
+    assert not (tmp_path / "out.pkl").exists()

@@ -160,3 +160,112 @@ def test_resume_skips_weights_checks(cfg):
     checks.run_checks(cfg, resume=True)  # resuming reads the checkpoint, not MODEL.WEIGHTS
     with pytest.raises(checks.WeightsError):
         checks.run_checks(cfg, resume=False)
+
+
+def _torchvision_r18():
+    import torchvision
+
+    return torchvision.models.resnet18(weights=None).state_dict()
+
+
+def test_unconverted_checkpoints_are_refused_with_the_convert_command(cfg, tmp_path):
+    import torch
+
+    state = _torchvision_r18()
+    moco = {"epoch": 200, "arch": "resnet18",  # main_moco.py's (and our pretraining's) layout
+            "state_dict": {"module.encoder_q." + k: v for k, v in state.items()}}
+    torch.save(moco, tmp_path / "moco_v2_200ep.pth.tar")
+    torch.save(state, tmp_path / "resnet18.pth")
+    for name, layout in [("moco_v2_200ep.pth.tar", "MoCo v1/v2"), ("resnet18.pth", "torchvision")]:
+        cfg.MODEL.WEIGHTS = str(tmp_path / name)
+        with pytest.raises(checks.WeightsError) as e:
+            checks.run_checks(cfg)
+        msg = str(e.value)
+        assert f"unconverted {layout} checkpoint" in msg and "random initialisation" in msg
+        stem = name.split(".")[0]
+        assert f"python tools/convert.py {tmp_path / name} {stem}_c4.pkl --target c4" in msg  # a C4 config
+
+
+def test_detectron2_checkpoint_and_caffe2_pickle_still_pass(cfg, tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+    from detectron2.solver import build_lr_scheduler, build_optimizer
+
+    model = build_model(cfg)  # what --eval-only MODEL.WEIGHTS out/model_final.pth reads back
+    optimizer = build_optimizer(cfg, model)
+    DetectionCheckpointer(model, str(tmp_path), optimizer=optimizer,
+                          scheduler=build_lr_scheduler(cfg, optimizer)).save("model_final", iteration=3)
+    cfg.MODEL.WEIGHTS = str(tmp_path / "model_final.pth")
+    checks.run_checks(cfg)
+    cfg.MODEL.WEIGHTS = _converted(tmp_path)
+    checks.run_checks(cfg)
+
+
+@pytest.fixture
+def http_folder(tmp_path, monkeypatch):
+    """(folder, base URL): a local web server; downloads are cached under tmp_path (FVCORE_CACHE)."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "www"
+    folder.mkdir()
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "iopath_cache"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_weights_url_is_downloaded_and_unpickled_safely(cfg, tmp_path, http_folder):
+    import torch
+
+    folder, url = http_folder
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    with open(folder / "evil.pkl", "wb") as f:
+        pickle.dump({"model": {}, "__author__": Evil()}, f)
+    cfg.MODEL.WEIGHTS = f"{url}/evil.pkl"
+    with pytest.raises(UnsafeCheckpointError, match="refused") as e:
+        checks.run_checks(cfg)
+    assert isinstance(e.value, checks.WeightsError)  # train_net prints it without a traceback
+    assert not marker.exists()
+
+    torch.save(_torchvision_r18(), folder / "resnet18.pth")
+    cfg.MODEL.WEIGHTS = f"{url}/resnet18.pth"
+    with pytest.raises(checks.WeightsError, match="unconverted torchvision"):
+        checks.run_checks(cfg)
+
+    os.replace(_converted(tmp_path), folder / "moco_converted.pkl")
+    cfg.MODEL.WEIGHTS = f"{url}/moco_converted.pkl"
+    checks.run_checks(cfg)  # judged by its content: ours, torchvision-style like the config
+    cfg.INPUT.FORMAT = "BGR"
+    with pytest.raises(checks.WeightsError, match="INPUT.FORMAT: config has 'BGR'"):
+        checks.run_checks(cfg)
+
+
+def test_detectron2_fair_gn_config_passes_and_stride_follows_the_weights():
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+
+    gn = get_cfg()
+    gn.merge_from_file(model_zoo.get_config_file("Misc/mask_rcnn_R_50_FPN_3x_gn.yaml"))
+    assert gn.MODEL.WEIGHTS == "catalog://ImageNetPretrained/FAIR/R-50-GN"
+    checks.check_pixel_format(gn)  # Detectron2's own config for its own FAIR weights
+    gn.MODEL.RESNETS.STRIDE_IN_1X1 = True
+    with pytest.raises(checks.WeightsError, match="STRIDE_IN_1X1: config has True, the weights need False"):
+        checks.check_pixel_format(gn)
+    msra = gn.clone()
+    msra.MODEL.WEIGHTS = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+    checks.check_pixel_format(msra)
+    msra.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    with pytest.raises(checks.WeightsError, match="STRIDE_IN_1X1: config has False, the weights need True"):
+        checks.check_pixel_format(msra)

@@ -127,3 +127,18 @@ def test_labeled_loader_train_and_eval(tmp_path):
     assert sum(len(y) for _, y in train) == 6
     with pytest.raises(DataPathError, match="class"):
         build_labeled_loader(str(tmp_path / "missing"), image_size=16, batch_size=4, train=False)
+
+
+def test_a_single_image_or_binary_file_is_not_taken_for_a_file_list(tmp_path):
+    from pretrain.data import read_file_list
+
+    image = write_images(tmp_path / "one", 1)[0]  # img_000.png
+    for call in (lambda: build_pretrain_loader(image, batch_size=1, num_workers=0),
+                 lambda: resolve_kind(image), lambda: read_file_list(image)):
+        with pytest.raises(DataPathError, match=r"is an image file, not a file list: pass the folder that holds"):
+            call()
+    # An image without an image extension is read as a list and fails to decode: name the file.
+    binary = tmp_path / "photo_without_extension"
+    binary.write_bytes(open(image, "rb").read())
+    with pytest.raises(DataPathError, match=r"photo_without_extension.*not UTF-8 text.*not a file list"):
+        build_pretrain_loader(str(binary), batch_size=1, num_workers=0)

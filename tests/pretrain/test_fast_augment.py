@@ -140,7 +140,7 @@ def test_decode_on_the_device_gives_the_workers_views():
         torch.manual_seed(i)
         encoded.append(device(data))
     data, crops = collate_encoded(encoded)
-    assert crops.shape == (4, 2, 5) and all(d.dtype == torch.uint8 and d.ndim == 1 for d in data)
+    assert crops.shape == (4, 2, 5) and all(d.data.dtype == torch.uint8 and d.data.ndim == 1 for d in data)
     q, k, failed = decode_two_crops_on_device(data, crops, 64, "cpu")
     assert failed == [] and q.shape == k.shape == (4, 3, 64, 64) and q.dtype == torch.uint8
     for i, (eq, ek) in enumerate(expected):  # the PNG came through the CPU fallback
@@ -159,6 +159,61 @@ def test_device_decode_replaces_an_unreadable_file_and_reports_it():
     assert torch.equal(q[1], q[0]) and torch.equal(k[1], k[0])  # replaced by the first readable one
     with pytest.raises(RuntimeError, match="none of the 2 images"):
         decode_two_crops_on_device(data[1:2] * 2, crops[:2], 32, "cpu")
+
+
+def image_bytes(fmt, w=90, h=70, seed=0):
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def test_device_decode_reads_what_torchvision_cannot_with_pil(tmp_path):
+    # BMP, TIFF and PPM: the folder scanner takes them, torchvision's decoders do not. They must
+    # decode (via PIL) to the very views the workers path cuts from the same crops.
+    workers, device = FastTwoCropTransform("v2", 32), FastTwoCropTransform("v2", 32, decode="device")
+    expected, encoded = [], []
+    for i, fmt in enumerate(("BMP", "TIFF", "PPM")):
+        path = tmp_path / f"{i}.{fmt.lower()}"
+        path.write_bytes(image_bytes(fmt, seed=i))
+        torch.manual_seed(i)
+        expected.append(workers(str(path)))
+        torch.manual_seed(i)
+        encoded.append(device(str(path)))
+    q, k, failed = decode_two_crops_on_device(*collate_encoded(encoded), 32, "cpu")
+    assert failed == []
+    for i, (eq, ek) in enumerate(expected):
+        assert torch.equal(q[i], eq) and torch.equal(k[i], ek), i
+
+
+def test_device_decode_warnings_name_the_file(tmp_path, caplog):
+    # Through a real loader (one worker process: the name must survive the trip) to the
+    # main process' skip report, as in train.py.
+    from pretrain.data import build_pretrain_loader
+
+    for i in range(3):
+        (tmp_path / f"good_{i}.jpg").write_bytes(smooth_jpeg(80, 60, seed=i))
+    whole = smooth_jpeg(80, 60, seed=9)
+    (tmp_path / "truncated.jpg").write_bytes(whole[:len(whole) // 2])  # header reads, pixels do not
+    loader = build_pretrain_loader(tmp_path, crop_size=32, batch_size=4, num_workers=1,
+                                   transform=FastTwoCropTransform("v2", 32, decode="device"))
+    loader.set_epoch(0)
+    (data, crops), = list(loader)
+    q, k, failed = decode_two_crops_on_device(data, crops, 32, "cpu")
+    assert q.shape == (4, 3, 32, 32)
+    bad = str(tmp_path / "truncated.jpg")
+    good, bytes_of_bad = (tmp_path / "good_0.jpg").read_bytes(), (tmp_path / "truncated.jpg").read_bytes()
+    assert len(failed) == 1 and failed[0].startswith(bad + ": no decoder could read its ")
+    loader.report_skipped(failed)
+    assert loader.skipped == 1 and bad in caplog.text
+    # Bytes name themselves only if told (a shard sample: its url and key).
+    t = FastTwoCropTransform("v2", 32, decode="device")
+    _, _, failed = decode_two_crops_on_device(*collate_encoded([t(good), t(bytes_of_bad, name="s.tar:7.jpg")]),
+                                              32, "cpu")
+    assert len(failed) == 1 and failed[0].startswith("s.tar:7.jpg: no decoder could read its ")
+    alone = collate_encoded([t(bad)])
+    with pytest.raises(RuntimeError, match="none of the 1 images.*truncated.jpg"):
+        decode_two_crops_on_device(*alone, 32, "cpu")
 
 
 def test_pretrain_loader_with_fast_transform_then_device_augment(tmp_path):

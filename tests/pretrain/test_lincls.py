@@ -1,6 +1,7 @@
 """Linear protocol and backbone loading from MoCo (ours / official) and torchvision checkpoints."""
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -85,3 +86,55 @@ def test_linear_protocol_trains_resumes_and_reports(moco_checkpoint, tiny_demo_d
     assert json.load(open(os.path.join(out, "lincls_result.json")))["top1"] == second["top1"]
     with pytest.raises(FileExistsError, match="--force"):
         train_linear(moco_checkpoint[0], tiny_demo_data["cls_root"], out, epochs=2, **kw)
+
+
+def write_class_folders(root, split_classes, n=4, size=24):
+    """``root/<split>/<class>/<i>.png`` random images, e.g. ``{"train": "abc", "val": "ac"}``."""
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for split, classes in split_classes.items():
+        for c in classes:
+            os.makedirs(os.path.join(root, split, c))
+            for i in range(n):
+                pixels = torch.randint(0, 256, (size, size, 3), dtype=torch.uint8, generator=rng)
+                Image.fromarray(pixels.numpy()).save(os.path.join(root, split, c, f"{i}.png"))
+    return str(root)
+
+
+def test_train_and_val_with_different_class_folders_is_a_clear_error(tmp_path):
+    # Val has no "b": its "c" images would get train's label for "b" and top-1 would be wrong.
+    data = write_class_folders(tmp_path / "data", {"train": "abc", "val": "ac"})
+    ckpt = str(tmp_path / "r18.pth")
+    torch.save(torchvision.models.resnet18().state_dict(), ckpt)
+    with pytest.raises(ValueError, match=r"(?s)train classes \['a', 'b', 'c'\] differ from val classes "
+                                         r"\['a', 'c'\].*only in train: \['b'\].*same class folders"):
+        train_linear(ckpt, data, str(tmp_path / "out"), epochs=1, batch_size=4, image_size=16,
+                     num_workers=0, device="cpu", printer=lambda *a, **k: None)
+    assert not os.path.exists(tmp_path / "out" / "lincls_result.json")
+
+
+def test_loss_is_read_from_the_device_only_when_printed(tmp_path, monkeypatch):
+    # 12 train images in batches of 4: 3 iterations, printed once (the epoch's last). Reading
+    # the loss every step (loss.item()) would sync the host with the GPU 3 times.
+    data = write_class_folders(tmp_path / "data", {"train": "ab", "val": "ab"}, n=6)
+    ckpt = str(tmp_path / "r18.pth")
+    torch.save(torchvision.models.resnet18().state_dict(), ckpt)
+    reads, item = [], torch.Tensor.item
+
+    def counting_item(self):
+        # Only reads by the protocol itself (directly, or via Tensor.__format__ in a print);
+        # the DataLoader and the transforms read their own random draws.
+        callers = {os.path.basename(sys._getframe(d).f_code.co_filename) for d in (1, 2, 3)}
+        if callers & {"lincls.py", "classify.py"}:
+            reads.append(tuple(self.shape))
+        return item(self)
+
+    logs = []
+    monkeypatch.setattr(torch.Tensor, "item", counting_item)
+    train_linear(ckpt, data, str(tmp_path / "out"), epochs=1, batch_size=4, image_size=16, num_workers=0,
+                 device="cpu", print_freq=100, printer=lambda *a, **k: logs.append(a[0]))
+    printed = [line for line in logs if " iter " in line]
+    assert len(printed) == 1 and "iter 3/3 loss " in printed[0]
+    float(printed[0].split(" loss ")[1].split()[0])  # the value itself, formatted as before
+    assert len(reads) == len(printed)

@@ -1,6 +1,7 @@
 """WebDataset shards: make_shards (atomic, reproducible, no overwrite) and the streaming loader."""
 import glob
 import importlib.util
+import json
 import os
 import tarfile
 
@@ -81,6 +82,32 @@ def test_make_shards_cli_refuses_to_overwrite_without_force(shards, images, caps
     make_shards(images, out, maxcount=5, force=True)  # restore for the other tests
 
 
+def test_missing_and_unreadable_listed_files_are_skipped_warned_and_counted(images, tmp_path, capsys):
+    # A file list with one missing file and one entry that cannot be read (a folder): the
+    # other 3 images are packed, each bad path is named, and the total is reported.
+    listed = ["000.png", "gone.png", "001.png", "a_folder.png", "002.png"]
+    (tmp_path / "a_folder.png").mkdir()
+    for name in ("000.png", "001.png", "002.png"):
+        with open(os.path.join(images, name), "rb") as f:
+            (tmp_path / name).write_bytes(f.read())
+    (tmp_path / "list.txt").write_text("\n".join(listed) + "\n")
+    out = str(tmp_path / "out")
+    run_cli([str(tmp_path / "list.txt"), out, "--maxcount", "2"])
+    printed = capsys.readouterr().out
+    assert "gone.png" in printed and "No such file" in printed and "a_folder.png" in printed
+    assert "skipped 2 of 5 file(s)" in printed and "wrote 3 images" in printed
+    samples = [m for tar in sorted(glob.glob(os.path.join(out, "*.tar"))) for m in members(tar)]
+    assert [name for name, _ in samples] == [f"{i:09d}.png" for i in range(3)]  # keys stay contiguous
+    assert [data for _, data in samples] == [(tmp_path / n).read_bytes() for n in ("000.png", "001.png", "002.png")]
+    index = json.load(open(os.path.join(out, "train-index.json")))
+    assert index["num_samples"] == 3 and index["skipped_files"] == 2
+    loader = build_pretrain_loader(out, batch_size=3, num_workers=0, transform=identity_views)
+    assert loader.num_samples == 3  # the epoch size counts what was written, not what was listed
+    (tmp_path / "none.txt").write_text("gone.png\n")
+    with pytest.raises(SystemExit, match="none of the 1 files"):
+        run_cli([str(tmp_path / "none.txt"), str(tmp_path / "out2")])
+
+
 def epoch(loader, e, start_iter=0):
     loader.set_epoch(e, start_iter)
     return [q for q, _ in loader]
@@ -150,6 +177,7 @@ def test_fast_transform_reads_shard_bytes_and_skips_corrupt_ones(tmp_path, image
         (a, b), = list(loader)
         if decode == "device":  # the worker sent bytes and crop boxes; the training process decodes
             assert isinstance(a, list) and len(a) == 7 and b.shape == (7, 2, 5)
+            assert all(".tar:" in name for _, name in a)  # shard and key, for a warning if undecodable
             a, b, failed = decode_two_crops_on_device(a, b, 16, "cpu")
             assert failed == []
         assert a.dtype == torch.uint8 and a.shape == b.shape == (7, 3, 16, 16)  # full despite the bad one
