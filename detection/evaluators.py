@@ -35,6 +35,31 @@ def has_compiled_ops():
     return True
 
 
+class CityscapesInstanceEvaluatorInOutput(CityscapesInstanceEvaluator):
+    """Detectron2's evaluator, but cityscapesscripts' per-instance matches (which it writes to
+    ``./matches.json``, whatever the working directory) go to the output folder instead."""
+
+    def __init__(self, dataset_name, output_folder):
+        super().__init__(dataset_name)
+        self._output_folder = output_folder
+
+    def evaluate(self):
+        import cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling as cityscapes_eval
+
+        write = cityscapes_eval.writeDict2JSON
+        folder = self._output_folder
+
+        def write_into_output(data, name):
+            os.makedirs(folder, exist_ok=True)
+            write(data, os.path.join(folder, os.path.basename(name)))
+
+        cityscapes_eval.writeDict2JSON = write_into_output
+        try:
+            return super().evaluate()
+        finally:
+            cityscapes_eval.writeDict2JSON = write
+
+
 def instance_tasks(cfg):
     tasks = ["bbox"]
     if cfg.MODEL.MASK_ON:
@@ -57,7 +82,7 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
         # Reports AP (COCO-style, IoU .50:.95), AP50 and AP75 from the VOC xml files.
         return PascalVOCDetectionEvaluator(dataset_name)
     if evaluator_type == "cityscapes_instance":
-        return CityscapesInstanceEvaluator(dataset_name)
+        return CityscapesInstanceEvaluatorInOutput(dataset_name, output_folder)
     if evaluator_type == "cityscapes_sem_seg":
         return CityscapesSemSegEvaluator(dataset_name)
     if evaluator_type == "lvis":

@@ -256,9 +256,11 @@ def test_densepose_configs(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", RUN_CONFIGS)
-def test_trains_and_evaluates_on_its_dataset_layout(name, datasets_root, one_thread, tmp_path):
+def test_trains_and_evaluates_on_its_dataset_layout(name, datasets_root, one_thread, tmp_path, monkeypatch):
     from detection.trainer import EVAL_RESULTS_FILE, Trainer
 
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # nothing may be written where the user happens to be
     out = tmp_path / "out"
     overrides = TINY_RUN + ["OUTPUT_DIR", str(out)]
     cfg = load_config(name, overrides)
@@ -291,5 +293,6 @@ def test_trains_and_evaluates_on_its_dataset_layout(name, datasets_root, one_thr
             for metric in metrics:
                 value = results[task][metric]
                 assert isinstance(value, float) and math.isfinite(value), (task, metric, value)
+        assert os.listdir(tmp_path / "cwd") == []
     finally:
         shutil.rmtree(out, ignore_errors=True)  # model_final.pth is ~170 MB per config
