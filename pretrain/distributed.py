@@ -1,7 +1,7 @@
 """Process-group set-up and the few collectives MoCo needs.
 
 Launchers: ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK), ``srun`` (SLURM_PROCID /
-SLURM_NTASKS / SLURM_LOCALID, with MASTER_ADDR / MASTER_PORT exported by the job
+SLURM_STEP_NUM_TASKS / SLURM_LOCALID, with MASTER_ADDR / MASTER_PORT exported by the job
 script) and submitit (pretrain/slurm.py sets the torchrun variables). A plain
 ``python`` run is one process without a process group.
 """
@@ -24,13 +24,6 @@ class DistContext:
         return self.rank == 0
 
 
-def _env_int(*names, default):
-    for name in names:
-        if name in os.environ:
-            return int(os.environ[name])
-    return default
-
-
 def choose_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
     if preference == "cpu":
         return torch.device("cpu")
@@ -43,11 +36,25 @@ def choose_device(preference: str = "auto", local_rank: int = 0) -> torch.device
     raise ValueError(f"device must be auto, cpu or cuda, got {preference!r}")
 
 
+def launch_env(env=None):
+    """-> (rank, world size, local rank) as torchrun (RANK, ...) or srun (SLURM_*) describe them.
+
+    SLURM's size is the job step's (SLURM_STEP_NUM_TASKS, set by srun for the tasks it starts),
+    not the allocation's SLURM_NTASKS: a plain ``python`` in an salloc/sbatch shell of an
+    8-task allocation is one process, not rank 0 of 8 waiting for the other 7.
+    """
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" in env:
+        return int(env.get("RANK", 0)), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if "SLURM_STEP_NUM_TASKS" in env:
+        return (int(env.get("SLURM_PROCID", 0)), int(env["SLURM_STEP_NUM_TASKS"]),
+                int(env.get("SLURM_LOCALID", 0)))
+    return 0, 1, 0
+
+
 def init_distributed(device: str = "auto") -> DistContext:
     """Join the process group the launcher describes (or run alone). NCCL on GPU, gloo on CPU."""
-    world_size = _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1)
-    rank = _env_int("RANK", "SLURM_PROCID", default=0)
-    local_rank = _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)
+    rank, world_size, local_rank = launch_env()
     dev = choose_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         for var in ("MASTER_ADDR", "MASTER_PORT"):

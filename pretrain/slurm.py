@@ -8,7 +8,7 @@ Two ways, both ending in :func:`pretrain.train.train` with ``--resume auto``:
    requeued and resumes from the newest valid checkpoint.
 
 2. plain ``srun`` in your own sbatch script (pretrain/distributed.py reads SLURM_PROCID,
-   SLURM_NTASKS, SLURM_LOCALID)::
+   SLURM_STEP_NUM_TASKS, SLURM_LOCALID)::
 
        #SBATCH --nodes=2 --ntasks-per-node=8 --gpus-per-node=8 --cpus-per-task=10
        export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)

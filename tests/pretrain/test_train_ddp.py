@@ -82,8 +82,11 @@ def _run(rank, world, port, data, out, max_iters, resume):
     import pretrain.train as train_module
 
     torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if resume:  # as srun starts its tasks (the first half: as torchrun does)
+        os.environ.update(SLURM_PROCID=str(rank), SLURM_STEP_NUM_TASKS=str(world), SLURM_LOCALID=str(rank))
+    else:
+        os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     cfg = load_config(None, {
         "model": {"arch": "resnet18", "dim": 16, "K": 48, "mlp": True, "T": 0.2},
         # fast pipeline: colour and blur are drawn by each rank's own generator
