@@ -28,6 +28,8 @@ from .io import atomic_torch_save, atomic_write_bytes, safe_torch_load
 FORMAT = "moco-pretrain/1"
 PREFIX = "module."
 _NAME = re.compile(r"^checkpoint_(\d{7,})\.pth$")
+# What pretrain.io.atomic_write_bytes leaves behind when killed mid-write (SIGKILL, power loss).
+_PARTIAL = re.compile(r"^\.(checkpoint_\d{7,}\.pth|last)\..+\.tmp$")
 REQUIRED_KEYS = ("epoch", "iter", "global_step", "state_dict", "optimizer")
 
 
@@ -118,6 +120,19 @@ def save_checkpoint(state: dict, out_dir, keep_last: int = 3) -> str:
         if old != path:  # steps only grow within a run (see set_aside_newer), but never the file just written
             os.remove(old)
     return path
+
+
+def remove_partial_writes(out_dir) -> list:
+    """Delete checkpoint files a killed write left half-done (never a complete checkpoint: those
+    are renamed into place whole); returns their paths. A ResNet-50 one is ~1 GB each."""
+    if not os.path.isdir(out_dir):
+        return []
+    removed = []
+    for name in os.listdir(out_dir):
+        if _PARTIAL.match(name):
+            os.remove(os.path.join(out_dir, name))
+            removed.append(os.path.join(out_dir, name))
+    return removed
 
 
 def set_aside_newer(out_dir, global_step: int) -> list:

@@ -130,6 +130,9 @@ def _prepare_out_dir(out_dir, resume, force, is_main):
             if os.path.exists(os.path.join(out_dir, name)):
                 os.remove(os.path.join(out_dir, name))
         shutil.rmtree(os.path.join(out_dir, "tb"), ignore_errors=True)
+    if is_main:
+        for path in ckpt.remove_partial_writes(out_dir):
+            print(f"removed {path}: a checkpoint write cut short by a kill")
     du.barrier()
 
 

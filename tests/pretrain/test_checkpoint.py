@@ -101,3 +101,15 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "result.json").st_mode) == 0o644  # not mkstemp's 0600
+
+
+def test_writes_cut_short_by_a_kill_are_cleaned_up_and_nothing_else(tmp_path):
+    done = ckpt.save_checkpoint(_state(4), tmp_path)
+    partial = [tmp_path / ".checkpoint_0000008.pth.k2x9.tmp", tmp_path / ".last.a1b2.tmp"]
+    for p in partial:
+        p.write_bytes(b"half a checkpoint")
+    keep = [tmp_path / "notes.tmp", tmp_path / ".checkpoint_0000008.pth.swp"]
+    for p in keep:
+        p.write_bytes(b"the user's")
+    assert sorted(ckpt.remove_partial_writes(tmp_path)) == sorted(map(str, partial))
+    assert os.path.isfile(done) and all(p.exists() for p in keep)

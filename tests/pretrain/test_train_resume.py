@@ -57,6 +57,7 @@ def test_resuming_an_older_checkpoint_sets_the_abandoned_branch_aside(tiny_demo_
     train(tiny_cfg(max_iters=6, checkpoint={"every_iters": 1, "keep_last": 2}), data, out)
     assert [s for s, _ in list_checkpoints(out)] == [6, 5]
     old = safe_torch_load(out / "checkpoint_0000005.pth")
+    (out / ".checkpoint_0000007.pth.x1y2.tmp").write_bytes(b"a write cut short by a kill")
     # Resume from step 5 explicitly, with another lr: a new branch from step 5.
     branch = tiny_cfg(max_iters=7, checkpoint={"every_iters": 1, "keep_last": 1}, optim={"lr": 0.01})
     summary = train(branch, data, out, resume=str(out / "checkpoint_0000005.pth"))
@@ -65,6 +66,7 @@ def test_resuming_an_older_checkpoint_sets_the_abandoned_branch_aside(tiny_demo_
     assert [s for s, _ in list_checkpoints(out)] == [7]
     assert summary["checkpoint"].endswith("checkpoint_0000007.pth")
     assert (out / "superseded" / "checkpoint_0000006.pth").is_file()
+    assert not (out / ".checkpoint_0000007.pth.x1y2.tmp").exists()  # cleaned at start
     again = train(tiny_cfg(max_iters=8, checkpoint={"every_iters": 1, "keep_last": 1}), data, out, resume="auto")
     assert again["resumed_from"].endswith("checkpoint_0000007.pth")
     assert old["global_step"] == 5
