@@ -36,5 +36,11 @@ test: setup
 bench: setup
 	$(PY) tools/benchmark_pretrain.py
 
+# Removes the venv and the demo's outputs only (output/demo, output/demo_<budget>_s<seed>): output/ also holds your own pretraining
+# checkpoints, converted weights and transfer grids, deleted only with CLEAN_OUTPUT=1.
+# The digit data ($(DATA)) is kept either way.
+CLEAN_OUTPUT ?= 0
 clean:
-	rm -rf $(VENV) output
+	rm -rf $(VENV) output/demo output/demo_*_s*
+	@if [ "$(CLEAN_OUTPUT)" = 1 ]; then echo "rm -rf output"; rm -rf output; \
+	elif [ -d output ]; then echo "kept output/ (your own runs); make clean CLEAN_OUTPUT=1 deletes it too"; fi

@@ -364,6 +364,12 @@ def _read_manifest(root):
         return None
 
 
+def _is_demo_data(path):
+    """A folder this generator wrote (finished or half-written)."""
+    return os.path.isdir(path) and (_read_manifest(path) is not None
+                                    or os.path.exists(os.path.join(path, INCOMPLETE_MARKER)))
+
+
 def _validate(seed, image_size, n_det_trainval, n_det_test, scene_size, max_digits_per_scene, cls_val_fraction, limit):
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise DemoDataError(f"seed must be a non-negative integer, got {seed!r}")
@@ -392,7 +398,9 @@ def _prepare_out_dir(root, params, force):
         return "write"
     if not os.path.isdir(root):
         raise DemoDataError(f"--out {root!r} exists and is not a folder; pass another path")
-    entries = os.listdir(root)
+    # Other demo data sets nested inside (the demo keeps each budget's in data/demo_<budget>_s<seed>)
+    # are not a user's files: data/ holding only those is as good as empty, and they are kept.
+    entries = [e for e in os.listdir(root) if not _is_demo_data(os.path.join(root, e))]
     manifest = _read_manifest(root)
     if manifest is not None and manifest.get("params") == params and not force:
         missing = [p for p in manifest.get("files", {}) if not os.path.isfile(os.path.join(root, p))]

@@ -10,12 +10,14 @@
 
 Every stage runs our own command-line tools in a subprocess, so the demo exercises exactly what a
 user runs, and each tool's own resume logic continues an interrupted stage. A finished stage
-leaves ``stages/<name>.done``; rerunning skips it.
+leaves ``stages/<name>.done`` with the settings it ran with (budget, seed); a rerun with the same
+settings skips it, one with other settings stops (``force`` deletes the stage outputs and redoes them).
 """
 import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +26,8 @@ from pretrain.io import atomic_write_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = "digits_R18_FPN"  # the task's name in the transfer grid and table
+# The folders under the demo's --out that its stages write: what --force deletes (nothing else).
+STAGE_OUTPUTS = ("stages", "logs", "moco", "supervised", "weights", "transfer", "table")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +47,18 @@ BUDGETS = {
     "full": Budget(),
     "quick": Budget(digits_limit=160, det_trainval=16, det_test=8, pretrain_epochs=1, knn_every=1, det_iters=4),
 }
+
+
+def default_data_dir(budget="full", seed=0):
+    """Where the demo keeps its data unless told: ``data`` for the full budget and seed 0 (what
+    `make demo` uses), ``data/demo_<budget>_s<seed>`` otherwise.
+
+    The data generator refuses a folder holding data of other parameters, so each (budget, seed)
+    gets its own: a quick demo next to a full one must not need --force and regenerate the other's.
+    """
+    if (budget, seed) == ("full", 0):
+        return "data"
+    return os.path.join("data", f"demo_{budget}_s{seed}")
 
 
 def _lr_steps(max_iter):
@@ -80,13 +96,18 @@ class StageFailed(RuntimeError):
     pass
 
 
+class SettingsMismatch(RuntimeError):
+    """``--out`` holds finished stages of a demo with other settings; the message says what to do."""
+
+
 class Demo:
-    def __init__(self, out_dir, data_dir, budget="full", seed=0):
+    def __init__(self, out_dir, data_dir=None, budget="full", seed=0, force=False):
         self.out = os.path.abspath(out_dir)
-        self.data = os.path.abspath(data_dir)
+        self.data = os.path.abspath(data_dir if data_dir is not None else default_data_dir(budget, seed))
         self.budget_name = budget
         self.budget = BUDGETS[budget]
         self.seed = seed
+        self.force = force
         self.python = sys.executable
         self.stages = [
             ("data", self.make_data),
@@ -101,7 +122,45 @@ class Demo:
     def _marker(self, name):
         return os.path.join(self.out, "stages", f"{name}.done")
 
+    def settings(self):
+        """What a stage's output depends on (besides the code): a marker with other values is stale."""
+        return {"budget": self.budget_name, "seed": self.seed, "budget_params": dataclasses.asdict(self.budget)}
+
+    def _check_markers(self):
+        """Stop before any stage if ``out`` holds stages finished with other settings.
+
+        Skipping them would reprint the old run's table as this run's; rerunning them in place
+        would mix both runs' checkpoints. Markers from before the seed was recorded (they hold only
+        the budget's name) are read as that budget with the default seed 0, what ``make demo`` ran.
+        """
+        mine = self.settings()
+        for name, _ in self.stages:
+            try:
+                with open(self._marker(name)) as f:
+                    marker = json.load(f)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as e:
+                marker = {"unreadable": str(e)}
+            if "seed" not in marker and marker.get("budget") in BUDGETS:
+                marker = dict(marker, seed=0, budget_params=dataclasses.asdict(BUDGETS[marker["budget"]]))
+            theirs = {k: marker.get(k) for k in mine}
+            if theirs != mine:
+                raise SettingsMismatch(
+                    f"{self.out} holds demo stages done with {_describe(theirs, mine)} (stage {name!r}), "
+                    f"but this run asks for {_describe(mine, theirs)}. Rerun with those settings to reuse "
+                    f"them, pass another --out (e.g. output/demo_{self.budget_name}_s{self.seed}), or pass "
+                    f"--force to delete the stage outputs in {self.out} and redo every stage.")
+
+    def _clear_stage_outputs(self):
+        """``force``: delete what the stages wrote under ``out`` (only those folders), so none resumes."""
+        for name in STAGE_OUTPUTS:
+            shutil.rmtree(self.dir(name), ignore_errors=True)
+
     def run(self):
+        if self.force:
+            self._clear_stage_outputs()
+        self._check_markers()
         os.makedirs(self.out, exist_ok=True)
         t0 = time.time()
         n = len(self.stages)
@@ -112,7 +171,7 @@ class Demo:
             print(f"[demo {i}/{n}] {name} (elapsed {time.time() - t0:.0f} s)", flush=True)
             s0 = time.time()
             fn()
-            info = {"stage": name, "seconds": round(time.time() - s0, 1), "budget": self.budget_name}
+            info = {"stage": name, "seconds": round(time.time() - s0, 1), **self.settings()}
             atomic_write_bytes(self._marker(name), json.dumps(info).encode())
             print(f"[demo {i}/{n}] {name} finished in {info['seconds']:.0f} s", flush=True)
         print(f"[demo] all stages done in {time.time() - t0:.0f} s; results in {self.out}/table", flush=True)
@@ -126,7 +185,7 @@ class Demo:
 
         b = self.budget
         make_demo_data(self.data, seed=self.seed, limit=b.digits_limit,
-                       n_det_trainval=b.det_trainval, n_det_test=b.det_test)
+                       n_det_trainval=b.det_trainval, n_det_test=b.det_test, force=self.force)
 
     def pretrain_moco(self):
         b = self.budget
@@ -175,8 +234,6 @@ class Demo:
               "--metrics", "AP50,AP,AP75", "--out", table_dir, "--force"],
              self._log("table"))
         # The pretraining curves next to the table: what a reader compares first.
-        import shutil
-
         for name in ("loss_curve.png", "similarity_curve.png", "knn_curve.png"):
             src = os.path.join(self.dir("moco"), name)
             if os.path.exists(src):
@@ -203,3 +260,15 @@ class Demo:
         if path is None:
             raise FileNotFoundError(f"no MoCo checkpoint in {self.dir('moco')}: rerun `make demo`")
         return path
+
+
+def _describe(settings, other):
+    """``budget 'quick', seed 0`` -- plus the budget's numbers where only they differ from ``other``."""
+    if settings.get("budget") is None and settings.get("seed") is None:
+        return "unrecorded settings (an older demo)"
+    seed = settings.get("seed")
+    text = f"budget {settings.get('budget')!r}, seed {'unrecorded' if seed is None else seed}"
+    ours, theirs = settings.get("budget_params") or {}, other.get("budget_params") or {}
+    if settings.get("budget") == other.get("budget") and ours != theirs:
+        text += " (" + ", ".join(f"{k}={v}" for k, v in sorted(ours.items()) if theirs.get(k) != v) + ")"
+    return text

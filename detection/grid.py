@@ -6,6 +6,12 @@ whose manifest says ``done`` and that have results are skipped; a failed run is 
 ``failed`` with its log and the grid goes on. Each run is one subprocess of the training command
 (``tools/train_net.py`` by default), locally one after another, or one SLURM job through submitit.
 
+run.json also holds a ``fingerprint`` of what determines the run (config path, weights, seed,
+opts): a finished run whose fingerprint differs from the plan's is ``changed`` and the grid refuses
+to go on, rather than silently reusing numbers made with other settings (``force`` reruns it).
+A run marked ``running``/``submitted`` is checked: a local process by its pid, a SLURM job by
+``sacct``; one that cannot be checked stays ``unverified`` and is skipped unless ``retry_stale``.
+
 Seeds: ``SEED = seed_base + trial``, the same for every init of a trial, so trial k of MoCo and
 of the supervised baseline see the same data order (paired comparison).
 """
@@ -138,7 +144,9 @@ def load_grid(path, out=None, trials=None, extra_opts=()):
     out = out or g.get("out")
     if not out:
         raise ValueError(f"{path}: no output root. Fix: set 'out:' in the file or pass --out ROOT")
-    plan = build_plan(g.get("tasks"), g.get("inits"), trials or g.get("trials", 1), out,
+    # "is None", not "or": --trials 0 must reach build_plan's check, not become the file's value.
+    trials = g.get("trials", 1) if trials is None else trials
+    plan = build_plan(g.get("tasks"), g.get("inits"), trials, out,
                       g.get("seed_base", 0), list(g.get("opts") or []) + list(extra_opts))
     return plan, os.path.abspath(out)
 
@@ -184,9 +192,60 @@ def train_command(run, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False)
     return cmd + ["SEED", str(run.seed)] + list(run.opts)
 
 
-def run_state(run):
-    """``(state, note)``; state is one of done, in_progress, failed, new."""
-    manifest = read_manifest(run.folder)
+def fingerprint(run):
+    """What determines a run's numbers, as recorded in run.json and compared with the plan.
+    (The config by its path: its contents and _BASE_ chain are not hashed.)"""
+    return {"config": run.config, "weights": run.weights, "seed": run.seed, "opts": list(run.opts)}
+
+
+def fingerprint_changes(manifest, run):
+    """``["weights: 'a.pkl' -> 'b.pkl'", ...]``: how ``run`` differs from the run recorded in
+    ``manifest``; ``None`` when the manifest has no fingerprint (an older runner wrote it)."""
+    old = manifest.get("fingerprint")
+    if not isinstance(old, dict):
+        return None
+    new = fingerprint(run)
+    return [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+
+
+# SLURM job states in which the job may still write into its run folder (sacct's State column).
+SLURM_ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "COMPLETING", "CONFIGURING",
+               "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "PREEMPTED"}
+
+
+def slurm_job_states(job_ids):
+    """``{job_id: state}`` from one ``sacct`` call through submitit ("UNKNOWN" for a job sacct
+    does not list); ``{}`` where there is no ``sacct`` (not a SLURM host), so nothing is claimed."""
+    job_ids = sorted({str(j) for j in job_ids if j})
+    if not job_ids or shutil.which("sacct") is None:
+        return {}
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    watcher = SlurmInfoWatcher(delay_s=0)  # our own: SlurmJob's shared watcher caches states for minutes
+    for job_id in job_ids:
+        watcher.register_job(job_id)
+    watcher.update()  # a failing sacct is logged by submitit and leaves the states UNKNOWN
+    # "CANCELLED by 1234" -> "CANCELLED"
+    return {j: (watcher.get_state(j, mode="cache").split() or ["UNKNOWN"])[0].upper() for j in job_ids}
+
+
+def _manifest_or_error(run):
+    try:
+        return read_manifest(run.folder), None
+    except ValueError as e:  # corrupt or incomplete run.json: report the run, never crash the grid
+        return None, str(e)
+
+
+def run_state(run, job_states=None):
+    """``(state, note)``; state is one of done, changed, in_progress (known to be alive),
+    unverified (marked running/submitted, but its process or job cannot be checked), failed,
+    unreadable (run.json cannot be read), new.
+
+    ``job_states``: ``slurm_job_states(...)`` of the recorded job ids; asked here when not given.
+    """
+    manifest, error = _manifest_or_error(run)
+    if error:
+        return "unreadable", error
     metrics = read_run_metrics(run.folder, manifest)[0] if os.path.isdir(run.folder) else {}
     if manifest is None:
         if metrics:
@@ -194,16 +253,40 @@ def run_state(run):
         return "new", ""
     status = manifest.get("status")
     if status == "done":
-        if metrics:
-            return "done", ""
-        return "failed", "run.json says done but there are no results"
+        if not metrics:
+            return "failed", "run.json says done but there are no results"
+        changes = fingerprint_changes(manifest, run)
+        if changes is None:
+            return "done", "run.json has no fingerprint (older runner): settings not checked against the plan"
+        if changes:
+            return "changed", "made with other settings: " + "; ".join(changes)
+        return "done", ""
     if status in ("running", "submitted"):
-        host, pid = manifest.get("host"), manifest.get("pid")
-        if status == "running" and host == socket.gethostname() and pid and not _pid_alive(pid):
-            return "failed", f"stale: its process {pid} is gone"
-        return "in_progress", (f"{status} on {host or 'SLURM'} (job {manifest.get('job_id') or pid}); "
-                               f"--force reruns it")
-    return "failed", f"status {status!r}, log {manifest.get('log')}"
+        return _liveness(manifest, job_states)
+    error = f": {manifest['error']}" if manifest.get("error") else ""
+    log = f", log {manifest['log']}" if manifest.get("log") else ""
+    return "failed", f"status {status!r}{error}{log}"
+
+
+def _liveness(manifest, job_states):
+    """State of a run marked running/submitted: is its process or SLURM job still there?"""
+    status, host, pid, job_id = (manifest.get(k) for k in ("status", "host", "pid", "job_id"))
+    where = f"{status} on {host or 'SLURM'} (job {job_id or pid})"
+    if job_id:
+        if job_states is None:
+            job_states = slurm_job_states([job_id])
+        state = job_states.get(str(job_id))
+        if state in SLURM_ALIVE:
+            return "in_progress", f"{where}; SLURM says {state}"
+        if state is not None and state != "UNKNOWN":
+            return "failed", f"stale: {where}, but SLURM says {state}"
+        return "unverified", (f"{where}; cannot ask SLURM about it here (no sacct, or sacct does not "
+                              f"know the job): --retry-stale reruns it")
+    if status == "running" and host == socket.gethostname() and pid:
+        if _pid_alive(pid):
+            return "in_progress", f"{where}; the process is alive"
+        return "failed", f"stale: its process {pid} is gone"
+    return "unverified", f"{where}; cannot check it from here: --retry-stale reruns it"
 
 
 def _pid_alive(pid):
@@ -219,11 +302,21 @@ def _pid_alive(pid):
 def _write_manifest(run, **fields):
     old = read_manifest(run.folder) or {}
     manifest = {**old, "task": run.task, "init": run.init, "trial": run.trial, "config": run.config,
-                "weights": run.weights, "seed": run.seed, "opts": list(run.opts), **fields}
+                "weights": run.weights, "seed": run.seed, "opts": list(run.opts),
+                "fingerprint": fingerprint(run), **fields}
     if run.paper_label:
         manifest["paper_label"] = run.paper_label
     atomic_write_bytes(os.path.join(run.folder, MANIFEST), (json.dumps(manifest, indent=1) + "\n").encode())
     return manifest
+
+
+def _slurm_job_id():
+    """This job's id as submitit and sacct name it: an array task is ``<array job>_<task>`` (its own
+    SLURM_JOB_ID is a number sacct lists under that name, so its state could not be looked up)."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and task:
+        return f"{array_job}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
 
 
 def _now():
@@ -241,7 +334,7 @@ def run_one(run, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, echo=
     log = os.path.join(run.folder, f"train_attempt{attempt}.log")
     cmd = train_command(run, train_cmd, num_gpus, resume)
     _write_manifest(run, status="running", attempt=attempt, log=log, command=cmd, host=socket.gethostname(),
-                    pid=os.getpid(), started=_now(), job_id=os.environ.get("SLURM_JOB_ID"),
+                    pid=os.getpid(), started=_now(), job_id=_slurm_job_id(),
                     error=None, returncode=None, seconds=None, finished=None)  # not the last attempt's
     t0 = time.time()
     try:
@@ -301,27 +394,73 @@ def set_aside(run, root):
     return dest
 
 
-def to_do(plan, force=False):
-    """``[(run, state, note)]`` for every planned run; ``force`` turns done runs into reruns."""
+# States whose runs a grid call leaves alone (unless --force).
+SKIPPED = ("done", "in_progress", "unverified", "changed", "unreadable")
+
+
+class ChangedRunsError(ValueError):
+    """Finished runs were made with other settings than the plan's: reusing their numbers would
+    mix settings in one table, and rerunning them silently would throw results away."""
+
+
+class SubmissionError(RuntimeError):
+    """SLURM refused the submission (sbatch failed)."""
+
+
+def _recorded_job_ids(plan):
+    ids = []
+    for run in plan:
+        manifest, _ = _manifest_or_error(run)
+        if manifest and manifest.get("status") in ("running", "submitted") and manifest.get("job_id"):
+            ids.append(manifest["job_id"])
+    return ids
+
+
+def to_do(plan, force=False, retry_stale=False):
+    """``[(run, state, note)]`` for every planned run (states of ``run_state``, plus ``rerun`` and
+    ``retry``). ``force``: every run with a folder is rerun, done and changed ones included, its old
+    folder moved to ``_replaced/`` (a SLURM job still running is not cancelled: scancel it first).
+    ``retry_stale``: runs marked running/submitted that cannot be confirmed alive are retried in
+    their folder, like failed ones; done runs never are."""
+    # sacct is asked before run_state reads the manifests: a job that ended before the question
+    # has already written its final status, so "running" + a dead job really is stale.
+    job_states = slurm_job_states(_recorded_job_ids(plan))
     out = []
     for run in plan:
-        state, note = run_state(run)
+        state, note = run_state(run, job_states)
         if force and state != "new":
-            state, note = "rerun", "forced (old folder kept under _replaced/)"
+            state, note = "rerun", f"forced (was {state}; old folder kept under _replaced/)"
+        elif retry_stale and state == "unverified":
+            state, note = "retry", f"--retry-stale (was: {note})"
         out.append((run, state, note))
     return out
 
 
-def describe_plan(plan, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, force=False):
-    lines, states = [], to_do(plan, force)
+def refuse_changed(states):
+    """Raise ``ChangedRunsError`` listing every changed run and what changed."""
+    changed = [(run, note) for run, state, note in states if state == "changed"]
+    if changed:
+        lines = "\n".join(f"  {run.name}: {note}" for run, note in changed)
+        raise ChangedRunsError(
+            f"{len(changed)} finished run(s) were made with other settings than this grid's:\n{lines}\n"
+            f"Fix: rerun with --force (all existing runs are redone; old folders are kept under "
+            f"ROOT/_replaced/), or give this grid another --out ROOT.")
+
+
+def describe_plan(plan, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, force=False, retry_stale=False):
+    lines, states = [], to_do(plan, force, retry_stale)
     for i, (run, state, note) in enumerate(states, 1):
-        action = {"done": "skip (done)", "in_progress": "skip (in progress)"}.get(state, "run")
+        action = f"skip ({state.replace('_', ' ')})" if state in SKIPPED else "run"
         lines.append(f"run {i}/{len(plan)}: {run.name} seed {run.seed}: {action}"
                      + (f" [{state}: {note}]" if note else ""))
         if action == "run":
             lines.append("    $ " + shlex.join(train_command(run, train_cmd, num_gpus, resume)))
-    n_run = sum(1 for _, s, _ in states if s not in ("done", "in_progress"))
+    n_run = sum(1 for _, s, _ in states if s not in SKIPPED)
     lines.append(f"{len(plan)} runs planned, {n_run} to run, {len(plan) - n_run} skipped")
+    n_changed = sum(1 for _, s, _ in states if s == "changed")
+    if n_changed:
+        lines.append(f"{n_changed} run(s) changed: the grid will refuse to run until you pass --force "
+                     f"or another --out")
     return "\n".join(lines)
 
 
@@ -333,18 +472,21 @@ def _fmt_duration(seconds):
 
 
 def run_local(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, force=False,
-              echo=True, print_fn=print):
+              echo=True, print_fn=print, retry_stale=False):
     """Run the grid here, one run after another. Returns ``{"done": [...], "skipped": [...],
-    "failed": [(run, manifest)]}``; a failure never stops the grid."""
+    "failed": [(run, manifest)], "unreadable": [(run, note)]}``; a failure never stops the grid.
+    Raises ``ChangedRunsError`` before running anything if a finished run has other settings."""
+    states = to_do(plan, force, retry_stale)
+    refuse_changed(states)
     write_plan(root, plan)
-    states = to_do(plan, force)
-    pending = sum(1 for _, s, _ in states if s not in ("done", "in_progress"))
-    summary = {"done": [], "skipped": [], "failed": []}
+    pending = sum(1 for _, s, _ in states if s not in SKIPPED)
+    summary = {"done": [], "skipped": [], "failed": [], "unreadable": []}
     durations = []
     for i, (run, state, note) in enumerate(states, 1):
-        if state in ("done", "in_progress"):
+        if state in SKIPPED:
             print_fn(f"run {i}/{len(plan)}: {run.name}: skip ({state}{': ' + note if note else ''})")
-            summary["skipped"].append(run)
+            summary["unreadable" if state == "unreadable" else "skipped"].append(
+                (run, note) if state == "unreadable" else run)
             continue
         if state == "rerun":
             moved = set_aside(run, root)
@@ -366,10 +508,13 @@ def run_local(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=Fal
 
 
 def format_summary(summary):
+    unreadable = summary.get("unreadable", [])
     lines = [f"grid finished: {len(summary['done'])} ran, {len(summary['skipped'])} skipped, "
-             f"{len(summary['failed'])} failed"]
+             f"{len(summary['failed'])} failed" + (f", {len(unreadable)} unreadable" if unreadable else "")]
     for run, manifest in summary["failed"]:
         lines.append(f"  FAILED {run.name}: {manifest.get('error')}; log: {manifest.get('log')}")
+    for run, note in unreadable:
+        lines.append(f"  UNREADABLE {run.name}: {note}")
     if summary["failed"]:
         lines.append("  rerun the same command to retry the failed runs (finished runs are skipped)")
     return "\n".join(lines)
@@ -399,27 +544,37 @@ def make_slurm_executor(folder, params, cluster="slurm"):
     return executor
 
 
-def slurm_jobs(plan, train_cmd=DEFAULT_TRAIN_CMD, gpus_per_node=8, resume=False, force=False):
+def slurm_jobs(plan, train_cmd=DEFAULT_TRAIN_CMD, gpus_per_node=8, resume=False, force=False, retry_stale=False):
     """``[(run, kwargs for run_one)]``: one job per run still to do; each job trains on all GPUs of
-    its node (``--num-gpus gpus_per_node``)."""
-    jobs = []
-    for run, state, _ in to_do(plan, force):
-        if state in ("done", "in_progress"):
-            continue
-        jobs.append((run, dict(train_cmd=list(train_cmd), num_gpus=gpus_per_node, resume=resume, echo=True)))
-    return jobs
+    its node (``--num-gpus gpus_per_node``). Raises ``ChangedRunsError`` as ``run_local`` does."""
+    states = to_do(plan, force, retry_stale)
+    refuse_changed(states)
+    return [(run, dict(train_cmd=list(train_cmd), num_gpus=gpus_per_node, resume=resume, echo=True))
+            for run, state, _ in states if state not in SKIPPED]
 
 
 def submit_slurm(executor, jobs, root, force=False, print_fn=print):
-    """Submit ``slurm_jobs(...)`` as one job array; mark each run ``submitted`` with its job id."""
+    """Submit ``slurm_jobs(...)`` as one job array; mark each run ``submitted`` with its job id.
+
+    If SLURM refuses the array (sbatch fails: bad partition, account, QOS), every run is marked
+    ``failed`` with the error, so that the next call retries it instead of skipping a "submitted"
+    run that no job will ever finish, and ``SubmissionError`` is raised."""
     for run, _ in jobs:
         if force:
             set_aside(run, root)
         # Marked before submitting: a job may start (and write "running") before submit() returns.
         os.makedirs(run.folder, exist_ok=True)
-        _write_manifest(run, status="submitted", submitted=_now(), host=None, pid=None)
-    with executor.batch():
-        handles = [executor.submit(run_one, run, **kwargs) for run, kwargs in jobs]
+        _write_manifest(run, status="submitted", submitted=_now(), host=None, pid=None, job_id=None)
+    try:
+        with executor.batch():
+            handles = [executor.submit(run_one, run, **kwargs) for run, kwargs in jobs]
+    except Exception as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        for run, _ in jobs:
+            _write_manifest(run, status="failed", error=f"SLURM submission failed: {reason}", finished=_now())
+        raise SubmissionError(f"SLURM refused the submission of {len(jobs)} job(s): {reason}. The runs are "
+                              f"marked failed. Fix the SLURM options (--partition: sinfo lists them; "
+                              f"--constraint, --mem-gb, --timeout-min) and rerun the same command.") from e
     for (run, _), job in zip(jobs, handles):
         if (read_manifest(run.folder) or {}).get("status") == "submitted":
             _write_manifest(run, job_id=str(job.job_id))
@@ -428,16 +583,18 @@ def submit_slurm(executor, jobs, root, force=False, print_fn=print):
 
 
 def run_grid(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, force=False, dry_run=False,
-             echo=True, slurm=None, print_fn=print):
+             echo=True, slurm=None, print_fn=print, retry_stale=False):
     """The whole ``tools/run_transfer.py``: print the plan (``dry_run``), run it locally, or submit
     it to SLURM (``slurm``: ``slurm_parameters(...)`` plus ``"folder"``). Returns the exit code:
-    1 if any run failed, else 0."""
+    1 if any run failed or has an unreadable run.json, else 0. Raises ``ChangedRunsError`` (finished
+    runs with other settings; nothing is run) and ``SubmissionError`` (sbatch refused)."""
     missing = [part for part in train_cmd if part.endswith(".py") and not os.path.isfile(part)]
     if missing and not dry_run:
         raise FileNotFoundError(f"training script not found: {missing[0]}. Fix: run from a full checkout, "
                                 f"or point --train-cmd at the training command")
     if dry_run:
-        print_fn(describe_plan(plan, train_cmd, slurm["gpus_per_node"] if slurm else num_gpus, resume, force))
+        print_fn(describe_plan(plan, train_cmd, slurm["gpus_per_node"] if slurm else num_gpus, resume, force,
+                               retry_stale))
         if slurm:
             params = {k: v for k, v in slurm.items() if k != "folder"}
             make_slurm_executor(slurm["folder"], params, cluster="debug")  # validates the parameters
@@ -445,13 +602,13 @@ def run_grid(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=Fals
         return 0
     if slurm:
         params = {k: v for k, v in slurm.items() if k != "folder"}
+        jobs = slurm_jobs(plan, train_cmd, slurm["gpus_per_node"], resume, force, retry_stale)
         executor = make_slurm_executor(slurm["folder"], params)
-        jobs = slurm_jobs(plan, train_cmd, slurm["gpus_per_node"], resume, force)
         write_plan(root, plan)
         submit_slurm(executor, jobs, root, force, print_fn)
         print_fn(f"{len(jobs)} job(s) submitted, {len(plan) - len(jobs)} run(s) skipped; "
                  f"check progress with tools/transfer_table.py {root}")
         return 0
-    summary = run_local(plan, root, train_cmd, num_gpus, resume, force, echo, print_fn)
+    summary = run_local(plan, root, train_cmd, num_gpus, resume, force, echo, print_fn, retry_stale)
     print_fn(format_summary(summary))
-    return 1 if summary["failed"] else 0
+    return 1 if summary["failed"] or summary["unreadable"] else 0

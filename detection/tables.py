@@ -44,11 +44,20 @@ class TaskTable:
     setting: str = None
     source: str = None
     missing: list = dataclasses.field(default_factory=list)
+    # {init: {metric: (paper value, paper delta or None)}}: every published number of a shown init,
+    # also where our runs have none yet (Stat.paper only exists beside our own numbers).
+    paper: dict = dataclasses.field(default_factory=dict)
 
 
 def round1(x):
     """Round half up to 0.1 on the shortest decimal form (0.35 -> 0.4, as a reader expects)."""
     return float(decimal.Decimal(repr(x)).quantize(decimal.Decimal("0.1"), decimal.ROUND_HALF_UP))
+
+
+def fmt1(x):
+    """A number as shown in Markdown and LaTeX: ``round1`` (half up), so that every shown delta is
+    the difference of the shown numbers (f"{57.05:.1f}" would print 57.0 but round1 gives 57.1)."""
+    return f"{round1(x):.1f}"
 
 
 def shown_delta(value, base):
@@ -58,7 +67,7 @@ def shown_delta(value, base):
 def format_delta(delta, minus=MINUS):
     if delta is None:
         return ""
-    return f"+{delta:.1f}" if delta >= 0 else f"{minus}{abs(delta):.1f}"
+    return f"+{fmt1(delta)}" if delta >= 0 else f"{minus}{fmt1(abs(delta))}"
 
 
 # ---- paper reference numbers ---------------------------------------------------------------
@@ -146,16 +155,22 @@ def build_tables(collection, metrics=DEFAULT_METRICS, baseline="supervised", ref
     tables = []
     for task in tasks:
         runs = by_task.get(task, [])
-        available = list(dict.fromkeys(k for r in runs for k in r.metrics))
-        columns, unmatched = select_metrics(available, list(metrics))
-        if runs and unmatched:
-            shown = ", ".join(available[:12]) + (", ..." if len(available) > 12 else "")
-            warnings.append(f"{task}: no {', '.join(unmatched)} in its results (available: {shown})")
+        entry = reference.get(task)
         present = sorted({r.init for r in runs} | {m.init for m in collection.missing if m.task == task})
         order = [i for i in (inits or []) if i in present] + [i for i in present if i not in (inits or [])]
         if baseline in order:
             order.remove(baseline)
             order.insert(0, baseline)
+        paper, paper_labels = _paper_table(entry, order, baseline, paper_as)
+        available = list(dict.fromkeys(k for r in runs for k in r.metrics))
+        unmatched = select_metrics(available, list(metrics))[1]
+        if runs and unmatched:
+            shown = ", ".join(available[:12]) + (", ..." if len(available) > 12 else "")
+            warnings.append(f"{task}: no {', '.join(unmatched)} in its results (available: {shown})")
+        # The paper's metrics are columns too: a row of published numbers must not read "–" only
+        # because our runs of that init (or of the whole task) have no results yet.
+        paper_keys = [k for values in paper.values() for k in values if k not in available]
+        columns = select_metrics(available + list(dict.fromkeys(paper_keys)), list(metrics))[0]
         stats, n_runs = {}, {}
         for init in order:
             init_runs = [r for r in runs if r.init == init]
@@ -169,24 +184,32 @@ def build_tables(collection, metrics=DEFAULT_METRICS, baseline="supervised", ref
         if base is None and runs:
             warnings.append(f"{task}: baseline init {baseline!r} has no results, so no deltas "
                             f"(inits: {', '.join(order)}; choose one with --baseline)")
-        entry = reference.get(task)
-        base_paper, _ = _paper_values(entry, paper_as.get(baseline, baseline))
-        paper_labels = {}
         for init in order:
-            values, label = _paper_values(entry, paper_as.get(init, init))
-            if values:
-                paper_labels[init] = label
             for key, s in stats[init].items():
                 if base is not None and init != base and key in stats[base]:
                     s.delta = shown_delta(s.mean, stats[base][key].mean)
-                if values and key in values:
-                    s.paper = values[key]
-                    if base_paper and key in base_paper and init != base:
-                        s.paper_delta = shown_delta(values[key], base_paper[key])
+                if key in paper.get(init, {}):
+                    s.paper, s.paper_delta = paper[init][key]
         tables.append(TaskTable(task, columns, order, stats, n_runs, base, paper_labels,
                                 (entry or {}).get("setting"), (entry or {}).get("source"),
-                                [m for m in collection.missing if m.task == task]))
+                                [m for m in collection.missing if m.task == task], paper))
     return tables, warnings
+
+
+def _paper_table(entry, order, baseline, paper_as):
+    """``({init: {metric: (value, delta)}}, {init: label})`` for the inits in ``order`` that the
+    reference has, whether or not our own runs have numbers. Deltas are against the paper's own
+    baseline row (none for the baseline itself, even when our baseline has no results)."""
+    base_values = _paper_values(entry, paper_as.get(baseline, baseline))[0] or {}
+    paper, labels = {}, {}
+    for init in order:
+        values, label = _paper_values(entry, paper_as.get(init, init))
+        if not values:
+            continue
+        labels[init] = label
+        paper[init] = {k: (v, shown_delta(v, base_values[k]) if init != baseline and k in base_values else None)
+                       for k, v in values.items()}
+    return paper, labels
 
 
 # ---- formatting ----------------------------------------------------------------------------
@@ -200,7 +223,7 @@ def _column_title(key, columns):
 def _cell(s, n_runs):
     if s is None:
         return "–"
-    text = f"{s.mean:.1f}" if s.std is None else f"{s.mean:.1f} ± {s.std:.1f}"
+    text = fmt1(s.mean) if s.std is None else f"{fmt1(s.mean)} ± {fmt1(s.std)}"
     if s.n != n_runs:  # some runs reported NaN for this metric (COCO: no objects of that size)
         text += f" [n={s.n}]"
     if s.delta is not None:
@@ -208,10 +231,11 @@ def _cell(s, n_runs):
     return text
 
 
-def _paper_cell(s):
-    if s is None or s.paper is None:
+def _paper_cell(value_delta):
+    if value_delta is None:
         return "–"
-    return f"{s.paper:.1f}" + (f" ({format_delta(s.paper_delta)})" if s.paper_delta is not None else "")
+    value, delta = value_delta
+    return fmt1(value) + (f" ({format_delta(delta)})" if delta is not None else "")
 
 
 def to_markdown(tables, baseline="supervised"):
@@ -235,7 +259,7 @@ def to_markdown(tables, baseline="supervised"):
                 else:
                     out.append(f"| {init} | 0 | " + " | ".join("–" for _ in t.metrics) + " |")
                 if init in t.paper_labels:
-                    cells = [_paper_cell(t.stats[init].get(k)) for k in t.metrics]
+                    cells = [_paper_cell(t.paper[init].get(k)) for k in t.metrics]
                     out.append(f"| ↳ *paper*: {t.paper_labels[init]} | | " + " | ".join(cells) + " |")
         else:
             out.append("(no results yet)")
@@ -263,22 +287,26 @@ def to_csv(tables):
         for init in t.inits:
             for key in t.metrics:
                 s = t.stats[init].get(key)
-                if s is None:
+                paper, paper_delta = t.paper.get(init, {}).get(key, (None, None))
+                if s is None and paper is None:
                     continue
-                delta = "" if t.baseline in (None, init) or key not in t.stats[t.baseline] else \
-                    _num(s.mean - t.stats[t.baseline][key].mean)
-                w.writerow([t.task, init, key, s.n, _num(s.mean), "" if s.std is None else _num(s.std),
-                            delta, t.baseline or "", "" if s.paper is None else s.paper,
-                            "" if s.paper_delta is None else s.paper_delta,
-                            t.paper_labels.get(init, "")])
+                ours = ["0", "", "", ""] if s is None else [  # n, mean, std, delta
+                    s.n, _num(s.mean), "" if s.std is None else _num(s.std),
+                    "" if t.baseline in (None, init) or key not in t.stats[t.baseline] else
+                    _num(s.mean - t.stats[t.baseline][key].mean)]
+                w.writerow([t.task, init, key, *ours, t.baseline or "", "" if paper is None else paper,
+                            "" if paper_delta is None else paper_delta, t.paper_labels.get(init, "")])
     return buf.getvalue()
 
 
+# One pass over the characters: replacing one special after another would escape the braces of
+# an earlier replacement (\textbackslash{} -> \textbackslash\{\}).
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}"}
+
+
 def _tex_escape(text):
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
-        text = text.replace(a, b)
-    return text
+    return "".join(_TEX_SPECIAL.get(c, c) for c in str(text))
 
 
 _TEX_TYPE = {"bbox": "bb", "segm": "mk", "keypoints": "kp"}
@@ -296,9 +324,9 @@ def _tex_title(key, columns):
 
 
 def _tex_cell(mean, std=None, delta=None):
-    text = f"{mean:.1f}"
+    text = fmt1(mean)
     if std is not None:
-        text += rf"{{\scriptsize$\pm${std:.1f}}}"
+        text += rf"{{\scriptsize$\pm${fmt1(std)}}}"
     if delta is not None:
         text += " (" + format_delta(delta, minus="$-$") + ")"
     return text
@@ -328,8 +356,8 @@ def to_latex(tables):
             if init in t.paper_labels:
                 cells = []
                 for k in t.metrics:
-                    s = t.stats[init].get(k)
-                    cells.append("--" if s is None or s.paper is None else _tex_cell(s.paper, None, s.paper_delta))
+                    value_delta = t.paper[init].get(k)
+                    cells.append("--" if value_delta is None else _tex_cell(value_delta[0], None, value_delta[1]))
                 out.append(" & ".join([r"\quad\emph{paper}", ""] + cells) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
         for m in t.missing:
@@ -371,7 +399,7 @@ def write_transfer_tables(root, out=None, formats=FORMATS, metrics=DEFAULT_METRI
             from detection.plots import task_bar_chart_png
 
             for t in tables:
-                if t.metrics:
+                if t.metrics and any(t.stats.values()):  # a chart of paper numbers alone says nothing
                     files[os.path.join(out, f"bars_{t.task}.png")] = task_bar_chart_png(t)
         existing = [p for p in files if os.path.exists(p)]
         if existing and not force:

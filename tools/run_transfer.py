@@ -7,8 +7,11 @@
     tools/run_transfer.py --grid grid.yaml --slurm --partition learnlab --gpus-per-node 8
 
 Finished runs (run.json "done" with results) are skipped, so rerunning the same command resumes
-the grid. Put --opts last: everything after it goes to every run as Detectron2 KEY VALUE pairs.
-Then: tools/transfer_table.py ROOT.
+the grid; failed runs are retried. A finished run made with other settings (config, weights, seed,
+opts) stops the grid with a list of what changed: pass --force or use another --out. Runs marked
+running/submitted are checked (their process here, or their SLURM job through sacct); those that
+cannot be checked are skipped unless --retry-stale. Put --opts last: everything after it goes to
+every run as Detectron2 KEY VALUE pairs. Then: tools/transfer_table.py ROOT.
 """
 import argparse
 import os
@@ -17,8 +20,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detection.grid import (DEFAULT_TRAIN_CMD, build_plan, load_grid, parse_weights, run_grid,  # noqa: E402
-                            slurm_parameters, tasks_from_configs)
+from detection.grid import (DEFAULT_TRAIN_CMD, ChangedRunsError, SubmissionError, build_plan,  # noqa: E402
+                            load_grid, parse_weights, run_grid, slurm_parameters, tasks_from_configs)
 
 
 def main(argv=None):
@@ -43,8 +46,12 @@ def main(argv=None):
                      help=f"training command (default: {' '.join(DEFAULT_TRAIN_CMD)})")
     run.add_argument("--resume", action="store_true", help="pass --resume to retried runs (continue "
                      "from their last checkpoint)")
-    run.add_argument("--force", action="store_true", help="rerun finished runs too (old folders are "
-                     "moved to ROOT/_replaced/, not deleted)")
+    run.add_argument("--force", action="store_true", help="rerun every run that has a folder: finished, "
+                     "changed, failed and in-progress ones (old folders are moved to ROOT/_replaced/, not "
+                     "deleted; SLURM jobs still running are not cancelled: scancel them first)")
+    run.add_argument("--retry-stale", action="store_true", help="also retry runs marked running/submitted "
+                     "whose process or SLURM job cannot be confirmed alive (e.g. a job on another host, "
+                     "no sacct here); finished runs are never rerun by this")
     run.add_argument("--dry-run", action="store_true", help="print the plan and commands, run nothing")
     run.add_argument("--quiet", action="store_true", help="training output to the run logs only")
     sl = p.add_argument_group("SLURM (submitit): one single-node job per run")
@@ -69,7 +76,8 @@ def main(argv=None):
             if not args.out:
                 raise ValueError("--out ROOT is required without --grid")
             plan = build_plan(tasks_from_configs(args.configs), parse_weights(args.weights),
-                              args.trials or 5, args.out, args.seed_base, args.opts)
+                              5 if args.trials is None else args.trials,  # --trials 0 is an error, not 5
+                              args.out, args.seed_base, args.opts)
             root = os.path.abspath(args.out)
         slurm = None
         if args.slurm:
@@ -83,8 +91,9 @@ def main(argv=None):
         return 2
     try:
         return run_grid(plan, root, train_cmd, args.num_gpus, args.resume, args.force, args.dry_run,
-                        echo=not args.quiet, slurm=slurm, print_fn=lambda s: print(s, flush=True))
-    except FileNotFoundError as e:
+                        echo=not args.quiet, slurm=slurm, print_fn=lambda s: print(s, flush=True),
+                        retry_stale=args.retry_stale)
+    except (FileNotFoundError, ChangedRunsError, SubmissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -30,7 +30,9 @@ def main(argv=None):
                    help="RandomResizedCrop area range (default torchvision's 0.08 1); the demo uses "
                         "its MoCo recipe's range so both pretrainings see the same crops")
     p.add_argument("--no-resume", action="store_true", help="ignore OUT/checkpoint.pth")
-    p.add_argument("--force", action="store_true", help="train again over a finished OUT")
+    p.add_argument("--force", action="store_true",
+                   help="train again over a finished OUT (without it, a finished OUT with the same "
+                        "settings is kept and its metrics reported; one with other settings is an error)")
     p.add_argument("--print-freq", type=int, default=50)
     args = p.parse_args(argv)
     try:

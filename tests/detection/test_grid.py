@@ -162,8 +162,10 @@ def test_skip_and_retry_logic(files):
     assert run_state(run) == ("failed", f"stale: its process {dead.pid} is gone")
     _manifest(run.folder, status="running", host=socket.gethostname(), pid=os.getpid())
     assert run_state(run)[0] == "in_progress"
+    # A SLURM job with no sacct here to ask about it: cannot be confirmed alive or dead.
     _manifest(run.folder, status="submitted", job_id="123")
-    assert run_state(run)[0] == "in_progress" and "job 123" in run_state(run)[1]
+    assert run_state(run, job_states={})[0] == "unverified" and "job 123" in run_state(run, {})[1]
+    assert "--retry-stale" in run_state(run, {})[1]
 
 
 def test_local_grid_runs_skips_failures_and_reruns(files, capsys):
@@ -246,10 +248,11 @@ def test_slurm_job_list_and_executor(files):
         make_slurm_executor(files / "submitit", {**params, "slurm_partitionz": "x"}, cluster="debug")
 
     # The same submission path, through submitit's in-process "debug" cluster: runs are marked
-    # "submitted" (so a second grid call skips them), and each job is run_one on the stand-in.
+    # "submitted" (so a second grid call skips them: no sacct knows the debug jobs), and each job
+    # is run_one on the stand-in.
     jobs = slurm_jobs(plan, [sys.executable, str(files / "fake_train.py")], gpus_per_node=2)
     handles = submit_slurm(executor, jobs, str(files / "root"), print_fn=lambda s: None)
-    assert [run_state(run)[0] for run in plan] == ["done", "in_progress", "in_progress", "in_progress"]
+    assert [run_state(run, {})[0] for run in plan] == ["done", "unverified", "unverified", "unverified"]
     assert slurm_jobs(plan, ["t"]) == []
     assert [h.result()["status"] for h in handles] == ["done"] * 3
     calls = [json.loads(x) for x in (files / "calls.txt").read_text().splitlines()]
@@ -268,3 +271,164 @@ def test_command_line_is_what_our_train_net_parses(files):
         assert args.config_file == str(files / "voc.yaml") and args.num_gpus == "auto" and args.resume
         expected = ["OUTPUT_DIR", run.folder] + (["MODEL.WEIGHTS", ""] if run.init == "random" else []) + ["SEED", "0"]
         assert args.opts == expected
+
+
+# ---- reruns: changed settings, stale jobs, refused submissions, bad input ------------------
+
+def _fake_slurm(folder, sacct_lines=(), sbatch_error=None):
+    """Stand-ins for a SLURM cluster's commands (none exists here), put first on PATH: ``srun`` (which
+    submitit looks for), ``sbatch`` (accepts as job 555, or fails like a bad partition) and ``sacct``
+    (prints ``sacct_lines`` in --parsable2 format; its arguments go to sacct_args.txt)."""
+    bin_dir = folder / "slurm_bin"
+    bin_dir.mkdir()
+    scripts = {"srun": "exit 0\n",
+               "sbatch": (f"echo '{sbatch_error}' >&2\nexit 1\n" if sbatch_error
+                          else "echo 'Submitted batch job 555'\n"),
+               "sacct": (f'echo "$@" >> {folder / "sacct_args.txt"}\n'
+                         + "".join(f"echo '{line}'\n" for line in ["JobID|State|NodeList", *sacct_lines]))}
+    for name, body in scripts.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
+    return str(bin_dir)
+
+
+def _argv(files, *extra, weights="moco.pkl", trials=2):
+    return ["--configs", f"voc={files / 'voc.yaml'}", "--weights", f"moco={files / weights}", "--trials",
+            str(trials), "--out", str(files / "root"), "--train-cmd", f"{sys.executable} {files / 'fake_train.py'}",
+            "--num-gpus", "0", "--quiet", *extra]
+
+
+def _calls(files):
+    return [json.loads(x) for x in (files / "calls.txt").read_text().splitlines()]
+
+
+def test_changed_settings_are_refused_until_force(files, capsys):
+    """Other weights or opts must not silently reuse the numbers made with the old ones."""
+    tool = _load_tool("run_transfer")
+    (files / "moco2.pkl").write_bytes(b"other weights")
+    assert tool.main(_argv(files, "--opts", "SOLVER.MAX_ITER", "10")) == 0
+    manifest = json.loads((files / "root" / "voc" / "moco" / "trial1" / "run.json").read_text())
+    assert manifest["fingerprint"] == {"config": str(files / "voc.yaml"), "weights": str(files / "moco.pkl"),
+                                       "seed": 1, "opts": ["SOLVER.MAX_ITER", "10"]}
+    capsys.readouterr()
+
+    changed = _argv(files, "--opts", "SOLVER.MAX_ITER", "300", weights="moco2.pkl")
+    assert tool.main(changed) == 2
+    err = capsys.readouterr().err
+    assert "2 finished run(s) were made with other settings" in err and "--force" in err
+    assert f"weights: '{files / 'moco.pkl'}' -> '{files / 'moco2.pkl'}'" in err
+    assert "opts: ['SOLVER.MAX_ITER', '10'] -> ['SOLVER.MAX_ITER', '300']" in err
+    assert len(_calls(files)) == 2  # nothing ran
+
+    assert tool.main(["--dry-run"] + changed) == 0
+    assert "skip (changed)" in capsys.readouterr().out
+    assert tool.main(["--force"] + changed) == 0
+    assert [c[c.index("SOLVER.MAX_ITER") + 1] for c in _calls(files)[2:]] == ["300", "300"]
+    assert tool.main(changed) == 0 and len(_calls(files)) == 4  # now they match: skipped
+
+
+def test_manifest_without_fingerprint_counts_as_matching(files):
+    """run.json files of an older runner have no fingerprint: still done, but the note says so."""
+    (run,) = build_plan({"voc": str(files / "voc.yaml")}, {"moco": str(files / "moco.pkl")}, 1, files / "root")
+    _results(run.folder)
+    _manifest(run.folder, status="done", weights="/elsewhere/old.pkl")
+    state, note = run_state(run)
+    assert state == "done" and "no fingerprint" in note
+
+
+def test_stale_slurm_jobs_are_found_with_sacct(files, capsys, monkeypatch):
+    """A job that died on another node leaves "running" behind: sacct says so, and the run is retried
+    while the finished run and the job still pending are left alone."""
+    tool = _load_tool("run_transfer")
+    assert tool.main(_argv(files, trials=4)) == 0
+    plan = build_plan({"voc": str(files / "voc.yaml")}, {"moco": str(files / "moco.pkl")}, 4, files / "root")
+    for run, fields in [(plan[1], dict(status="running", host="node042", pid=1234, job_id="555_1")),
+                        (plan[2], dict(status="submitted", job_id="556")),
+                        (plan[3], dict(status="running", host="node043", pid=99, job_id="557"))]:
+        data = json.loads((files / "root" / "voc" / "moco" / f"trial{run.trial}" / "run.json").read_text())
+        _manifest(run.folder, **{**data, **fields})
+    monkeypatch.setenv("PATH", _fake_slurm(files, ["555_1|FAILED|node042", "556|PENDING|None assigned",
+                                                   "557|CANCELLED by 1000|node043"]) + os.pathsep
+                       + os.environ["PATH"])
+    states = {run.trial: run_state(run) for run in plan}
+    assert states[0] == ("done", "")
+    assert states[1] == ("failed", "stale: running on node042 (job 555_1), but SLURM says FAILED")
+    assert states[2][0] == "in_progress" and "SLURM says PENDING" in states[2][1]
+    assert states[3][0] == "failed" and "SLURM says CANCELLED" in states[3][1]
+    capsys.readouterr()
+    assert tool.main(_argv(files, trials=4)) == 0
+    assert "2 ran, 2 skipped, 0 failed" in capsys.readouterr().out
+    assert [c[c.index("SEED") + 1] for c in _calls(files)[4:]] == ["1", "3"]
+    # The grid asked sacct once for all recorded jobs (an array task by its array job).
+    last_call = (files / "sacct_args.txt").read_text().splitlines()[-1].split()
+    assert sorted(last_call[last_call.index("-j"):]) == ["-j", "-j", "-j", "555", "556", "557"]
+
+
+def test_retry_stale_reruns_unverifiable_runs_but_never_done_ones(files, capsys, monkeypatch):
+    tool = _load_tool("run_transfer")
+    assert tool.main(_argv(files, trials=3)) == 0
+    plan = build_plan({"voc": str(files / "voc.yaml")}, {"moco": str(files / "moco.pkl")}, 3, files / "root")
+    _manifest(plan[1].folder, task="voc", init="moco", trial=1, status="running", host="node042", pid=1234)
+    _manifest(plan[2].folder, task="voc", init="moco", trial=2, status="submitted", job_id="556")
+    monkeypatch.setenv("PATH", str(files / "no_slurm_here"))  # no sacct: nothing can be checked
+    capsys.readouterr()
+    assert tool.main(_argv(files, trials=3)) == 0
+    out = capsys.readouterr().out
+    assert out.count("skip (unverified") == 2 and "0 ran, 3 skipped" in out
+
+    assert tool.main(_argv(files, "--retry-stale", trials=3)) == 0
+    assert "2 ran, 1 skipped" in capsys.readouterr().out
+    assert [c[c.index("SEED") + 1] for c in _calls(files)[3:]] == ["1", "2"]
+    assert not (files / "root" / "_replaced").exists()  # retried in place, like failed runs
+    assert json.loads((files / "root" / "voc" / "moco" / "trial0" / "run.json").read_text())["attempt"] == 1
+
+
+def test_refused_slurm_submission_marks_runs_failed(files, capsys, monkeypatch):
+    """sbatch refusing the array (bad partition) must not leave runs "submitted" forever."""
+    tool = _load_tool("run_transfer")
+    monkeypatch.setenv("PATH", _fake_slurm(files, sbatch_error="sbatch: error: invalid partition specified: gpu")
+                       + os.pathsep + os.environ["PATH"])
+    argv = ["--configs", f"voc={files / 'voc.yaml'}", "--weights", "random=", "--trials", "2",
+            "--out", str(files / "root"), "--slurm", "--partition", "gpu"]
+    assert tool.main(argv) == 2
+    err = capsys.readouterr().err  # submitit passes sbatch's own stderr through, then our one line
+    assert err.splitlines()[-1].startswith("error: SLURM refused the submission of 2 job(s): sbatch: error: "
+                                           "invalid partition specified: gpu")
+    assert "Traceback" not in err and "--partition" in err.splitlines()[-1]
+    plan = build_plan({"voc": str(files / "voc.yaml")}, {"random": ""}, 2, files / "root")
+    for run in plan:
+        state, note = run_state(run)
+        assert state == "failed" and "SLURM submission failed: sbatch: error: invalid partition" in note
+
+    # Once SLURM accepts, the same command submits both again and records submitit's job ids.
+    (files / "accepting").mkdir()
+    monkeypatch.setenv("PATH", _fake_slurm(files / "accepting", sacct_lines=["555_0|PENDING|", "555_1|RUNNING|n1"])
+                       + os.pathsep + os.environ["PATH"])
+    assert tool.main(argv) == 0
+    assert "submitted voc/random/trial1 as SLURM job 555_1" in capsys.readouterr().out
+    assert [run_state(run)[0] for run in plan] == ["in_progress", "in_progress"]
+
+
+def test_zero_trials_is_an_error_not_five(files, capsys, monkeypatch):
+    tool = _load_tool("run_transfer")
+    assert tool.main(_argv(files, trials=0)) == 2
+    assert "trials must be >= 1, got 0" in capsys.readouterr().err
+    monkeypatch.chdir(files)
+    (files / "grid.yaml").write_text(yaml.safe_dump({"out": "root", "trials": 3, "tasks": {"voc": "voc.yaml"},
+                                                     "inits": {"random": ""}}))
+    with pytest.raises(ValueError, match="trials must be >= 1, got 0"):
+        load_grid("grid.yaml", trials=0)
+    assert len(load_grid("grid.yaml")[0]) == 3
+
+
+def test_unreadable_run_json_is_reported_not_a_traceback(files, capsys):
+    tool = _load_tool("run_transfer")
+    broken = files / "root" / "voc" / "moco" / "trial0" / "run.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text('{"task": "voc", "init": ')  # hand-edited, cut off
+    assert tool.main(_argv(files)) == 1
+    out = capsys.readouterr().out
+    assert f"UNREADABLE voc/moco/trial0: {broken}: unreadable run manifest" in out
+    assert "1 ran, 0 skipped, 0 failed, 1 unreadable" in out
+    assert tool.main(["--force"] + _argv(files)) == 0  # set aside under _replaced/, then rerun
+    assert (files / "root" / "voc" / "moco" / "trial0" / "eval_results.json").exists()

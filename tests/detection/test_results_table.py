@@ -225,3 +225,71 @@ def test_nan_results_are_left_out_of_means_and_counted(tmp_path):
     (t,), _ = build_tables(Collection(runs, []), ["AP", "APl"], "moco")
     assert t.stats["moco"]["bbox/APl"].n == 2 and t.stats["moco"]["bbox/APl"].mean == 51.0
     assert "| moco | 3 | 41.0 ± 1.0 | 51.0 ± 1.4 [n=2] |" in to_markdown([t])
+
+
+def _run(root, task, init, trial, bbox, **manifest):
+    folder = root / task / init / f"trial{trial}"
+    if bbox is not None:
+        _write_json(folder / "eval_results.json", {"voc_2007_test": {"bbox": bbox}})
+    if manifest:
+        _write_json(folder / "run.json", {"task": task, "init": init, "trial": trial, **manifest})
+    os.makedirs(folder, exist_ok=True)
+
+
+def test_paper_numbers_are_shown_where_our_runs_have_none(tmp_path, capsys):
+    """A published row must show its numbers even when our runs of that init (or of the whole
+    task) have no results yet: they are data from the reference file, not from our runs."""
+    root = tmp_path / "transfer"
+    _run(root, TASK, "supervised", 0, _bbox(81.0, 53.0, 58.0))
+    _run(root, TASK, "moco_v1_200ep", 0, None, status="failed", log="/x/train.log")  # died, no numbers
+    # A task with no finished run at all, under an alias of the reference file's VOC task.
+    _run(root, "voc_c4_24k", "moco_v2_200ep", 0, None, status="running", host="elsewhere", pid=1)
+    _run(root, "voc_c4_24k", "supervised", 0, None)
+    out = tmp_path / "table"
+    tool = _load_tool("transfer_table")
+    assert tool.main([str(root), "--reference", REFERENCE, "--out", str(out), "--format", "md,csv,tex"]) == 0
+    md = capsys.readouterr().out
+    assert "| moco_v1_200ep | 0 | – | – | – |" in md
+    assert "| ↳ *paper*: ImageNet-1M, MoCo v1, 200ep | | 81.5 (+0.2) | 55.9 (+2.4) | 62.6 (+3.8) |" in md
+    voc_alias = md.split("### voc_c4_24k")[1]
+    assert "(no results yet)" not in voc_alias
+    # Our baseline has no results in that task: the paper's rows keep the paper's own deltas.
+    assert "| ↳ *paper*: ImageNet-1M, supervised | | 81.3 | 53.5 | 58.8 |" in voc_alias
+    assert "| ↳ *paper*: ImageNet-1M, MoCo v2, 200ep | | 82.4 (+1.1) | 57.0 (+3.5) | 63.6 (+4.8) |" in voc_alias
+
+    with open(out / "transfer_table.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["init"] == "moco_v1_200ep"]
+    assert [(r["metric"], r["n"], r["mean"], r["paper"], r["paper_delta"]) for r in rows] == [
+        ("bbox/AP50", "0", "", "81.5", "0.2"), ("bbox/AP", "0", "", "55.9", "2.4"),
+        ("bbox/AP75", "0", "", "62.6", "3.8")]
+    tex = (out / "transfer_table.tex").read_text()
+    assert r"\quad\emph{paper} &  & 81.5 (+0.2) & 55.9 (+2.4) & 62.6 (+3.8) \\" in tex
+    assert not (out / "bars_voc_c4_24k.png").exists()  # nothing of ours to plot
+
+
+def test_shown_means_and_deltas_agree(tmp_path):
+    """57.0 and 57.1 average to 57.05: shown as 57.1 (half up, like the delta), so that
+    57.1 - 53.2 = 3.9 can be checked from the table."""
+    from detection.tables import to_latex, to_markdown
+
+    root = tmp_path / "transfer"
+    _run(root, TASK, "supervised", 0, _bbox(81.0, 53.2, 58.0))
+    _run(root, TASK, "moco_v2_200ep", 0, _bbox(82.0, 57.0, 63.0))
+    _run(root, TASK, "moco_v2_200ep", 1, _bbox(82.0, 57.1, 63.0))
+    tables, _ = build_tables(collect(root), ["AP"], "supervised")
+    assert "| moco_v2_200ep | 2 | 57.1 ± 0.1 (+3.9) |" in to_markdown(tables)
+    assert r"moco\_v2\_200ep & 2 & 57.1{\scriptsize$\pm$0.1} (+3.9) \\" in to_latex(tables)
+
+
+def test_latex_escapes_every_special_character_once(tmp_path):
+    from detection.tables import to_latex
+
+    root = tmp_path / "transfer"
+    _run(root, "t", "sup", 0, _bbox(1.0, 2.0, 3.0))
+    _write_json(root / "odd" / "run.json", {"task": "t", "init": "a\\b~c^d&e%f$g#h_i{j}", "trial": 0,
+                                            "status": "done"})
+    _write_json(root / "odd" / "eval_results.json", {"bbox": _bbox(1.0, 2.0, 3.0)})
+    tables, _ = build_tables(collect(root), ["AP"], "sup")
+    tex = to_latex(tables)
+    escaped = (r"a\textbackslash{}b\textasciitilde{}c\textasciicircum{}d\&e\%f\$g\#h\_i\{j\}")
+    assert escaped + " & 1 & 2.0 (+0.0)" in tex

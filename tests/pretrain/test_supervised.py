@@ -34,8 +34,23 @@ def test_supervised_learns_resumes_and_writes_torchvision_weights(colour_classes
     records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]
     assert any("img/s" in line and "ETA" in line for line in logs)
-    with pytest.raises(FileExistsError, match="--force"):
-        train_supervised(colour_classes, out, epochs=4, **kw)
+    # Rerun of the finished run (e.g. the demo killed before its stage marker): its result, kept.
+    final_path = os.path.join(out, "model_final.pth")
+    final_bytes = open(final_path, "rb").read()
+    os.remove(os.path.join(out, "classes.json"))  # killed between the final weights and classes.json
+    logs.clear()
+    again = train_supervised(colour_classes, out, epochs=4, printer=lambda *a, **k: logs.append(a[0]), **kw)
+    assert again == records[-1]
+    assert open(final_path, "rb").read() == final_bytes
+    assert any("finished run with these settings" in line for line in logs) and not any("img/s" in line for line in logs)
+    assert json.load(open(os.path.join(out, "classes.json"))) == ["blue", "red"]
+    # Other settings, or --no-resume, must not pass off the old weights as the asked-for run.
+    with pytest.raises(FileExistsError, match=r"seed=0 there, 1 asked.*--force"):
+        train_supervised(colour_classes, out, epochs=4, seed=1, **kw)
+    with pytest.raises(FileExistsError, match=r"epochs=4 there, 5 asked.*--force"):
+        train_supervised(colour_classes, out, epochs=5, **kw)
+    with pytest.raises(FileExistsError, match="--no-resume.*--force"):
+        train_supervised(colour_classes, out, epochs=4, resume=False, **kw)
 
     # A run killed after epoch 4's checkpoint, asked for 5 epochs, continues at epoch 4.
     os.remove(os.path.join(out, "model_final.pth"))
