@@ -272,6 +272,10 @@ def _liveness(manifest, job_states):
     """State of a run marked running/submitted: is its process or SLURM job still there?"""
     status, host, pid, job_id = (manifest.get(k) for k in ("status", "host", "pid", "job_id"))
     where = f"{status} on {host or 'SLURM'} (job {job_id or pid})"
+    # A process on this host is judged by its pid first: a local grid inside a SLURM allocation
+    # records the allocation's job id too, which stays RUNNING after the grid process was killed.
+    if status == "running" and host == socket.gethostname() and pid and not _pid_alive(pid):
+        return "failed", f"stale: its process {pid} is gone"
     if job_id:
         if job_states is None:
             job_states = slurm_job_states([job_id])

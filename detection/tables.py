@@ -51,6 +51,8 @@ class TaskTable:
 
 def round1(x):
     """Round half up to 0.1 on the shortest decimal form (0.35 -> 0.4, as a reader expects)."""
+    if not math.isfinite(x):  # nan / inf (a diverged run): nothing to round, shown as is
+        return float(x)
     return float(decimal.Decimal(repr(x)).quantize(decimal.Decimal("0.1"), decimal.ROUND_HALF_UP))
 
 

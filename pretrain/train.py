@@ -185,14 +185,15 @@ def restore_rank_state(state, ctx, generators, loader, global_step):
                 g.set_state(mine["generators"][name])
         loader.restore_skipped(mine["skipped_images"])
         return
-    if ranks is None and state.get("world_size", 1) == ctx.world_size == 1:  # older checkpoints: in "rng"
-        ckpt.set_rng_state(state["rng"], generators)
+    if ranks is None and state.get("world_size", 1) == ctx.world_size == 1 and "rng" in state:
+        ckpt.set_rng_state(state["rng"], generators)  # older one-process checkpoints: streams in "rng"
     else:
         for g in generators.values():
             g.manual_seed(g.initial_seed() + 1_000_003 * global_step)
         if ctx.is_main:
-            print(f"note: the checkpoint was written by {state.get('world_size')} processes, this run has "
-                  f"{ctx.world_size}: augmentation and shuffling streams restart (the run goes on, on another path)")
+            why = (f"the checkpoint was written by {state.get('world_size')} processes, this run has {ctx.world_size}"
+                   if ranks is not None else "the checkpoint does not hold each process's streams (older format)")
+            print(f"note: {why}: augmentation and shuffling streams restart (the run goes on, on another path)")
     loader.restore_skipped(state.get("skipped_images", 0) if ctx.is_main else 0)
 
 

@@ -160,6 +160,11 @@ def test_skip_and_retry_logic(files):
     dead.wait()
     _manifest(run.folder, status="running", host=socket.gethostname(), pid=dead.pid)
     assert run_state(run) == ("failed", f"stale: its process {dead.pid} is gone")
+    # A local grid inside a SLURM allocation also records the allocation's id, which SLURM still
+    # reports RUNNING after the grid was killed: the dead pid on this host decides.
+    _manifest(run.folder, status="running", host=socket.gethostname(), pid=dead.pid, job_id="4242")
+    assert run_state(run, job_states={"4242": "RUNNING"})[0] == "failed"
+    assert run_state(run, job_states={})[0] == "failed"
     _manifest(run.folder, status="running", host=socket.gethostname(), pid=os.getpid())
     assert run_state(run)[0] == "in_progress"
     # A SLURM job with no sacct here to ask about it: cannot be confirmed alive or dead.

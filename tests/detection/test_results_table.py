@@ -7,6 +7,7 @@ manifests, so collection, aggregation and every output format are tested on what
 """
 import csv
 import json
+import math
 import os
 import importlib.util
 import re
@@ -293,3 +294,10 @@ def test_latex_escapes_every_special_character_once(tmp_path):
     tex = to_latex(tables)
     escaped = (r"a\textbackslash{}b\textasciitilde{}c\textasciicircum{}d\&e\%f\$g\#h\_i\{j\}")
     assert escaped + " & 1 & 2.0 (+0.0)" in tex
+
+
+def test_a_non_finite_metric_is_shown_not_a_crash():
+    from detection.tables import fmt1, shown_delta
+
+    assert (fmt1(float("nan")), fmt1(float("inf"))) == ("nan", "inf")  # a diverged run's AP
+    assert math.isnan(shown_delta(float("nan"), 53.2))
