@@ -74,8 +74,28 @@ def write_jsonl(path, records):
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
+class ClassMismatchError(ValueError):
+    """The train and val folders do not hold the same class folders."""
+
+
+def check_same_classes(train_classes, val_classes):
+    """``train_classes`` if both splits have the same class folders, else :class:`ClassMismatchError`.
+
+    Labels are folder indices in sorted order: with a class missing from one split, val's
+    "c" gets train's index of "b", and top-1 silently measures the wrong thing.
+    """
+    if list(train_classes) != list(val_classes):
+        only_train = sorted(set(train_classes) - set(val_classes))
+        only_val = sorted(set(val_classes) - set(train_classes))
+        raise ClassMismatchError(
+            f"train classes {list(train_classes)} differ from val classes {list(val_classes)} "
+            f"(only in train: {only_train}, only in val: {only_val}); both need the same class folders")
+    return train_classes
+
+
 def labeled_loaders(data, *, image_size, batch_size, num_workers, crop_scale=None):
-    """Train (crop + flip) and val (resize + center crop) loaders of ``data/{train,val}/<class>/``."""
+    """Train (crop + flip) and val (resize + center crop) loaders of ``data/{train,val}/<class>/``,
+    checked to hold the same classes."""
     from .data import build_labeled_loader
 
     train = build_labeled_loader(os.path.join(data, "train"), image_size=image_size,
@@ -83,4 +103,5 @@ def labeled_loaders(data, *, image_size, batch_size, num_workers, crop_scale=Non
                                  crop_scale=crop_scale)
     val = build_labeled_loader(os.path.join(data, "val"), image_size=image_size,
                                batch_size=batch_size, train=False, num_workers=num_workers)
+    check_same_classes(train.dataset.classes, val.dataset.classes)
     return train, val

@@ -9,7 +9,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from .classify import default_device
+from .classify import check_same_classes, default_device
 from .data import build_labeled_loader
 from .weights import pooled_features
 
@@ -89,9 +89,7 @@ def knn_evaluate(backbone, train_path, val_path, *, image_size, k=200, t=0.1, ba
     try:
         loaders = [build_labeled_loader(p, image_size=image_size, batch_size=batch_size, train=False,
                                         num_workers=num_workers) for p in (train_path, val_path)]
-        if loaders[0].dataset.classes != loaders[1].dataset.classes:
-            raise ValueError(f"train classes {loaders[0].dataset.classes} differ from val classes "
-                             f"{loaders[1].dataset.classes}; both need the same class folders")
+        check_same_classes(loaders[0].dataset.classes, loaders[1].dataset.classes)
         net = with_precise_bn(backbone, loaders[0], device) if precise_bn else backbone
         bank, bank_labels = extract_features(net, loaders[0], device)
         feats, labels = extract_features(net, loaders[1], device)

@@ -11,7 +11,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pretrain.data import DataPathError  # noqa: E402
-from pretrain.lincls import ClassMismatchError, train_linear  # noqa: E402
+from pretrain.classify import ClassMismatchError  # noqa: E402
+from pretrain.lincls import train_linear  # noqa: E402
 
 
 def main(argv=None):

@@ -10,6 +10,7 @@ import sys
 # The repo root first: tools/pretrain.py would otherwise shadow the `pretrain` package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pretrain.classify import ClassMismatchError  # noqa: E402
 from pretrain.supervised import train_supervised  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def main(argv=None):
                                 resume=not args.no_resume, force=args.force, print_freq=args.print_freq,
                                 crop_scale=tuple(args.crop_scale) if args.crop_scale else None,
                                 seed=args.seed)
-    except FileExistsError as e:
+    except (FileExistsError, ClassMismatchError) as e:  # user errors: no traceback
         sys.exit(f"train_supervised: error: {e}")
 
 

@@ -112,6 +112,12 @@ def test_train_and_val_with_different_class_folders_is_a_clear_error(tmp_path):
         train_linear(ckpt, data, str(tmp_path / "out"), epochs=1, batch_size=4, image_size=16,
                      num_workers=0, device="cpu", printer=lambda *a, **k: None)
     assert not os.path.exists(tmp_path / "out" / "lincls_result.json")
+    # The supervised baseline reads its folders the same way (pretrain.classify.labeled_loaders).
+    from pretrain.supervised import train_supervised
+
+    with pytest.raises(ValueError, match=r"only in train: \['b'\]"):
+        train_supervised(data, str(tmp_path / "sup"), arch="resnet18", epochs=1, image_size=16, batch_size=4,
+                         num_workers=0, device="cpu")
 
 
 def test_loss_is_read_from_the_device_only_when_printed(tmp_path, monkeypatch):
