@@ -7,7 +7,7 @@ STAMP      := $(VENV)/.setup-done
 DATA       ?= data
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test doctor data bench clean
+.PHONY: setup demo test lint format doctor data bench clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,15 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff: the linter and the formatter (100 columns, as Detectron2); CI runs `make lint`.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: setup
 	$(PY) tools/benchmark_pretrain.py

@@ -2,13 +2,13 @@
 
 ``convert_checkpoint`` reads a file safely, extracts the ResNet, renames every tensor
 to Detectron2's names for the chosen target and writes a model-zoo pickle;
-``convert.verify`` proves the result loads into a Detectron2 model and computes
+``detection.verify`` proves the result loads into a Detectron2 model and computes
 the same features. Importing this package does not import Detectron2.
 """
-from .conversion import ConversionReport, convert_checkpoint
-from .mapping import MappingError
-from .sources import AlreadyDetectron2Error, ConversionError, UnknownLayoutError
-from .writer import OutputExistsError
+from convert.conversion import ConversionReport, convert_checkpoint
+from convert.mapping import MappingError
+from convert.writer import OutputExistsError
+from pretrain.weights.layouts import AlreadyDetectron2Error, ConversionError, UnknownLayoutError
 
 __all__ = [
     "AlreadyDetectron2Error",

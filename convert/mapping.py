@@ -15,6 +15,8 @@ The "heuristic" target leaves bare names for Detectron2's suffix matching.
 import re
 from dataclasses import dataclass
 
+from pretrain.weights.resnet_arch import MappingError, ResNetArch, resnet_arch  # noqa: F401  (re-exported)
+
 TARGETS = ("c4", "fpn", "dc5", "heuristic")
 
 # (pattern on torchvision names, replacement in Detectron2 names). Anchored: a key
@@ -35,32 +37,6 @@ _RULES = [(re.compile(p), r) for p, r in _RULES]
 BN_COUNTER_REASON = "BN step counter: Detectron2's BN/FrozenBN recreate it when loading"
 HEAD_REASON = "classifier/projection head (replaced by the detection heads)"
 
-RESNET_DEPTHS = {
-    ("basic", (2, 2, 2, 2)): 18,
-    ("basic", (3, 4, 6, 3)): 34,
-    ("bottleneck", (3, 4, 6, 3)): 50,
-    ("bottleneck", (3, 4, 23, 3)): 101,
-    ("bottleneck", (3, 8, 36, 3)): 152,
-}
-
-
-class MappingError(ValueError):
-    """The weights are not a torchvision-style ResNet that Detectron2 can build."""
-
-
-@dataclass(frozen=True)
-class ResNetArch:
-    depth: int
-    block: str  # "basic" or "bottleneck"
-    blocks_per_stage: tuple
-    res2_out_channels: int
-    bottleneck_channels: int  # res2 bottleneck width: 64 for R50, 128 for wide R50-2
-    groups: int  # 1, or 32 for ResNeXt (Detectron2: NUM_GROUPS * WIDTH_PER_GROUP = bottleneck_channels)
-
-    def __str__(self):
-        return f"ResNet-{self.depth} ({self.block} blocks {list(self.blocks_per_stage)})"
-
-
 def torchvision_to_detectron2_name(name):
     """``layer3.5.bn2.running_var`` -> ``res4.5.conv2.norm.running_var``; None if not a ResNet key."""
     for pattern, replacement in _RULES:
@@ -69,38 +45,6 @@ def torchvision_to_detectron2_name(name):
             stage = int(m.group(1)) + 1 if name.startswith("layer") else None
             return m.expand(replacement.replace("{stage}", str(stage)))
     return None
-
-
-def resnet_arch(backbone):
-    """Depth and widths of a torchvision-named ResNet state dict (keys without ``fc``)."""
-    blocks = [set() for _ in range(4)]
-    for name in backbone:
-        m = re.match(r"^layer([1-4])\.(\d+)\.", name)
-        if m:
-            blocks[int(m.group(1)) - 1].add(int(m.group(2)))
-    if "conv1.weight" not in backbone or not all(blocks):
-        raise MappingError(
-            "the weights do not contain a ResNet stem and four stages (conv1.weight, "
-            "layer1..layer4 expected).\n  Fix: pick the sub-network holding the ResNet with "
-            "--source/--prefix."
-        )
-    for i, b in enumerate(blocks):
-        if b != set(range(len(b))):
-            raise MappingError(f"layer{i + 1} has non-consecutive block indices {sorted(b)}.")
-    counts = tuple(len(b) for b in blocks)
-    block = "bottleneck" if "layer1.0.conv3.weight" in backbone else "basic"
-    depth = RESNET_DEPTHS.get((block, counts))
-    if depth is None:
-        known = ", ".join(f"R{d}: {b} {list(c)}" for (b, c), d in RESNET_DEPTHS.items())
-        raise MappingError(
-            f"{block} blocks per stage {list(counts)} is not a ResNet depth Detectron2 builds "
-            f"({known})."
-        )
-    res2_out = int(backbone[f"layer1.0.conv{3 if block == 'bottleneck' else 2}.weight"].shape[0])
-    width = int(backbone["layer1.0.conv1.weight"].shape[0])
-    conv2 = backbone["layer1.0.conv2.weight"].shape
-    groups = int(conv2[0] // conv2[1]) if block == "bottleneck" else 1
-    return ResNetArch(depth, block, counts, res2_out, width, groups)
 
 
 def target_name(detectron2_name, target):

@@ -1,10 +1,18 @@
-"""Detectron2 extension for the MoCo transfer benchmarks.
+"""Detectron2 extension for the MoCo transfer benchmarks, shaped like a Detectron2 project.
 
-Importing it registers our parts (ROI heads, norm heads, the FCN semantic-segmentation head,
-the digit demo and VOC semantic-segmentation datasets), the way Detectron2 projects do.
+Importing it registers our parts (ROI head with the extra norm, keypoint head with norm, the FCN
+semantic-segmentation head) and the digit demo datasets. Sub-packages: ``modeling`` (the parts),
+``data`` (dataset registration), ``transfer`` (grids, results, tables), ``demo`` (``make demo``),
+``cli`` (the command-line mains behind ``tools/``).
 """
-from . import norm_heads, roi_heads, semantic_seg  # noqa: F401  (registration on import)
-from .datasets import register_demo_datasets
+import warnings
+
+# Detectron2 scripts a few ops with torch.jit at import; torch 2.x warns about it on every run,
+# which no user of ours can act on (and which would push our one-line errors off the screen).
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
+from detection.data.datasets import register_demo_datasets  # noqa: E402
+from detection.modeling import keypoint_head, roi_heads, semantic_seg  # noqa: E402, F401  (registration)
 
 # Like Detectron2's builtins, registered at import under $DEMO_DATA (default ./data);
 # the files are read only when a dataset is used.

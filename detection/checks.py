@@ -11,32 +11,20 @@ import re
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from detection.pixel_styles import CAFFE_STYLE, TORCHVISION_STYLE
 from pretrain.io import CorruptCheckpointError, UnsafeCheckpointError
 
-# Pixel conventions of the two kinds of ImageNet initialisation (Detectron2 / MoCo configs).
-TORCHVISION_STYLE = {  # torchvision ResNets: MoCo, our converter, Detectron2's torchvision pickles
-    "INPUT.FORMAT": "RGB",
-    "MODEL.PIXEL_MEAN": [123.675, 116.280, 103.530],
-    "MODEL.PIXEL_STD": [58.395, 57.120, 57.375],
-    "MODEL.RESNETS.STRIDE_IN_1X1": False,
-}
-CAFFE_STYLE = {  # MSRA / FAIR Caffe2 model-zoo pickles (e.g. ImageNetPretrained/MSRA/R-50.pkl)
-    "INPUT.FORMAT": "BGR",
-    "MODEL.PIXEL_MEAN": [103.530, 116.280, 123.675],
-    "MODEL.PIXEL_STD": [1.0, 1.0, 1.0],
-    "MODEL.RESNETS.STRIDE_IN_1X1": True,
-}
 TORCHVISION_AUTHORS = ("moco-transfer", "MOCO", "torchvision")
 # Detectron2's own model-zoo catalog (files on dl.fbaipublicfiles.com): not downloaded to be checked.
 TRUSTED_URL_PREFIXES = ("detectron2://", "catalog://")
-# Layouts convert.sources recognises as pretraining checkpoints Detectron2 cannot load as they are.
+# Layouts pretrain.weights.layouts recognises as pretraining checkpoints Detectron2 cannot load as they are.
 UNCONVERTED_LAYOUTS = {"moco": "MoCo v1/v2", "mocov3": "MoCo v3", "torchvision": "torchvision"}
 # The MSRA Caffe2 ResNets (stride in the 1x1 conv) by file name; FAIR's are R-50-GN, X-101-32x8d...
 MSRA_FILE_NAME = re.compile(r"^R-(50|101|152)\.pkl$")
 PLACEHOLDER_MARKERS = ("REPLACE_ME", "path/to/")
 DATASETS_ENV = "DETECTRON2_DATASETS"
 LAYOUT_DOC = "https://github.com/facebookresearch/detectron2/blob/main/datasets/README.md"
-DEMO_LAYOUT_DOC = "detection/demo_data.py (module docstring)"
+DEMO_LAYOUT_DOC = "detection/demo/data.py (module docstring)"
 
 # How to obtain each builtin family, keyed by dataset-name prefix (first match wins).
 HOW_TO_GET = [
@@ -110,7 +98,7 @@ def check_dataset(dataset_name, hint=""):
             + (f"; close names: {', '.join(close)}" if close else "") + ".\n"
             "  Fix: use a registered name (DatasetCatalog.list()), or register it before training "
             "(detectron2.data.datasets.register_coco_instances / register_pascal_voc; the digit scenes: "
-            "detection.datasets.register_demo_datasets)."
+            "detection.data.datasets.register_demo_datasets)."
         )
     missing = [p for p in expected_paths(dataset_name) if not os.path.exists(p)]
     # Name the top-most missing folder, not also everything inside it.
@@ -119,7 +107,7 @@ def check_dataset(dataset_name, hint=""):
     if not missing and meta.get("dirname") and meta.get("split"):
         missing = _missing_voc_files(meta.dirname, meta.split)
     if missing:
-        if meta.get("demo_data_root"):  # ours, registered under $DEMO_DATA (detection.datasets)
+        if meta.get("demo_data_root"):  # ours, registered under $DEMO_DATA (detection.data.datasets)
             env, default, layout = "DEMO_DATA", "./data", DEMO_LAYOUT_DOC
         else:  # Detectron2's builtins and datasets registered like them
             env, default, layout = DATASETS_ENV, "./datasets", LAYOUT_DOC
@@ -189,8 +177,8 @@ def _local_copy(weights):
 
 def _read_weights(path, weights):
     """Load the file the way Detectron2 picks its loader (.pkl: pickle, else torch), but safely."""
-    from convert.safe_pickle import safe_pickle_load
     from pretrain.io import safe_torch_load
+    from pretrain.weights.safe_pickle import safe_pickle_load
 
     try:
         return safe_pickle_load(path) if path.endswith(".pkl") else safe_torch_load(path)
@@ -202,7 +190,7 @@ def _read_weights(path, weights):
 
 def _unconverted_layout(data):
     """"moco", "mocov3" or "torchvision" when ``data`` is a pretraining checkpoint; else None."""
-    from convert.sources import ConversionError, detect_format, find_state_dict
+    from pretrain.weights.layouts import ConversionError, detect_format, find_state_dict
 
     try:
         layout = detect_format(data, find_state_dict(data))
@@ -237,7 +225,7 @@ def _convert_command(weights, cfg):
     if cfg is None:
         return (f"convert it first: python tools/convert.py {weights} {stem}.pkl --target c4|fpn "
                 f"(c4 for R50-C4 configs, fpn for FPN ones), then set MODEL.WEIGHTS {stem}.pkl.")
-    from convert.verify import target_for_config
+    from detection.verify import target_for_config
 
     target = target_for_config(cfg)
     return (f"convert it first: python tools/convert.py {weights} {stem}_{target}.pkl --target {target} "
@@ -267,7 +255,7 @@ def weights_pixel_style(weights, data=None):
     if not weights.endswith(".pkl"):
         return None, ""  # .pth: a Detectron2 checkpoint trained with its own config
     if data is None:
-        from convert.safe_pickle import safe_pickle_load
+        from pretrain.weights.safe_pickle import safe_pickle_load
 
         data = safe_pickle_load(os.path.expanduser(weights))  # refuses anything but numpy/containers
     author = data.get("__author__") if isinstance(data, dict) else None

@@ -12,12 +12,12 @@ TINY_DEMO_DATA = dict(seed=0, limit=200, n_det_trainval=24, n_det_test=8)
 
 @pytest.fixture(scope="session")
 def tiny_demo_data(tmp_path_factory):
-    """Paths (see ``detection.demo_data.demo_data_paths``) of a tiny demo data set, generated once per session.
+    """Paths (see ``detection.demo.data.demo_data_paths``) of a tiny demo data set, generated once per session.
 
     200 digit scans (160 train / 40 val, 64x64 RGB), 24 trainval and 8 test 160x160 scenes.
     Treat it as read-only: it is shared by every test in the session.
     """
-    from detection.demo_data import make_demo_data
+    from detection.demo.data import make_demo_data
 
     return make_demo_data(tmp_path_factory.mktemp("tiny_demo_data"), verbose=False, **TINY_DEMO_DATA)
 

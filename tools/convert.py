@@ -1,11 +1,6 @@
 #!/usr/bin/env python
-"""Convert ResNet pretraining checkpoints to Detectron2 weights. See ``--help`` and convert/cli.py."""
-import os
-import sys
+"""Convert ResNet pretraining checkpoints to Detectron2 weights (``detection/cli/convert.py``; ``--help``)."""
+if __name__ == "__main__":  # not when a spawned worker process re-imports this file
+    from _entry import run
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from convert.cli import main  # noqa: E402
-
-if __name__ == "__main__":
-    sys.exit(main())
+    run("detection.cli.convert")

@@ -1,39 +1,6 @@
 #!/usr/bin/env python
-"""The main job on the embedded digit data: pretrain, convert, fine-tune, table (`make demo`).
+"""The main job on the embedded digit data: pretrain, convert, fine-tune, table (`make demo`). (``detection/cli/demo.py``; ``--help`` for usage)."""
+if __name__ == "__main__":  # not when a spawned worker process re-imports this file
+    from _entry import run
 
-    python tools/demo.py [--data DIR] [--out output/demo] [--budget full|quick] [--seed 0] [--force]
-
-Rerunning after an interruption skips the stages that finished with the same budget and seed;
-an --out holding stages of another budget or seed is refused (pass another --out, or --force).
-"""
-import argparse
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tools/ would shadow packages
-
-from detection.demo_data import DemoDataError  # noqa: E402
-from detection.demo_pipeline import BUDGETS, Demo, SettingsMismatch, StageFailed  # noqa: E402
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=None,
-                        help="where the digit data is (generated if missing); default: data for the full "
-                             "budget and seed 0, data/demo_<budget>_s<seed> otherwise")
-    parser.add_argument("--out", default="output/demo", help="output folder of every stage")
-    parser.add_argument("--budget", default="full", choices=sorted(BUDGETS),
-                        help="full: ~15 min on 2 CPU cores; quick: a minute, for tests")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--force", action="store_true",
-                        help="delete the stage outputs in --out and redo every stage; regenerate the demo "
-                             "data in --data even if it holds data of other parameters")
-    args = parser.parse_args(argv)
-    try:
-        Demo(args.out, args.data, budget=args.budget, seed=args.seed, force=args.force).run()
-    except (StageFailed, SettingsMismatch, DemoDataError) as e:
-        sys.exit(f"demo stopped: {e}")
-
-
-if __name__ == "__main__":
-    main()
+    run("detection.cli.demo")

@@ -1,7 +1,7 @@
 """Plain image lists: a text file, one path per line, relative to the list's folder."""
 import os
 
-from .folder import HOW_TO_MAKE_DATA, DataPathError, is_image_file
+from pretrain.data.folder import HOW_TO_MAKE_DATA, DataPathError, is_image_file
 
 
 def read_file_list(list_path):

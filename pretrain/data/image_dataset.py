@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .robust_image import UnreadableImageError, load_rgb
-from .sampler import derive_seed, seeded_rng
+from pretrain.data.robust_image import UnreadableImageError, load_rgb
+from pretrain.data.sampler import derive_seed, seeded_rng
 
 logger = logging.getLogger("pretrain.data")
 

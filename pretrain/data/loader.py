@@ -4,13 +4,13 @@ import os
 import torch
 from torch.utils.data import DataLoader
 
-from ..augment import build_eval_transform, build_labeled_train_transform, build_pretrain_transform
-from .filelist import read_file_list, reject_image_file
-from .folder import HOW_TO_MAKE_DATA, DataPathError, scan_class_folders, scan_image_folder
-from .image_dataset import LabeledImageDataset, PretrainImageDataset, collate_pairs
-from .robust_image import SkipReport
-from .sampler import EpochSampler
-from .shards import ShardStream, count_shard_samples, expand_shard_urls, looks_like_shards
+from pretrain.data.augment import build_eval_transform, build_labeled_train_transform, build_pretrain_transform
+from pretrain.data.filelist import read_file_list, reject_image_file
+from pretrain.data.folder import HOW_TO_MAKE_DATA, DataPathError, scan_class_folders, scan_image_folder
+from pretrain.data.image_dataset import LabeledImageDataset, PretrainImageDataset, collate_pairs
+from pretrain.data.robust_image import SkipReport
+from pretrain.data.sampler import EpochSampler
+from pretrain.data.shards import ShardStream, count_shard_samples, expand_shard_urls, looks_like_shards
 
 KINDS = ("auto", "folder", "filelist", "shards")
 

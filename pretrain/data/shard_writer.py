@@ -14,9 +14,9 @@ import time
 
 import webdataset as wds
 
-from .filelist import read_file_list
-from .folder import scan_image_folder
-from .shards import INDEX_SUFFIX
+from pretrain.data.filelist import read_file_list
+from pretrain.data.folder import scan_image_folder
+from pretrain.data.shards import INDEX_SUFFIX
 
 _SIZE = re.compile(r"^\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]?)i?b?\s*$", re.I)
 

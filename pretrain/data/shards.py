@@ -16,10 +16,10 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .folder import HOW_TO_MAKE_DATA, DataPathError, is_image_file
-from .image_dataset import DECODE_ERRORS, stack_views
-from .robust_image import UnreadableImageError, load_rgb
-from .sampler import derive_seed, seeded_rng
+from pretrain.data.folder import HOW_TO_MAKE_DATA, DataPathError, is_image_file
+from pretrain.data.image_dataset import DECODE_ERRORS, stack_views
+from pretrain.data.robust_image import UnreadableImageError, load_rgb
+from pretrain.data.sampler import derive_seed, seeded_rng
 
 logger = logging.getLogger("pretrain.data")
 

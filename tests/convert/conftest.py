@@ -1,7 +1,8 @@
 """Session fixtures: random R18/R50 weights, the official MoCo v2 checkpoint, its conversions."""
 import pytest
 import torch
-from convert_layouts import moco_v2_checkpoint, random_resnet
+
+from tests.convert.convert_layouts import moco_v2_checkpoint, random_resnet
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,10 @@ Weights are random but every BN gets random affine parameters AND random running
 statistics, so a swapped or missing BN tensor changes the features (the
 default init, mean 0 / var 1 / weight 1 / bias 0, would hide such bugs).
 """
-import os
 
 import torch
 import torchvision
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Our task configs for MoCo-initialised fine-tuning (RGB, MoCo pixel mean/std,
 # STRIDE_IN_1X1 False; naiveSyncBN, which on one CPU process works like BN),
 # resolved by detection.config.load_config.

@@ -5,15 +5,17 @@ import subprocess
 import sys
 
 import numpy as np
-import torch
 import pytest
-from convert_layouts import FPN_CONFIG, REPO, backbone_state
+import torch
 
-from convert.cli import main
+from detection.cli.convert import main
+from detection.config_lookup import resolve_config_path
+from tests.convert.convert_layouts import FPN_CONFIG, backbone_state
+from tests.paths import REPO
 
 # The demo's kind of config: our MoCo FPN task config with a ResNet-18.
 R18_FPN_MOCO_YAML = f"""\
-_BASE_: "{os.path.join(REPO, "configs", FPN_CONFIG + ".yaml")}"
+_BASE_: "{resolve_config_path(FPN_CONFIG)}"
 MODEL:
   RESNETS:
     DEPTH: 18

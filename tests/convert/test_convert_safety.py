@@ -38,8 +38,8 @@ def test_malicious_pkl_is_refused_and_nothing_runs(tmp_path):
 
 
 def test_verify_refuses_a_malicious_pkl_before_detectron2_unpickles_it(tmp_path):
-    from convert.verify import verify_converted
-    from convert_layouts import C4_CONFIG
+    from detection.verify import verify_converted
+    from tests.convert.convert_layouts import C4_CONFIG
 
     marker = tmp_path / "pwned"
     _malicious_pkl(tmp_path / "weights.pkl", marker)

@@ -5,12 +5,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from convert_layouts import backbone_state, mlp_head, mocov3_checkpoint, shifted
 
 from convert import AlreadyDetectron2Error, ConversionError, UnknownLayoutError, convert_checkpoint
 from convert.mapping import map_backbone
-from convert.safe_pickle import safe_pickle_load
-from convert.sources import extract_backbone
+from pretrain.weights.layouts import extract_backbone
+from pretrain.weights.safe_pickle import safe_pickle_load
+from tests.convert.convert_layouts import backbone_state, mlp_head, mocov3_checkpoint, shifted
 
 
 def _assert_holds(output, expected_state, target):
@@ -65,9 +65,9 @@ def test_moco_momentum_encoder_flag_takes_encoder_k(r18, tmp_path):
 
 
 def test_our_pretraining_checkpoint_converts(tmp_path):
-    """A checkpoint written by pretrain.checkpoint for a real pretrain.moco.MoCo model."""
-    from pretrain.checkpoint import get_rng_state, model_state_dict, save_checkpoint
-    from pretrain.moco import MoCo
+    """A checkpoint written by pretrain.engine.checkpoint for a real pretrain.model.moco.MoCo model."""
+    from pretrain.engine.checkpoint import get_rng_state, model_state_dict, save_checkpoint
+    from pretrain.model.moco import MoCo
 
     model = MoCo(arch="resnet18", dim=16, K=32, mlp=True)
     with torch.no_grad():

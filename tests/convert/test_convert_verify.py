@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from convert import convert_checkpoint
-from convert.verify import (
+from detection.verify import (
     VerifyError,
     compare_features,
     config_problems,
@@ -14,7 +14,7 @@ from convert.verify import (
     torchvision_reference,
     verify_converted,
 )
-from convert_layouts import C4_CONFIG, FPN_CONFIG, R18_OVERRIDES
+from tests.convert.convert_layouts import C4_CONFIG, FPN_CONFIG, R18_OVERRIDES
 
 C4_NEW_LAYERS = ("proposal_generator.", "roi_heads.box_predictor.", "roi_heads.res5.norm.")
 FPN_NEW_LAYERS = ("backbone.fpn_", "proposal_generator.", "roi_heads.box_head.",

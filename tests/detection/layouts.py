@@ -1,7 +1,7 @@
 """Tiny datasets written in each benchmark's REAL on-disk layout, under one DETECTRON2_DATASETS root.
 
 Every writer puts files where Detectron2's builtin registrations (and ours in
-``detection.semantic_seg``) look for them, with the real file names, formats and annotation
+``detection.modeling.semantic_seg``) look for them, with the real file names, formats and annotation
 schemas: Pascal VOC xml + ImageSets, COCO / LVIS json with the real category lists,
 Cityscapes polygons json with the label PNGs made by cityscapesscripts itself, VOC palette PNGs.
 Images are small random scenes with a few rectangles (the objects), so runs take seconds.

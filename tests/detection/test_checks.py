@@ -10,10 +10,10 @@ from detectron2.data.datasets import register_pascal_voc
 
 from convert.writer import write_detectron2_weights
 from detection import checks
-from detection.config import load_config
-from detection.datasets import DIGIT_CLASSES, register_demo_datasets
+from detection.config_lookup import load_config
+from detection.data.datasets import DIGIT_CLASSES, register_demo_datasets
 from pretrain.io import UnsafeCheckpointError
-from tiny_detection import write_tiny_c4_config
+from tests.detection.tiny_detection import write_tiny_c4_config
 
 
 @pytest.fixture

@@ -20,11 +20,11 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import builtin
 
 import detection  # noqa: F401  (registers our heads)
-from detection import checks, semantic_seg
-from detection.config import CONFIG_DIR, load_config
-from detection.densepose_support import DensePoseMissingError
-
-import layouts
+from detection import checks
+from detection.config_lookup import CONFIG_DIR, load_config
+from detection.densepose import DensePoseMissingError
+from detection.modeling import semantic_seg
+from tests.detection import layouts
 
 NAME_RE = re.compile(
     r"^(?P<task>(?P<dataset>voc0712|voc07|coco|cocokp|cocodp|lvis05|cityscapes|cityscapessem|voc12sem)"
@@ -33,8 +33,11 @@ NAME_RE = re.compile(
     r"_(?P<init>moco|supervised_tv|supervised|random)\.yaml$"
 )
 # YAMLs in configs/ that are not experiment configs of this naming scheme.
-NOT_TASK_CONFIG = re.compile(r"^(Base-.*|paper_results|demo_.*)\.yaml$")
-ALL_YAMLS = sorted(p.name for p in Path(CONFIG_DIR).glob("*.yaml"))
+NOT_TASK_CONFIG = re.compile(r"^(Base-.*|demo_.*)\.yaml$")
+# Task configs live in a folder per dataset and task, bases beside them (configs/pretrain/ holds
+# pretraining recipes, not Detectron2 configs).
+CONFIG_PATHS = {p.name: p for p in Path(CONFIG_DIR).rglob("*.yaml") if p.parent.name != "pretrain"}
+ALL_YAMLS = sorted(CONFIG_PATHS)
 TASK_CONFIGS = [n for n in ALL_YAMLS if NAME_RE.match(n)]
 DENSEPOSE_CONFIGS = [n for n in TASK_CONFIGS if NAME_RE.match(n)["dataset"] == "cocodp"]
 RUN_CONFIGS = [n for n in TASK_CONFIGS if n not in DENSEPOSE_CONFIGS]
@@ -115,7 +118,7 @@ def datasets_root(tmp_path_factory):
 
 def yaml_chain(name):
     """[(file name, parsed YAML)] from the config to its last ``_BASE_``."""
-    chain, path = [], Path(CONFIG_DIR, name)
+    chain, path = [], CONFIG_PATHS[name]
     while True:
         assert path.is_file(), f"{chain[-1][0] if chain else name}: _BASE_ {path} does not exist"
         data = yaml.safe_load(path.read_text()) or {}

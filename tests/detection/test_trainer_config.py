@@ -5,11 +5,12 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 
-from detection import config as dconfig
-from detection.config import add_moco_config, load_config, resolve_config_path
-from detection.densepose_support import INSTALL_COMMAND, DensePoseMissingError
-from detection.trainer import UsageError, argument_parser, num_processes
-from tiny_detection import write_tiny_c4_config
+from detection import config_lookup as dconfig
+from detection.cli.train_net import UsageError, argument_parser, num_processes
+from detection.config import add_moco_config
+from detection.config_lookup import load_config, resolve_config_path
+from detection.densepose import INSTALL_COMMAND, DensePoseMissingError
+from tests.detection.tiny_detection import write_tiny_c4_config
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from detectron2.evaluation import (
 )
 from detectron2.structures import Instances
 
-from detection.config import load_config
-from detection.datasets import register_demo_datasets
-from detection.evaluators import has_compiled_ops
+from detection.config_lookup import load_config
+from detection.data.datasets import register_demo_datasets
+from detection.evaluation import has_compiled_ops
 from detection.trainer import Trainer
-from tiny_detection import write_tiny_c4_config
+from tests.detection.tiny_detection import write_tiny_c4_config
 
 
 @pytest.fixture

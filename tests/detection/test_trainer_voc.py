@@ -6,9 +6,10 @@ import os
 
 import torch
 
-from detection.datasets import register_demo_datasets
-from detection.trainer import EVAL_RESULTS_FILE, argument_parser, main
-from tiny_detection import write_tiny_c4_config
+from detection.cli.train_net import argument_parser, main
+from detection.data.datasets import register_demo_datasets
+from detection.trainer import EVAL_RESULTS_FILE
+from tests.detection.tiny_detection import write_tiny_c4_config
 
 
 def _run(*argv):

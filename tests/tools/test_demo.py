@@ -8,7 +8,7 @@ import sys
 
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.paths import REPO
 
 
 def run_demo(data, out):

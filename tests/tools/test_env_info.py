@@ -8,7 +8,8 @@ import sys
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.paths import REPO
+
 TOOL = os.path.join(REPO, "tools", "env_info.py")
 
 

@@ -1,0 +1,1 @@
+"""Command-line mains of the detection-side tools; ``tools/*.py`` and console scripts call them."""

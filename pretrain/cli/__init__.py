@@ -1,0 +1,1 @@
+"""Command-line mains of the pretraining tools; ``tools/*.py`` and console scripts call them."""

@@ -1,0 +1,1 @@
+"""The pretraining loop and what runs it: recipes, checkpoints, progress, SLURM submission."""

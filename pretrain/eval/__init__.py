@@ -1,0 +1,1 @@
+"""Evaluation of pretrained backbones: kNN monitor, linear protocol, supervised baseline."""

@@ -1,0 +1,39 @@
+"""tools/train_net.py as users run it: a subprocess, --config alias, two gloo processes on CPU."""
+import json
+import os
+import subprocess
+import sys
+
+from tests.detection.tiny_detection import write_tiny_c4_config
+from tests.paths import REPO
+
+
+def _train_net(*argv, env):
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"), *argv],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_two_process_cpu_training_and_evaluation(tmp_path, tiny_demo_data):
+    env = dict(os.environ, DEMO_DATA=tiny_demo_data["root"], DETECTRON2_DATASETS=str(tmp_path / "none"))
+    out = tmp_path / "run"
+    # IMS_PER_BATCH 2 over 2 processes: one image each, so BN (naiveSyncBN) must sync to see both.
+    proc = _train_net("--config", write_tiny_c4_config(tmp_path), "--num-gpus", "2", "--dist-url", "auto",
+                      "OUTPUT_DIR", str(out), env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    with open(out / "eval_results.json") as f:
+        results = json.load(f)
+    assert set(results["digits_voc_test"]["bbox"]) == {"AP", "AP50", "AP75"}
+    with open(out / "log.txt") as f:
+        log = f.read()
+    assert "World size: 2" in log and "Starting training from iteration 0" in log
+    assert (out / "model_final.pth").is_file() and (out / "config.yaml").is_file()
+
+
+def test_clear_error_and_exit_code_for_a_missing_dataset(tmp_path, tiny_demo_data):
+    env = dict(os.environ, DEMO_DATA=tiny_demo_data["root"], DETECTRON2_DATASETS=str(tmp_path / "none"))
+    proc = _train_net("--config", write_tiny_c4_config(tmp_path), "--num-gpus", "0",
+                      "OUTPUT_DIR", str(tmp_path / "run"), "DATASETS.TRAIN", '("voc_2007_trainval",)', env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr  # a message, not a crash
+    assert "error: dataset 'voc_2007_trainval': missing" in proc.stderr
+    assert f"DETECTRON2_DATASETS={tmp_path / 'none'}" in proc.stderr
+    assert not (tmp_path / "run" / "model_final.pth").exists()

@@ -1,0 +1,117 @@
+"""Never lose a run: a run cut mid-epoch and resumed follows the uninterrupted trajectory exactly."""
+import pytest
+import torch
+
+from pretrain.engine.checkpoint import list_checkpoints
+from pretrain.engine.config import load_config
+from pretrain.engine.train import train
+from pretrain.io import safe_torch_load
+
+
+def tiny_cfg(pipeline="reference", decode="workers", **top):
+    cfg = {
+        "model": {"arch": "resnet18", "dim": 16, "K": 40, "mlp": True, "T": 0.2, "bn_splits": 2},
+        "data": {"aug": "v2", "crop_size": 32, "num_workers": 0, "samples_per_epoch": 32, "pipeline": pipeline,
+                 "decode": decode},
+        "optim": {"lr": 0.05, "base_batch_size": 8, "epochs": 2, "schedule": "cosine"},
+        "batch_size": 8, "checkpoint": {"every_iters": 3, "keep_last": 10},
+        "log": {"every_iters": 1, "tensorboard": False}, "deterministic": True, "device": "cpu",
+    }
+    cfg.update(top)
+    return load_config(None, cfg)
+
+
+# "fast": uint8 crops in the loader, colour/blur/normalisation by DeviceAugment (its generator
+# is checkpointed too); on CPU it is slower, but it must resume just as exactly. "device": the
+# loader only reads bytes and draws crops, the training process decodes (nvJPEG on a GPU).
+@pytest.mark.parametrize("pipeline,decode", [("reference", "workers"), ("fast", "workers"), ("fast", "device")])
+def test_half_run_plus_resume_equals_straight_run(tiny_demo_data, tmp_path, pipeline, decode):
+    data = tiny_demo_data["unlabeled_root"]
+    # 4 iterations per epoch; the cut at step 3 is mid-epoch, the run then crosses an epoch boundary.
+    straight = train(tiny_cfg(pipeline, decode, max_iters=6), data, tmp_path / "straight")
+    first = train(tiny_cfg(pipeline, decode, max_iters=3), data, tmp_path / "resumed")
+    assert first["global_step"] == 3
+    second = train(tiny_cfg(pipeline, decode, max_iters=6), data, tmp_path / "resumed", resume="auto")
+    assert second["resumed_from"].endswith("checkpoint_0000003.pth")
+    assert straight["global_step"] == second["global_step"] == 6
+
+    a = safe_torch_load(tmp_path / "straight" / "checkpoint_0000006.pth")
+    b = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000006.pth")
+    assert (a["epoch"], a["iter"]) == (b["epoch"], b["iter"]) == (1, 2)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for name, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][name]), name
+    assert a["state_dict"]["module.queue_ptr"].item() == (6 * 8) % 40
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    # The weights did move: the comparison is not between two untouched models.
+    first_ckpt = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000003.pth")
+    assert not torch.equal(first_ckpt["state_dict"]["module.encoder_q.conv1.weight"],
+                           b["state_dict"]["module.encoder_q.conv1.weight"])
+    steps = [s for s, _ in list_checkpoints(tmp_path / "resumed")]
+    assert steps == [6, 4, 3]  # every 3 iterations and each epoch (4)
+
+
+def test_resuming_an_older_checkpoint_sets_the_abandoned_branch_aside(tiny_demo_data, tmp_path):
+    data, out = tiny_demo_data["unlabeled_root"], tmp_path / "run"
+    train(tiny_cfg(max_iters=6, checkpoint={"every_iters": 1, "keep_last": 2}), data, out)
+    assert [s for s, _ in list_checkpoints(out)] == [6, 5]
+    old = safe_torch_load(out / "checkpoint_0000005.pth")
+    (out / ".checkpoint_0000007.pth.x1y2.tmp").write_bytes(b"a write cut short by a kill")
+    # Resume from step 5 explicitly, with another lr: a new branch from step 5.
+    branch = tiny_cfg(max_iters=7, checkpoint={"every_iters": 1, "keep_last": 1}, optim={"lr": 0.01})
+    summary = train(branch, data, out, resume=str(out / "checkpoint_0000005.pth"))
+    # The new branch's checkpoints are kept (keep_last 1: the newest only) and resumable; the
+    # abandoned step 6 is neither pruned in their favour nor picked by --resume auto: it is kept aside.
+    assert [s for s, _ in list_checkpoints(out)] == [7]
+    assert summary["checkpoint"].endswith("checkpoint_0000007.pth")
+    assert (out / "superseded" / "checkpoint_0000006.pth").is_file()
+    assert not (out / ".checkpoint_0000007.pth.x1y2.tmp").exists()  # cleaned at start
+    again = train(tiny_cfg(max_iters=8, checkpoint={"every_iters": 1, "keep_last": 1}), data, out, resume="auto")
+    assert again["resumed_from"].endswith("checkpoint_0000007.pth")
+    assert old["global_step"] == 5
+
+
+def test_checkpoints_carry_the_whole_runs_skip_count(tiny_demo_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_demo_data["unlabeled_root"], data)
+    victim = sorted(p for p in data.rglob("*.jpg"))[0]
+    victim.write_bytes(b"not a jpeg")
+    # 32 samples per epoch drawn from the folder: the corrupt file is met in both epochs or neither.
+    straight = train(tiny_cfg(max_iters=8, data={"samples_per_epoch": None}), data, tmp_path / "straight")
+    assert straight["skipped_images"] >= 1
+    train(tiny_cfg(max_iters=3, data={"samples_per_epoch": None}), data, tmp_path / "resumed")
+    resumed = train(tiny_cfg(max_iters=8, data={"samples_per_epoch": None}), data, tmp_path / "resumed",
+                    resume="auto")
+    assert resumed["skipped_images"] == straight["skipped_images"]
+    last = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000008.pth")
+    assert last["skipped_images"] == straight["skipped_images"]
+
+
+def test_mid_epoch_checkpoint_refuses_another_batch_size(tiny_demo_data, tmp_path):
+    from pretrain.engine.config import ConfigError
+
+    data, out = tiny_demo_data["unlabeled_root"], tmp_path / "run"
+    train(tiny_cfg(max_iters=3), data, out)  # step 3 of 4 in epoch 0
+    with pytest.raises(ConfigError, match="iteration 3 of epoch 0 with batch_size 8"):
+        train(tiny_cfg(batch_size=4, max_iters=6), data, out, resume="auto")
+    train(tiny_cfg(max_iters=4), data, out, resume="auto")  # to the epoch's end (step 4)
+    # At an epoch boundary the layout may change: the next epoch starts a fresh order.
+    summary = train(tiny_cfg(batch_size=4, max_iters=6), data, out, resume="auto")
+    assert summary["resumed_from"].endswith("checkpoint_0000004.pth") and summary["global_step"] == 6
+
+
+def test_diverged_weights_are_never_checkpointed(tiny_demo_data, tmp_path):
+    data, out = tiny_demo_data["unlabeled_root"], tmp_path / "run"
+    ckpts = {"every_iters": 1, "keep_last": 10}
+    train(tiny_cfg(max_iters=2, checkpoint=ckpts), data, out)  # a healthy start
+    # Then the lr explodes; the loss is read only every 6 steps, checkpoints are due every step.
+    cfg = tiny_cfg(max_iters=8, optim={"lr": 1.0e30}, log={"every_iters": 6, "tensorboard": False}, checkpoint=ckpts)
+    with pytest.raises(FloatingPointError, match="no checkpoint written.*checkpoint_0000002.pth"):
+        train(cfg, data, out, resume="auto")
+    assert [s for s, _ in list_checkpoints(out)] == [2, 1]  # --resume auto finds a sound model
+    for _, path in list_checkpoints(out):
+        state = safe_torch_load(path)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), path
