@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from pretrain.io import atomic_write_bytes
+from pretrain.meters import Rate
 
 # fmt: off
 DIGIT_CLASSES = (
@@ -325,15 +326,13 @@ class _Writer:
 class _Progress:
     def __init__(self, what, total, verbose):
         self.what, self.total, self.verbose = what, total, verbose
-        self.start = time.perf_counter()
+        self.rate = Rate(total)
         self.step = max(1, math.ceil(total / 4))
 
     def update(self, done):
         if self.verbose and (done % self.step == 0 or done == self.total):
-            elapsed = time.perf_counter() - self.start
-            rate = done / max(elapsed, 1e-9)
-            eta = (self.total - done) / max(rate, 1e-9)
-            print(f"[demo_data] {self.what}: {done}/{self.total} ({rate:.0f}/s, ETA {eta:.0f} s)", flush=True)
+            print(f"[demo_data] {self.what}: {done}/{self.total} ({self.rate.per_second(done):.0f}/s, "
+                  f"ETA {self.rate.eta(done)})", flush=True)
 
 
 # ----------------------------------------------------------------------------- folder state

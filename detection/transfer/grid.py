@@ -29,6 +29,7 @@ import yaml
 from detection.config_lookup import resolve_config_path
 from detection.transfer.results import MANIFEST, PLAN, read_manifest, read_run_metrics
 from pretrain.io import atomic_write_bytes
+from pretrain.meters import format_duration
 from pretrain.subprocesses import run_logged, tool_command
 
 DEFAULT_TRAIN_CMD = tuple(tool_command("detection.cli.train_net"))
@@ -461,13 +462,6 @@ def describe_plan(plan, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False
     return "\n".join(lines)
 
 
-def _fmt_duration(seconds):
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def run_local(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, force=False,
               echo=True, print_fn=print, retry_stale=False):
     """Run the grid here, one run after another. Returns ``{"done": [...], "skipped": [...],
@@ -490,13 +484,13 @@ def run_local(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=Fal
             if moved:
                 print_fn(f"  kept the old {run.name} as {moved}")
         left = pending - len(durations)
-        eta = f", ETA {_fmt_duration(sum(durations) / len(durations) * left)}" if durations else ""
+        eta = f", ETA {format_duration(sum(durations) / len(durations) * left)}" if durations else ""
         print_fn(f"run {i}/{len(plan)}: {run.name} (seed {run.seed}; {left} left{eta})"
                  + (f" [{note}]" if note else ""))
         manifest = run_one(run, train_cmd, num_gpus, resume, echo=echo)
         durations.append(manifest.get("seconds", 0.0))
         if manifest["status"] == "done":
-            print_fn(f"run {i}/{len(plan)}: {run.name} done in {_fmt_duration(manifest['seconds'])}")
+            print_fn(f"run {i}/{len(plan)}: {run.name} done in {format_duration(manifest['seconds'])}")
             summary["done"].append(run)
         else:
             print_fn(f"run {i}/{len(plan)}: {run.name} FAILED ({manifest.get('error')}); log: {manifest['log']}")

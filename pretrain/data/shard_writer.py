@@ -15,6 +15,7 @@ import time
 import webdataset as wds
 
 from pretrain.data.filelist import read_file_list
+from pretrain.meters import Rate
 from pretrain.data.folder import scan_image_folder
 from pretrain.data.shards import INDEX_SUFFIX
 
@@ -51,7 +52,7 @@ def make_shards(src, out, *, prefix="train", maxcount=1000, maxsize="1G", force=
     os.makedirs(out, exist_ok=True)
     tmp = os.path.join(out, f".{prefix}-partial-{os.getpid()}")
     os.makedirs(tmp)
-    counts, skipped, written, t0 = {}, 0, 0, time.time()
+    counts, skipped, written, rate = {}, 0, 0, Rate(len(paths))
     try:
         writer = wds.ShardWriter(os.path.join(tmp, f"{prefix}-%06d.tar"), maxcount=maxcount,
                                  maxsize=parse_size(maxsize), verbose=0)
@@ -68,10 +69,8 @@ def make_shards(src, out, *, prefix="train", maxcount=1000, maxsize="1G", force=
                     name = os.path.basename(writer.fname)
                     counts[name] = counts.get(name, 0) + 1
                 if (i + 1) % 1000 == 0 or i + 1 == len(paths):
-                    rate = (i + 1) / max(time.time() - t0, 1e-9)
-                    eta = (len(paths) - i - 1) / rate
                     print(f"[make_shards] {i + 1}/{len(paths)} images, {len(counts)} shard(s), "
-                          f"{rate:.0f} img/s, ETA {eta:.0f}s", file=log, flush=True)
+                          f"{rate.per_second(i + 1):.0f} img/s, ETA {rate.eta(i + 1)}", file=log, flush=True)
         if not counts:
             raise FileNotFoundError(f"none of the {len(paths)} files of {src!r} could be read (first: "
                                     f"{paths[0]!r}); check the paths")

@@ -9,11 +9,7 @@ import os
 import time
 
 from pretrain.io import atomic_write_bytes, read_json_lines
-
-
-def _fmt_seconds(s: float) -> str:
-    s = int(max(s, 0))
-    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+from pretrain.meters import format_duration
 
 
 class ProgressLogger:
@@ -46,7 +42,7 @@ class ProgressLogger:
             return record
         parts = [f"step {step}/{self.total_iters}", f"epoch {epoch} [{iter_in_epoch}/{iters_per_epoch}]"]
         parts += [f"{k} {v:.4g}" for k, v in metrics.items()]
-        parts += [f"{record['images_per_s']:.1f} img/s", f"ETA {_fmt_seconds(record['eta_s']) if record['eta_s'] is not None else '?'}"]
+        parts += [f"{record['images_per_s']:.1f} img/s", f"ETA {format_duration(record['eta_s']) if record['eta_s'] is not None else '?'}"]
         self.printer("  ".join(parts), flush=True)
         self._write(record, "train")
         return record

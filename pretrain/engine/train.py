@@ -14,6 +14,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from pretrain import distributed as du
+from pretrain import schedule
 from pretrain.data.fast_augment import decode_two_crops_on_device
 from pretrain.engine import checkpoint as ckpt
 from pretrain.engine.config import ConfigError, check_for_world, dump, resume_differences, scaled_lr
@@ -26,11 +27,8 @@ from pretrain.model.moco import MoCo, contrast_stats, info_nce_loss
 def lr_at(cfg: dict, epoch_float: float, base_lr: float) -> float:
     """Learning rate at a (fractional) epoch: optional linear warm-up, then step or cosine."""
     o = cfg["optim"]
-    if o["warmup_epochs"] and epoch_float < o["warmup_epochs"]:
-        return base_lr * (epoch_float + 1e-8) / o["warmup_epochs"]
-    if o["schedule"] == "cosine":
-        return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch_float / o["epochs"]))
-    return base_lr * o["gamma"] ** sum(epoch_float >= m for m in o["milestones"])
+    return schedule.lr_at(base_lr, epoch_float, epochs=o["epochs"], schedule=o["schedule"],
+                          warmup_epochs=o["warmup_epochs"], milestones=o["milestones"], gamma=o["gamma"])
 
 
 def resolve_precision(cfg: dict, device: torch.device):

@@ -1,14 +1,14 @@
 """Pieces shared by the linear protocol and the supervised baseline: accuracy, the
 evaluation pass, one training epoch with progress, and the metrics file."""
 import json
-import math
 import os
-import time
 
 import torch
 import torch.nn.functional as F
 
 from pretrain.io import atomic_write_bytes
+from pretrain.meters import Rate
+from pretrain.schedule import lr_at
 
 
 def default_device(device=None):
@@ -46,26 +46,20 @@ class Progress:
 
     def __init__(self, tag, total_iters, every=20, printer=print):
         self.tag, self.total, self.every, self.printer = tag, total_iters, every, printer
-        self.done, self.images, self.t0 = 0, 0, time.time()
+        self.done, self.images, self.rate = 0, 0, Rate(total_iters)
 
     def step(self, epoch, epochs, it, iters, batch, loss, lr):
         self.done += 1
         self.images += batch
         if self.every and (it + 1) % self.every == 0 or it + 1 == iters:
-            dt = max(time.time() - self.t0, 1e-9)
-            eta = (self.total - self.done) * dt / self.done
+            images_per_s = self.rate.per_second(self.done) * self.images / self.done
             self.printer(f"[{self.tag}] epoch {epoch + 1}/{epochs} iter {it + 1}/{iters} "
-                         f"loss {loss:.4f} lr {lr:.4g} {self.images / dt:.1f} img/s ETA {_hms(eta)}",
+                         f"loss {loss:.4f} lr {lr:.4g} {images_per_s:.1f} img/s ETA {self.rate.eta(self.done)}",
                          flush=True)
 
 
-def _hms(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def cosine_lr(base_lr, step, total_steps):
-    return base_lr * 0.5 * (1.0 + math.cos(math.pi * step / max(total_steps, 1)))
+    return lr_at(base_lr, step, epochs=total_steps, schedule="cosine")
 
 
 def write_jsonl(path, records):

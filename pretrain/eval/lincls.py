@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from pretrain.eval.classify import Progress, default_device, evaluate, labeled_loaders, write_jsonl
 from pretrain.io import atomic_torch_save, atomic_write_bytes, safe_torch_load
+from pretrain.schedule import lr_at
 from pretrain.weights.backbone import load_backbone, pooled_features
 
 CHECKPOINT = "lincls_checkpoint.pth"
@@ -53,7 +54,7 @@ def build_linear_model(checkpoint, num_classes, arch=None):
 
 def step_lr(base_lr, epoch, schedule):
     """lr x0.1 at each milestone epoch reached (reference ``adjust_learning_rate``)."""
-    return base_lr * 0.1 ** sum(epoch >= m for m in schedule)
+    return lr_at(base_lr, epoch, epochs=None, schedule="step", milestones=schedule, gamma=0.1)
 
 
 def train_linear(checkpoint, data, out_dir, *, arch=None, epochs=100, lr=30.0, schedule=(60, 80),
