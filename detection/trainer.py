@@ -75,7 +75,7 @@ class Trainer(DefaultTrainer):
         if densepose_on(cfg):  # DensePose annotations need DensePose's dataset mapper
             return densepose_trainer_class().build_train_loader(cfg)
         if cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor":
-            # The paper's scale-then-crop augmentation, labels read as class ids (semantic_seg.py).
+            # The paper's scale-then-crop augmentation, labels read as class ids (detection/modeling/semantic_seg.py).
             from detection.modeling.semantic_seg import build_sem_seg_train_loader
 
             return build_sem_seg_train_loader(cfg)

@@ -2,7 +2,7 @@
 
     python tools/make_demo_data.py --out data [--seed 0] [--force]
 
-See ``detection/demo_data.py`` for the layout. Deterministic: the same seed gives
+See ``detection/demo/data.py`` for the layout. Deterministic: the same seed gives
 byte-identical files. A folder already generated with the same settings is left as is.
 """
 import argparse

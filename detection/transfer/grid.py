@@ -1,7 +1,7 @@
 """Run a transfer grid: tasks (Detectron2 configs) × inits (weights) × trials (seeds).
 
 Each run goes to ``ROOT/<task>/<init>/trial<N>/`` with a ``run.json`` manifest (task, init, trial,
-config, weights, seed, status, log), so ``detection/results.py`` can find and judge it. Runs
+config, weights, seed, status, log), so ``detection/transfer/results.py`` can find and judge it. Runs
 whose manifest says ``done`` and that have results are skipped; a failed run is marked
 ``failed`` with its log and the grid goes on. Each run is one subprocess of the training command
 (``tools/train_net.py`` by default), locally one after another, or one SLURM job through submitit.

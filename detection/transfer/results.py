@@ -3,7 +3,7 @@
 A run folder is found in either of two ways (both may hold for the same folder):
 
 * by layout: ``ROOT/<task>/<init>/trial<N>/``;
-* by manifest: a ``run.json`` written by the grid runner (``detection/grid.py``) that names
+* by manifest: a ``run.json`` written by the grid runner (``detection/transfer/grid.py``) that names
   ``task``, ``init`` and ``trial`` (and ``status``), wherever the folder is under ROOT.
 
 Its numbers come from ``eval_results.json`` (``{dataset: {eval_type: {metric: value}}}``, written

@@ -349,7 +349,7 @@ def benchmark_step(arch="resnet50", size=224, batch=32, *, K=65536, dim=128, mlp
                    cuda_graph=True, peaks=None, log=print):
     """Reference vs our MoCo training step(s), interleaved: images/s, % of peak, memory.
 
-    On CUDA our step runs eagerly ("ours", what ``pretrain/train.py`` does) and, with
+    On CUDA our step runs eagerly ("ours", what ``pretrain/engine/train.py`` does) and, with
     ``cuda_graph``, as a replayed CUDA graph ("ours_graph").
     """
     device = torch.device(device)

@@ -5,7 +5,7 @@ their randomness from the global ``torch`` generator (the loader seeds it per sa
 see ``pretrain/data/sampler.py``). A faster path lives elsewhere; keep this one plain.
 The v2 blur is the reference's: PIL's GaussianBlur with sigma ~ U[0.1, 2] drawn from
 Python's ``random`` (also seeded per sample). It is ~5x cheaper than torchvision's dense
-23x23 kernel at 224 px; the device-side fast path (``pretrain/device_augment.py``) uses a
+23x23 kernel at 224 px; the device-side fast path (``pretrain/data/device_augment.py``) uses a
 finite kernel of ``blur_kernel_size`` instead, which covers +-3 sigma for sigma <= 2.
 
 - v1 (MoCo v1 paper, Sec. 4.1): RandomResizedCrop(scale 0.2..1), RandomGrayscale(0.2),

@@ -30,7 +30,7 @@ DEFAULTS = {
         "samples_per_epoch": None,  # needed for shards (webdataset) without an index
         # reference: PIL + torchvision transforms in the workers (the paper's path).
         # fast: workers only decode + crop + flip to uint8; colour, blur and normalisation run
-        # batched on the device (pretrain/device_augment.py): same distribution, far fewer CPU
+        # batched on the device (pretrain/data/device_augment.py): same distribution, far fewer CPU
         # cycles per image. auto: fast on CUDA, reference on CPU (the device part is slower there).
         "pipeline": "auto",
         # workers: the loader's workers decode (PIL, at reduced size when the crops allow).
