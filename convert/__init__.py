@@ -8,7 +8,7 @@ the same features. Importing this package does not import Detectron2.
 from convert.conversion import ConversionReport, convert_checkpoint
 from convert.mapping import MappingError
 from convert.writer import OutputExistsError
-from pretrain.weights.layouts import AlreadyDetectron2Error, ConversionError, UnknownLayoutError
+from pretrain.weights.reader import AlreadyDetectron2Error, ConversionError, UnknownLayoutError
 
 __all__ = [
     "AlreadyDetectron2Error",

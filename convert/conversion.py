@@ -6,7 +6,7 @@ from tabulate import tabulate
 
 from convert.mapping import map_backbone
 from convert.writer import check_output_path, sha256_of, write_detectron2_weights
-from pretrain.weights.layouts import extract_backbone, load_checkpoint_file
+from pretrain.weights.reader import extract_backbone, load_checkpoint_file
 
 
 @dataclass
@@ -57,7 +57,7 @@ def convert_checkpoint(
     ``target``: "c4" (exact R50-C4 names, res5 in roi_heads), "fpn" (backbone.bottom_up.*),
     "dc5" (backbone.res2-res5: R50-DC5, dilated FCN), "heuristic" (bare stem./res2. names,
     Detectron2 matches them by suffix).
-    ``source``: "auto" or a forced layout (see ``pretrain.weights.layouts``).
+    ``source``: "auto" or a forced layout (see ``pretrain.weights.reader``).
     Raises (nothing written) on unknown layouts, unsafe files, already-Detectron2
     weights, or an existing output without ``force``.
     """

@@ -17,7 +17,7 @@ from pretrain.io import CorruptCheckpointError, UnsafeCheckpointError
 TORCHVISION_AUTHORS = ("moco-transfer", "MOCO", "torchvision")
 # Detectron2's own model-zoo catalog (files on dl.fbaipublicfiles.com): not downloaded to be checked.
 TRUSTED_URL_PREFIXES = ("detectron2://", "catalog://")
-# Layouts pretrain.weights.layouts recognises as pretraining checkpoints Detectron2 cannot load as they are.
+# Layouts pretrain.weights.reader recognises as pretraining checkpoints Detectron2 cannot load as they are.
 UNCONVERTED_LAYOUTS = {"moco": "MoCo v1/v2", "mocov3": "MoCo v3", "torchvision": "torchvision"}
 # The MSRA Caffe2 ResNets (stride in the 1x1 conv) by file name; FAIR's are R-50-GN, X-101-32x8d...
 MSRA_FILE_NAME = re.compile(r"^R-(50|101|152)\.pkl$")
@@ -190,7 +190,7 @@ def _read_weights(path, weights):
 
 def _unconverted_layout(data):
     """"moco", "mocov3" or "torchvision" when ``data`` is a pretraining checkpoint; else None."""
-    from pretrain.weights.layouts import ConversionError, detect_format, find_state_dict
+    from pretrain.weights.reader import ConversionError, detect_format, find_state_dict
 
     try:
         layout = detect_format(data, find_state_dict(data))

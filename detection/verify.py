@@ -26,7 +26,7 @@ from tabulate import tabulate
 import detection  # noqa: F401  (registers Res5ROIHeadsExtraNorm and our other parts)
 from detection.config_lookup import load_config
 from detection.pixel_styles import TORCHVISION_PIXEL_MEAN, TORCHVISION_PIXEL_STD
-from pretrain.weights.layouts import extract_backbone, load_checkpoint_file
+from pretrain.weights.reader import extract_backbone, load_checkpoint_file
 from pretrain.weights.resnet_arch import RESNET_DEPTHS, resnet_arch
 from pretrain.weights.safe_pickle import safe_pickle_load
 

@@ -10,7 +10,7 @@ from convert.conversion import convert_checkpoint
 from convert.mapping import TARGETS, MappingError
 from convert.writer import OutputExistsError, check_output_path
 from pretrain.io import CorruptCheckpointError, UnsafeCheckpointError
-from pretrain.weights.layouts import SOURCES, ConversionError
+from pretrain.weights.reader import SOURCES, ConversionError
 
 USAGE = """\
 Convert a ResNet pretraining checkpoint into Detectron2 weights (.pkl).

@@ -2,12 +2,12 @@
 
 A MoCo checkpoint holds both encoders (``module.encoder_q.*``, ``module.encoder_k.*``), the queue
 and the optimizer; downstream we want the query encoder only, without its fc / MLP head, as the
-reference ``main_lincls.py`` does. Every layout ``pretrain.weights.layouts`` knows works here too.
+reference ``main_lincls.py`` does. Every layout ``pretrain.weights.reader`` knows works here too.
 """
 import torch.nn as nn
 import torchvision
 
-from pretrain.weights.layouts import ConversionError, extract_backbone, load_checkpoint_file
+from pretrain.weights.reader import ConversionError, extract_backbone, load_checkpoint_file
 from pretrain.weights.resnet_arch import MappingError, resnet_arch, torchvision_arch_name
 
 

@@ -8,7 +8,7 @@ import torch
 
 from convert import AlreadyDetectron2Error, ConversionError, UnknownLayoutError, convert_checkpoint
 from convert.mapping import map_backbone
-from pretrain.weights.layouts import extract_backbone
+from pretrain.weights.reader import extract_backbone
 from pretrain.weights.safe_pickle import safe_pickle_load
 from tests.convert.convert_layouts import backbone_state, mlp_head, mocov3_checkpoint, shifted
 
