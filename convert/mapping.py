@@ -60,6 +60,14 @@ class ResNetArch:
     def __str__(self):
         return f"ResNet-{self.depth} ({self.block} blocks {list(self.blocks_per_stage)})"
 
+    def detectron2_config(self):
+        """The MODEL.RESNETS keys a Detectron2 config needs to build this ResNet."""
+        keys = [("DEPTH", self.depth), ("RES2_OUT_CHANNELS", self.res2_out_channels)]
+        if self.block == "bottleneck":  # basic blocks (R18/R34) have no bottleneck width
+            keys += [("NUM_GROUPS", self.groups),
+                     ("WIDTH_PER_GROUP", self.bottleneck_channels // self.groups)]
+        return " ".join(f"MODEL.RESNETS.{k} {v}" for k, v in keys)
+
 
 def torchvision_to_detectron2_name(name):
     """``layer3.5.bn2.running_var`` -> ``res4.5.conv2.norm.running_var``; None if not a ResNet key."""
