@@ -241,7 +241,7 @@ LAYOUTS = (
         "optionally under backbone.; projection_head.*",
         lambda p: bool(sequential_prefixes(p.names)),
         keep=("", "backbone."), sequential=True, variants={"momentum": "backbone_momentum."},
-        groups=(("projection_head.", "lightly projection head"),
+        groups=(("backbone.", ONLINE_REASON), ("projection_head.", "lightly projection head"),
                 ("prediction_head.", "lightly prediction head"),
                 ("projection_head_momentum.", "lightly momentum projection head"),
                 ("backbone_momentum.", MOMENTUM_REASON),
