@@ -88,7 +88,8 @@ def expected_arch(backbone):
 def expected_shapes(block, blocks_per_stage, width=64, groups=1):
     """{torchvision name: shape} of that ResNet, built on the meta device (no memory used)."""
     kind = Bottleneck if block == "bottleneck" else BasicBlock
-    kwargs = dict(groups=groups, width_per_group=width // groups) if block == "bottleneck" else {}
+    kwargs = {"groups": groups, "width_per_group": width // groups} if block == "bottleneck" \
+        else {}
     with torch.device("meta"):
         model = ResNet(kind, list(blocks_per_stage), **kwargs)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()
@@ -164,7 +165,9 @@ def digest_problem(data):
 
     Files without a ``tensor_sha256`` (other writers, older conversions) have nothing to check.
     """
-    if not isinstance(data, dict) or DIGEST_KEY not in data or not isinstance(data.get("model"), dict):
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        return None
+    if DIGEST_KEY not in data:
         return None
     if tensor_digest(data["model"]) == data[DIGEST_KEY]:
         return None

@@ -10,8 +10,8 @@ Names are matched after DistributedDataParallel's leading ``module.`` is removed
 The key names come from each codebase's own model code (see tests/convert/ssl_layouts.py).
 """
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ def is_tensor_dict(obj):
 
 def strip_module(name):
     # DistributedDataParallel adds "module." in front of every name.
-    return name[len("module."):] if name.startswith("module.") else name
+    return name.removeprefix("module.")
 
 
 def _torchvision_root(p):
@@ -188,7 +188,8 @@ LAYOUTS = (
         lambda p: p.has("encoder.") and p.has("encoder_k.") and p.has("projector."),
         keep=("encoder.",), variants={"momentum": "encoder_k."},
         groups=(("encoder.", ONLINE_REASON), ("encoder_k.", MOMENTUM_REASON),
-                ("projector.", "PixPro pixel projector"), ("projector_k.", "PixPro momentum projector"),
+                ("projector.", "PixPro pixel projector"),
+                ("projector_k.", "PixPro momentum projector"),
                 ("projector_instance.", "PixPro instance projector"),
                 ("projector_instance_k.", "PixPro momentum instance projector"),
                 ("predictor.", "PixPro instance predictor"),

@@ -8,12 +8,11 @@ the momentum / student copies hold different weights, so picking the wrong one i
 """
 import argparse
 import copy
+import itertools
 
 import torch
-from torch import nn
-
 from convert_layouts import backbone_state, shifted
-
+from torch import nn
 
 # The momentum / student copy: every weight moved by DELTA (small: a ResNet-50 with all weights
 # moved by 1 overflows to inf, and the features comparison then compares NaNs).
@@ -33,7 +32,7 @@ def _trunk(model):
 
 def _mlp(dims, bn=True, last_bias=True):
     layers = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
         last = i == len(dims) - 2
         layers.append(nn.Linear(a, b, bias=last_bias if last else not bn))
         if not last:
@@ -69,7 +68,7 @@ class SwAVResNet(nn.Module):
 
 
 def swav(model, released=False):
-    """main_swav.py saves {"epoch", "state_dict", "optimizer", "amp"}; the release is the state dict."""
+    """main_swav.py saves {"epoch", "state_dict", "optimizer", "amp"}; released: the bare dict."""
     state = _ddp(SwAVResNet(model).state_dict())
     obj = state if released else {"epoch": 800, "state_dict": state, "optimizer": {}, "amp": {}}
     return obj, {None: backbone_state(model)}
@@ -171,8 +170,8 @@ def dino(model, teacher_ddp=True):
 class MLP(nn.Module):
     def __init__(self, dim, out, hidden=32):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, out))
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden),
+                                 nn.ReLU(inplace=True), nn.Linear(hidden, out))
 
 
 class NetWrapper(nn.Module):
@@ -183,7 +182,7 @@ class NetWrapper(nn.Module):
 
 
 class BYOL(nn.Module):
-    """byol_pytorch.py: net (the wrapped model), online_encoder, target_encoder, online_predictor."""
+    """byol_pytorch.py: net (the wrapped model), online/target_encoder, online_predictor."""
 
     def __init__(self, model):
         super().__init__()
@@ -209,7 +208,7 @@ class DenseCLNeck(nn.Module):
 
 
 class DenseCL(nn.Module):
-    """openselfsup/models/densecl.py: encoder_q = Sequential(backbone, neck); self.backbone alias."""
+    """openselfsup/models/densecl.py: encoder_q = Sequential(backbone, neck); backbone alias."""
 
     def __init__(self, model):
         super().__init__()
@@ -256,7 +255,7 @@ class PixPro(nn.Module):
 
 
 def pixpro(model):
-    """main_pretrain.py's save_checkpoint: {"opt": args, "model", "optimizer", "scheduler", "epoch"}."""
+    """main_pretrain.py's save_checkpoint: {"opt": args, "model", "optimizer", "scheduler", ...}."""
     opt = argparse.Namespace(arch="resnet50", pixpro_p=2.0, pixpro_momentum=0.99, epochs=100)
     return {"opt": opt, "model": _ddp(PixPro(model).state_dict()), "optimizer": {},
             "scheduler": {}, "epoch": 100}, \
@@ -386,7 +385,7 @@ def lightly(model, form="backbone"):
         {None: backbone_state(model), "momentum": shifted(backbone_state(model), DELTA)}
 
 
-# ------------------------------------------------------------------ huggingface/pytorch-image-models
+# ------------------------------------------------------------ huggingface/pytorch-image-models
 def timm(model):
     """timm's train.py CheckpointSaver: timm's ResNet names equal torchvision's (fc included)."""
     args = argparse.Namespace(model="resnet50", lr=0.5, epochs=600, model_ema=True)

@@ -11,17 +11,18 @@ from convert import convert_checkpoint
 from convert.mapping import MappingError
 from convert.verify import VerifyError, compare_features, verify_converted
 
+R = "MODEL.RESNETS."
 CASES = [  # (torchvision name, --target, the config keys the report must print)
-    ("resnet34", "fpn", "DEPTH 34 MODEL.RESNETS.RES2_OUT_CHANNELS 64"),
-    ("resnet101", "c4", "DEPTH 101 MODEL.RESNETS.RES2_OUT_CHANNELS 256 MODEL.RESNETS.NUM_GROUPS 1 "
-                        "MODEL.RESNETS.WIDTH_PER_GROUP 64"),
-    ("resnet152", "fpn", "DEPTH 152 MODEL.RESNETS.RES2_OUT_CHANNELS 256 MODEL.RESNETS.NUM_GROUPS 1 "
-                         "MODEL.RESNETS.WIDTH_PER_GROUP 64"),
-    ("wide_resnet50_2", "c4", "DEPTH 50 MODEL.RESNETS.RES2_OUT_CHANNELS 256 "
-                              "MODEL.RESNETS.NUM_GROUPS 1 MODEL.RESNETS.WIDTH_PER_GROUP 128"),
-    ("wide_resnet50_2", "fpn", "WIDTH_PER_GROUP 128"),
-    ("resnext50_32x4d", "fpn", "DEPTH 50 MODEL.RESNETS.RES2_OUT_CHANNELS 256 "
-                               "MODEL.RESNETS.NUM_GROUPS 32 MODEL.RESNETS.WIDTH_PER_GROUP 4"),
+    ("resnet34", "fpn", f"{R}DEPTH 34 {R}RES2_OUT_CHANNELS 64"),
+    ("resnet101", "c4",
+     f"{R}DEPTH 101 {R}RES2_OUT_CHANNELS 256 {R}NUM_GROUPS 1 {R}WIDTH_PER_GROUP 64"),
+    ("resnet152", "fpn",
+     f"{R}DEPTH 152 {R}RES2_OUT_CHANNELS 256 {R}NUM_GROUPS 1 {R}WIDTH_PER_GROUP 64"),
+    ("wide_resnet50_2", "c4",
+     f"{R}DEPTH 50 {R}RES2_OUT_CHANNELS 256 {R}NUM_GROUPS 1 {R}WIDTH_PER_GROUP 128"),
+    ("wide_resnet50_2", "fpn", f"{R}WIDTH_PER_GROUP 128"),
+    ("resnext50_32x4d", "fpn",
+     f"{R}DEPTH 50 {R}RES2_OUT_CHANNELS 256 {R}NUM_GROUPS 32 {R}WIDTH_PER_GROUP 4"),
 ]
 
 

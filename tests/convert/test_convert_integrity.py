@@ -89,8 +89,9 @@ def _record_span(path, suffix):
     with zipfile.ZipFile(path) as archive:
         info = next(i for i in archive.infolist() if i.filename.endswith(suffix))
     raw = path.read_bytes()
-    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
-    return info.header_offset + 30 + name_len + extra_len, info.file_size
+    header = info.header_offset
+    name_len, extra_len = struct.unpack("<HH", raw[header + 26: header + 30])
+    return header + 30 + name_len + extra_len, info.file_size
 
 
 @pytest.mark.parametrize("record", ["/data/5", "/data.pkl"])
@@ -161,8 +162,10 @@ def _batch_inputs(folder, r50):
         state["module.encoder_q.conv1.weight"] = torch.randn(64, 4, 7, 7)
     _moco_file(r50, folder, wrong, name="wrong_shape.pth")
 
-    def nan(state):
-        state["module.encoder_q.layer1.0.conv1.weight"][0] = float("nan")
+    def nan(state):  # on a copy: the tensors are the session fixture's
+        name = "module.encoder_q.layer1.0.conv1.weight"
+        state[name] = state[name].clone()
+        state[name][0] = float("nan")
     _moco_file(r50, folder, nan, name="diverged.pth")
     path = _moco_file(r50, folder, name="bitrot.pth")
     start, size = _record_span(path, "/data/7")
@@ -185,3 +188,18 @@ def test_batch_refuses_each_bad_file_in_one_line_and_converts_the_good_one(r50, 
     assert "Traceback" not in captured.err + captured.out
     good = pickle.loads((tmp_path / "out" / "good.pkl").read_bytes())
     assert good["tensor_sha256"] == tensor_digest(good["model"])
+
+
+def test_tool_refuses_a_partial_file_in_one_line_without_traceback(r50, tmp_path):
+    import subprocess
+    import sys
+
+    from convert_layouts import REPO
+
+    path = _moco_file(r50, tmp_path, _drop("bn1."))
+    command = [sys.executable, "tools/convert.py", str(path), str(tmp_path / "o.pkl")]
+    result = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: the ResNet under 'module.encoder_q.' is not a complete "
+                                    "ResNet-50, so nothing was written: missing 4 tensors: bn1 (4)")
+    assert not (tmp_path / "o.pkl").exists()

@@ -104,8 +104,8 @@ def test_dino_teacher_by_default_student_on_request_with_features(r50, tmp_path)
     _assert_holds(student.output_path, expected["student"], "c4")
     assert "args" in teacher.other_entries and "dino_loss" in teacher.other_entries
     assert any("DINO teacher" in why for _, why in student.dropped)
-    assert "MODEL.RESNETS.DEPTH 50 MODEL.RESNETS.RES2_OUT_CHANNELS 256 MODEL.RESNETS.NUM_GROUPS 1 " \
-           "MODEL.RESNETS.WIDTH_PER_GROUP 64" in teacher.summary()
+    assert ("MODEL.RESNETS.DEPTH 50 MODEL.RESNETS.RES2_OUT_CHANNELS 256 MODEL.RESNETS.NUM_GROUPS 1"
+            " MODEL.RESNETS.WIDTH_PER_GROUP 64") in teacher.summary()
     for report, state in ((teacher, expected[None]), (student, expected["student"])):
         assert compare_features(torchvision_reference(state), report.output_path, C4_CONFIG).ok
     (tmp_path / "swav").mkdir()
@@ -139,3 +139,26 @@ def test_unknown_layout_lists_every_known_layout(tmp_path):
                  "mmselfsup", "sololearn", "vissl", "lightly", "timm", "torchvision",
                  "student_net.blocks.* (1)"):
         assert name in str(err.value)
+
+
+def test_cli_dino_teacher_student_and_the_printed_report(r18, tmp_path, capsys):
+    from convert.cli import main
+
+    obj, expected = dino(r18)
+    torch.save(obj, tmp_path / "dino_full.pth")
+    src = str(tmp_path / "dino_full.pth")
+    assert main([src, str(tmp_path / "t.pkl"), "--target", "fpn"]) == 0
+    printed = capsys.readouterr().out
+    assert "source: dino, ResNet-18" in printed and "DINO projection head" in printed
+    assert "also in the file, not weights (not converted): optimizer, epoch, args, dino_loss" \
+        in printed
+    assert "Detectron2 config for this file: MODEL.RESNETS.DEPTH 18 " \
+           "MODEL.RESNETS.RES2_OUT_CHANNELS 64" in printed
+    assert main([src, str(tmp_path / "t2.pkl"), "--target", "fpn", "--teacher"]) == 0
+    assert main([src, str(tmp_path / "s.pkl"), "--target", "fpn", "--student"]) == 0
+    _assert_holds(tmp_path / "t.pkl", expected[None], "fpn")
+    _assert_holds(tmp_path / "t2.pkl", expected[None], "fpn")
+    _assert_holds(tmp_path / "s.pkl", expected["student"], "fpn")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # argparse: the two exclude each other
+        main([src, str(tmp_path / "x.pkl"), "--teacher", "--student"])
