@@ -107,6 +107,19 @@ def test_flipped_bit_inside_a_pth_is_caught_by_its_crc(r18, tmp_path, record):
     assert not (tmp_path / "out.pkl").exists()
 
 
+def test_a_file_saved_with_crcs_switched_off_still_converts(r18, tmp_path):
+    """torch.serialization.set_crc32_options(False) writes CRC 0 everywhere: nothing to check."""
+    saved = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save({"state_dict": r18.state_dict()}, tmp_path / "nocrc.pth")
+    finally:
+        torch.serialization.set_crc32_options(saved)
+    with zipfile.ZipFile(tmp_path / "nocrc.pth") as archive:
+        assert {i.CRC for i in archive.infolist()} == {0}
+    convert_checkpoint(tmp_path / "nocrc.pth", tmp_path / "out.pkl", target="fpn")
+
+
 def test_a_flipped_weight_bit_loads_silently_without_the_crc_check(r18, tmp_path):
     """Why the check exists: torch.load itself reads the damaged tensor without complaint."""
     torch.save({"state_dict": r18.state_dict()}, tmp_path / "r18.pth")
