@@ -306,6 +306,30 @@ def mmselfsup(model):
             "optimizer": {}, "param_schedulers": []}, {None: backbone_state(model)}
 
 
+class MMSelfSupMoCoV0(nn.Module):
+    """mmselfsup 0.x (and OpenSelfSup) MoCo: encoder_q = Sequential(backbone, neck), with
+    self.backbone / self.neck aliases of its parts, encoder_k, queue."""
+
+    def __init__(self, model):
+        super().__init__()
+        resnet = _trunk(model)
+        del resnet.fc
+        neck = nn.Module()
+        neck.mlp = _mlp([_features(model), 32, 16], bn=False)
+        self.encoder_q = nn.Sequential(resnet, neck)
+        self.encoder_k = _momentum_copy(self.encoder_q)
+        self.backbone, self.neck = self.encoder_q[0], self.encoder_q[1]
+        self.register_buffer("queue", torch.randn(16, 8))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+
+def mmselfsup_v0(model):
+    """mmcv's save_checkpoint: {"meta", "state_dict", "optimizer"}."""
+    meta = {"mmcv_version": "1.3.0", "time": "Mon Jan  4 2021", "epoch": 200, "iter": 1000}
+    return {"meta": meta, "state_dict": MMSelfSupMoCoV0(model).state_dict(), "optimizer": {}}, \
+        {None: backbone_state(model)}
+
+
 # ------------------------------------------------------------------ vturrisi/solo-learn
 class SoloBYOL(nn.Module):
     """solo/methods/base.py + byol.py: backbone (fc = Identity), classifier, projector,
