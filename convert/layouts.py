@@ -67,7 +67,8 @@ def strip_module(name):
 
 
 def _torchvision_root(p):
-    return "conv1.weight" in p.names and p.has("layer1.0.")
+    # The stem BN counts too: a file missing its stem conv is then refused naming conv1.weight.
+    return bool({"conv1.weight", "bn1.weight"} & set(p.names)) and p.has("layer1.0.")
 
 
 def sequential_prefixes(names):

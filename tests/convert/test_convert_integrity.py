@@ -216,3 +216,21 @@ def test_tool_refuses_a_partial_file_in_one_line_without_traceback(r50, tmp_path
     assert result.stderr.startswith("error: the ResNet under 'module.encoder_q.' is not a complete "
                                     "ResNet-50, so nothing was written: missing 4 tensors: bn1 (4)")
     assert not (tmp_path / "o.pkl").exists()
+
+
+def test_resnet_variants_detectron2_does_not_build_are_refused(r18, tmp_path):
+    # timm's resnet18d: a deep stem (conv1.0/.1/.3/.4/.6) instead of one 7x7 conv.
+    state = {k: v for k, v in r18.state_dict().items() if k != "conv1.weight"}
+    state.update({"conv1.0.weight": torch.randn(32, 3, 3, 3), "conv1.1.weight": torch.ones(32),
+                  "conv1.3.weight": torch.randn(32, 32, 3, 3), "conv1.4.weight": torch.ones(32),
+                  "conv1.6.weight": torch.randn(64, 32, 3, 3)})
+    torch.save(state, tmp_path / "resnet18d.pth")
+    with pytest.raises(IntegrityError, match=r"missing 1 tensors: conv1 \(1\)"):
+        convert_checkpoint(tmp_path / "resnet18d.pth", tmp_path / "out.pkl", target="fpn")
+    # SwAV's resnet50w2: the stem is twice as wide too, which torchvision's ResNet never is.
+    state = dict(r18.state_dict(), **{"conv1.weight": torch.randn(128, 3, 7, 7),
+                                      "bn1.weight": torch.ones(128)})
+    torch.save(state, tmp_path / "w2.pth")
+    with pytest.raises(IntegrityError, match=r"conv1.weight is \[128, 3, 7, 7\].*bn1.weight is "):
+        convert_checkpoint(tmp_path / "w2.pth", tmp_path / "out.pkl", target="fpn")
+    assert not (tmp_path / "out.pkl").exists()
