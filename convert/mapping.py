@@ -109,3 +109,11 @@ def map_backbone(backbone, target):
             f"with --prefix."
         )
     return MappedBackbone(tensors, renames, dropped, arch)
+
+
+def detectron2_resnet_keys(arch):
+    """The ``MODEL.RESNETS`` keys a Detectron2 config needs to build ``arch``, as KEY VALUE text."""
+    keys = [("DEPTH", arch.depth), ("RES2_OUT_CHANNELS", arch.res2_out_channels)]
+    if arch.block == "bottleneck":  # basic blocks (R18/R34) have no bottleneck width
+        keys += [("NUM_GROUPS", arch.groups), ("WIDTH_PER_GROUP", arch.bottleneck_channels // arch.groups)]
+    return " ".join(f"MODEL.RESNETS.{k} {v}" for k, v in keys)

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import torch
 
+from convert.digest import DIGEST_KEY, tensor_digest
 from pretrain.io import atomic_pickle_dump
 
 AUTHOR = "moco-transfer"
@@ -54,16 +55,19 @@ def to_numpy(tensor):
 
 
 def write_detectron2_weights(model, output_path, *, matching_heuristics, source, force=False):
-    """Write ``{"model", "__author__", "matching_heuristics", "source"}`` to ``output_path``.
+    """Write ``{"model", "__author__", "matching_heuristics", "source", "tensor_sha256"}``.
 
-    ``model``: {detectron2 name: tensor}; ``source``: {"file", "sha256", "format"}.
+    ``model``: {detectron2 name: tensor}; ``source``: {"file", "sha256", "format"};
+    ``tensor_sha256`` lets training detect a file damaged after conversion.
     """
     check_output_path(output_path, force)
+    arrays = {name: to_numpy(t) for name, t in model.items()}
     payload = {
-        "model": {name: to_numpy(t) for name, t in model.items()},
+        "model": arrays,
         "__author__": AUTHOR,
         "matching_heuristics": bool(matching_heuristics),
         "source": dict(source),
+        DIGEST_KEY: tensor_digest(arrays),
     }
     atomic_pickle_dump(payload, output_path)
     return payload

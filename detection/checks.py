@@ -189,14 +189,17 @@ def _read_weights(path, weights):
 
 
 def _unconverted_layout(data):
-    """"moco", "mocov3" or "torchvision" when ``data`` is a pretraining checkpoint; else None."""
-    from pretrain.weights.reader import ConversionError, detect_format, find_state_dict
+    """Who wrote ``data`` ("MoCo v1/v2", "SwAV ...") if it is an SSL checkpoint; else None."""
+    from pretrain.weights.layouts import BY_NAME
+    from pretrain.weights.reader import ConversionError, detect_format
 
     try:
-        layout = detect_format(data, find_state_dict(data))
+        layout = detect_format(data)
     except ConversionError:  # no tensors, or a layout we do not know: Detectron2 reports those
         return None
-    return layout if layout in UNCONVERTED_LAYOUTS else None
+    if layout in UNCONVERTED_LAYOUTS:
+        return UNCONVERTED_LAYOUTS[layout]
+    return BY_NAME[layout].codebase if layout in BY_NAME else None
 
 
 def check_weights_content(weights, cfg=None):
@@ -209,10 +212,15 @@ def check_weights_content(weights, cfg=None):
     if not weights or weights.startswith(TRUSTED_URL_PREFIXES):
         return None
     data = _read_weights(_local_copy(weights), weights)
+    from convert.digest import digest_problem
+
+    damaged = digest_problem(data)  # our converter's outputs record their tensors' SHA-256
+    if damaged:
+        raise WeightsError(f"MODEL.WEIGHTS {weights!r} {damaged}")
     layout = _unconverted_layout(data)
     if layout:
         raise WeightsError(
-            f"MODEL.WEIGHTS {weights!r} is an unconverted {UNCONVERTED_LAYOUTS[layout]} checkpoint: "
+            f"MODEL.WEIGHTS {weights!r} is an unconverted {layout} checkpoint: "
             f"Detectron2 would not recognise its names and would train from random initialisation "
             f"(or fail to load it).\n  Fix: {_convert_command(weights, cfg)}"
         )

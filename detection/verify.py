@@ -361,9 +361,9 @@ def compare_features(reference, weights_path, config, *, overrides=(), image_siz
 
 
 def compare_with_source(input_path, weights_path, config, *, source="auto", prefix=None,
-                        momentum_encoder=False, overrides=()):
+                        momentum_encoder=False, student=False, overrides=()):
     """``compare_features`` against the ResNet read back from the original checkpoint."""
     extracted = extract_backbone(load_checkpoint_file(input_path), source=source, prefix=prefix,
-                                 momentum_encoder=momentum_encoder)
+                                 momentum_encoder=momentum_encoder, student=student)
     return compare_features(torchvision_reference(extracted.backbone), weights_path, config,
                             overrides=overrides)

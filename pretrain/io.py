@@ -2,6 +2,7 @@
 
 Shared by pretraining checkpoints, the converter and every tool that writes results.
 """
+import argparse
 import io
 import json
 import os
@@ -75,7 +76,10 @@ def safe_torch_load(path, map_location="cpu"):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path!r}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        # argparse.Namespace (DINO's, timm's, PixPro's saved args) holds plain attributes: its
+        # values still go through weights_only's checks, so allowing it lets no code run.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "GLOBAL" not in str(e):  # e.g. "Unsupported operand": bytes that are no pickle at all
             raise _corrupt(path, e) from e

@@ -18,10 +18,13 @@ Convert a ResNet pretraining checkpoint into Detectron2 weights (.pkl).
   python tools/convert.py moco_v2_800ep.pth.tar moco_v2_800ep_c4.pkl --verify voc0712_R50_C4_24k_moco
   python tools/convert.py checkpoint_0010000.pth r50_fpn.pkl --target fpn --verify coco_R50_FPN_1x_moco
   python tools/convert.py r-50-1000ep.pth.tar mocov3_c4.pkl [--momentum-encoder]
+  python tools/convert.py dino_resnet50_pretrain_full_checkpoint.pth dino_c4.pkl [--student]
   python tools/convert.py other_ssl.pth out.pkl --prefix backbone.
   python tools/convert.py --batch checkpoints/ converted/ --target fpn [--force]
 
-Layouts are detected from the keys (MoCo v1/v2, MoCo v3, torchvision); --source forces one.
+Layouts are detected from the keys (MoCo v1/v2/v3, SwAV, SimSiam, Barlow Twins, VICReg, DINO,
+BYOL, DenseCL, PixPro, mmselfsup, solo-learn, VISSL, lightly, timm, torchvision); --source
+forces one. Incomplete, wrongly shaped, non-finite or damaged checkpoints are refused.
 """
 BATCH_SUFFIXES = (".pth.tar", ".pth", ".pkl")
 # Errors that are the input's or the user's fault: printed without a traceback
@@ -43,7 +46,14 @@ def build_parser():
     p.add_argument("--prefix", default=None,
                    help="take the ResNet under this key prefix, e.g. 'backbone.' (implies --source prefix)")
     p.add_argument("--momentum-encoder", action="store_true",
-                   help="MoCo: convert the momentum (key) encoder instead of the query/base encoder")
+                   help="convert the momentum (key / target / EMA) encoder instead of the online "
+                        "one (MoCo, BYOL, DenseCL, PixPro, solo-learn, lightly, timm EMA)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--teacher", dest="student", action="store_false",
+                     help="DINO: convert the teacher, as DINO evaluates it (default)")
+    who.add_argument("--student", dest="student", action="store_true",
+                     help="DINO: convert the student instead of the teacher")
+    p.set_defaults(student=False)
     p.add_argument("--verify", metavar="CONFIG", default=None,
                    help="after converting, load into this config's model and compare features "
                         "(our config name, e.g. voc_R50_C4_24k_moco, or a YAML path)")
@@ -86,7 +96,7 @@ def convert_and_verify(input_path, output_path, args, cfg=None):
 def _convert(input_path, output_path, args, force):
     return convert_checkpoint(
         input_path, output_path, target=args.target, source=args.source, prefix=args.prefix,
-        momentum_encoder=args.momentum_encoder, force=force,
+        momentum_encoder=args.momentum_encoder, student=args.student, force=force,
     )
 
 
@@ -110,7 +120,8 @@ def _convert_verified(input_path, output_path, args, cfg):
         print(report.summary())
         verify_converted(staged, cfg)
         features = compare_with_source(input_path, staged, cfg, source=args.source,
-                                       prefix=args.prefix, momentum_encoder=args.momentum_encoder)
+                                       prefix=args.prefix, momentum_encoder=args.momentum_encoder,
+                                       student=args.student)
         print(f"features vs. the source ResNet: {features}")
         check_output_path(output_path, args.force)  # created meanwhile by someone else: keep it
         os.replace(staged, output_path)

@@ -2,14 +2,10 @@
 
 Every reader returns the backbone in torchvision names (``conv1``, ``bn1``,
 ``layer1.0.conv1`` ...) plus the list of what it left out and why; ``mapping.py``
-takes it from there. Layouts:
+takes it from there. The layouts of the codebases we know (MoCo v1/v2/v3, SwAV,
+SimSiam, Barlow Twins, VICReg, DINO, BYOL, DenseCL, PixPro, mmselfsup, solo-learn,
+VISSL, lightly, timm, torchvision) are the table in ``pretrain.weights.layouts``; besides them:
 
-- ``moco``: MoCo v1/v2 (official ``main_moco.py`` and ours): ``[module.]encoder_q.*``
-  (query encoder, kept), ``encoder_k.*`` (key encoder), ``queue``, ``queue_ptr``;
-  the fc / MLP head is ``encoder_q.fc.*``.
-- ``mocov3``: ``[module.]base_encoder.*`` (kept), ``momentum_encoder.*``, ``predictor.*``;
-  the projector is ``base_encoder.fc.*`` (``head.*`` in the ViT variant).
-- ``torchvision``: a supervised state dict, keys ``conv1.weight``, ``layer1.0...``, ``fc.*``.
 - ``prefix``: any state dict whose ResNet sits under a prefix (``backbone.`` ...).
 - ``detectron2``: already in Detectron2 names: refused, it needs no conversion.
 """
@@ -22,18 +18,27 @@ import numpy as np
 import torch
 
 from pretrain.io import safe_torch_load
+from pretrain.weights.integrity import check_zip_records
+from pretrain.weights.layouts import (
+    BY_NAME,
+    Probe,
+    detect,
+    is_tensor_dict,
+    known_layouts_text,
+    sequential_prefixes,
+    sequential_to_torchvision,
+    strip_module,
+    view,
+)
 from pretrain.weights.safe_pickle import safe_pickle_load
 
-SOURCES = ("auto", "moco", "mocov3", "torchvision", "prefix", "detectron2")
+SOURCES = ("auto", *BY_NAME, "prefix", "detectron2")
 
 # Top-level keys under which training scripts store the weights.
 _CONTAINER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "network", "blobs")
 
-KEY_ENCODER_REASON = "MoCo key (momentum) encoder: only the query encoder is transferred"
-QUERY_ENCODER_REASON = "MoCo query encoder: --momentum-encoder transfers the momentum encoder"
-QUEUE_REASON = "MoCo queue of negative keys (training state)"
-PREDICTOR_REASON = "MoCo v3 predictor head"
 OUTSIDE_REASON = "outside the selected ResNet (not a backbone tensor)"
+NOT_A_TENSOR_REASON = "not a tensor (a number or string stored among the weights)"
 
 
 class ConversionError(ValueError):
@@ -50,10 +55,11 @@ class UnknownLayoutError(ConversionError):
 
 @dataclass
 class Extracted:
-    format: str  # "moco", "mocov3", "torchvision", "prefix:<P>"
+    format: str  # a pretrain.weights.layouts name ("moco", "swav", ...) or "prefix:<P>"
     backbone: dict  # torchvision names -> torch.Tensor (fc included if present)
     dropped: list = field(default_factory=list)  # [(original key, reason)]
     origin: dict = field(default_factory=dict)  # torchvision name -> key in the file
+    other_entries: list = field(default_factory=list)  # top-level entries that are not weights
 
 
 def load_checkpoint_file(path):
@@ -67,25 +73,18 @@ def load_checkpoint_file(path):
         is_zip = f.read(4) == b"PK\x03\x04"  # torch >= 1.6 files are zip archives
     if path.endswith(".pkl") and not is_zip:
         return safe_pickle_load(path)
+    if is_zip:
+        check_zip_records(path)  # bit rot and cut copies fail here, not as garbage weights
     return safe_torch_load(path)
-
-
-def _is_tensor_dict(obj):
-    return (
-        isinstance(obj, dict)
-        and len(obj) > 0
-        and all(isinstance(k, str) for k in obj)
-        and sum(isinstance(v, (torch.Tensor, np.ndarray)) for v in obj.values()) > len(obj) // 2
-    )
 
 
 def find_state_dict(obj):
     """The {name: tensor} dict inside a checkpoint: itself, or under "state_dict"/"model"/..."""
-    if _is_tensor_dict(obj):
+    if is_tensor_dict(obj):
         return obj
     if isinstance(obj, dict):
         for key in _CONTAINER_KEYS:
-            if _is_tensor_dict(obj.get(key)):
+            if is_tensor_dict(obj.get(key)):
                 return obj[key]
     # key=repr: a dict may mix str and int keys, which sorted() alone cannot compare.
     found = sorted(obj, key=repr)[:20] if isinstance(obj, dict) else type(obj).__name__
@@ -94,11 +93,6 @@ def find_state_dict(obj):
         f"  Known containers: the state dict itself or under {list(_CONTAINER_KEYS)}.\n"
         f"  Fix: re-save it as torch.save({{'state_dict': model.state_dict()}}, path)."
     )
-
-
-def _strip_module(name):
-    # DistributedDataParallel adds "module." in front of every name.
-    return name[len("module."):] if name.startswith("module.") else name
 
 
 _D2_NAME = re.compile(r"^(backbone\.)?(bottom_up\.)?(stem\.conv1\.|res[2-5]\.\d+\.)|^roi_heads\.res5\.")
@@ -127,17 +121,24 @@ def _top_prefixes(names, depth=2):
     return ", ".join(f"{p}.* ({c})" for p, c in counts.most_common(12))
 
 
-def detect_format(obj, state):
-    """Name of the layout of ``state`` (the dict found in ``obj``)."""
-    names = [_strip_module(n) for n in state]
+def _state_or_none(obj):
+    try:
+        return find_state_dict(obj)
+    except UnknownLayoutError:
+        return None  # DINO's teacher/student, VISSL's nesting: the layouts find those
+
+
+def detect_format(obj, state=None):
+    """Name of the layout of the checkpoint ``obj`` (``state``: its state dict, if found)."""
+    state = _state_or_none(obj) if state is None else state
+    names = [strip_module(n) for n in state] if state is not None else []
     if _is_detectron2(obj, names):
         return "detectron2"
-    if any(n.startswith("encoder_q.") for n in names):
-        return "moco"
-    if any(n.startswith(("base_encoder.", "momentum_encoder.")) for n in names):
-        return "mocov3"
-    if "conv1.weight" in names and any(n.startswith("layer1.0.") for n in names):
-        return "torchvision"
+    layout = detect(Probe(obj, names))
+    if layout is not None:
+        return layout.name
+    if state is None:
+        find_state_dict(obj)  # raises: no tensor dictionary anywhere we look
     candidates = [p for p in _resnet_prefixes(names) if p]
     hint = (
         f"  A ResNet was found under prefix(es) {candidates}: rerun with "
@@ -147,9 +148,8 @@ def detect_format(obj, state):
     )
     raise UnknownLayoutError(
         f"unknown checkpoint layout. Prefixes found: {_top_prefixes(names)}.\n"
-        f"  Known layouts: MoCo v1/v2 ([module.]encoder_q.*, encoder_k.*, queue), MoCo v3 "
-        f"([module.]base_encoder.*, momentum_encoder.*), torchvision (conv1.weight, layer1.0.*, "
-        f"fc.*), Detectron2 (backbone.res2.*, stem.conv1.*: needs no conversion).\n"
+        f"  Known layouts (--source NAME forces one): {known_layouts_text()}; Detectron2 "
+        f"(backbone.res2.*, stem.conv1.*: needs no conversion).\n"
         f"{hint}"
         f"  Fix: for another library's checkpoint pass --prefix with the part that holds a "
         f"torchvision-style ResNet (e.g. --prefix backbone.)."
@@ -169,7 +169,7 @@ def _split_by_prefix(state, keep_prefix, reasons):
     """
     backbone, dropped, origin = {}, [], {}
     for original, value in state.items():
-        name = _strip_module(original)
+        name = strip_module(original)
         if name.startswith(keep_prefix):
             backbone[name[len(keep_prefix):]] = _as_tensor(value)
             origin[name[len(keep_prefix):]] = original
@@ -186,10 +186,66 @@ def _complete_prefix(prefix, names):
     return prefix + "."
 
 
-def extract_backbone(obj, *, source="auto", prefix=None, momentum_encoder=False):
+def _split_layout(named, keep, groups, sequential):
+    """Keep names under ``keep`` (renamed to torchvision's); list every other name with a reason.
+
+    A group equal to ``keep`` is the part being converted, so it is not a reason to drop.
+    """
+    backbone, dropped, origin = {}, [], {}
+    for name, (original, value) in named.items():
+        reason = next((r for p, r in groups if p != keep and (name == p or name.startswith(p))),
+                      None)
+        if reason is None and name.startswith(keep):
+            if not isinstance(value, (torch.Tensor, np.ndarray)):
+                dropped.append((original, NOT_A_TENSOR_REASON))
+                continue
+            tv = name[len(keep):]
+            tv = sequential_to_torchvision(tv) if sequential else tv
+            backbone[tv], origin[tv] = _as_tensor(value), original
+        else:
+            dropped.append((original, reason or OUTSIDE_REASON))
+    return backbone, dropped, origin
+
+
+def _other_entries(obj, state, layout):
+    """Top-level entries besides the weights (optimizer, epoch, args ...): listed, not converted."""
+    if not isinstance(obj, dict) or obj is state:
+        return []
+    used = {path[0] for path, _ in layout.containers} if layout and layout.containers else set()
+    used |= {k for k, v in obj.items() if v is state}
+    return [str(k) for k in obj if k not in used]
+
+
+def _choose_keep(layout, named, option):
+    if option:
+        return layout.variants[option]
+    if layout.sequential:
+        found = sequential_prefixes(list(named))
+        return found[0] if found else layout.keep[0]
+    return next((k for k in layout.keep if any(n.startswith(k) for n in named)), layout.keep[0])
+
+
+def _option(layout_name, momentum_encoder, student):
+    if momentum_encoder and student:
+        raise ConversionError("--momentum-encoder and --student exclude each other; give one.")
+    option = "momentum" if momentum_encoder else "student" if student else None
+    layout = BY_NAME.get(layout_name)
+    if option and (layout is None or option not in layout.variants):
+        have = [n for n, lay in BY_NAME.items() if option in lay.variants]
+        flag = "--momentum-encoder" if option == "momentum" else "--student"
+        what = "MoCo and the other layouts with a momentum copy" if option == "momentum" else \
+            "DINO checkpoints (teacher and student)"
+        raise ConversionError(
+            f"{flag} applies to {what} ({', '.join(have)}), but this is a {layout_name} layout."
+        )
+    return option
+
+
+def extract_backbone(obj, *, source="auto", prefix=None, momentum_encoder=False, student=False):
     """Find the ResNet in a loaded checkpoint; return it in torchvision names.
 
     ``source="auto"`` detects the layout from the keys; any other value forces it.
+    ``momentum_encoder`` / ``student`` pick the layout's momentum copy / DINO's student.
     """
     if source not in SOURCES:
         raise ConversionError(f"unknown --source {source!r}; choose one of {', '.join(SOURCES)}.")
@@ -203,7 +259,7 @@ def extract_backbone(obj, *, source="auto", prefix=None, momentum_encoder=False)
     if prefix is not None and source != "prefix":
         raise ConversionError(f"--prefix only applies to --source prefix (got --source {source}).")
 
-    state = find_state_dict(obj)
+    state = _state_or_none(obj)
     detected = detect_format(obj, state) if source == "auto" else source
     if detected == "detectron2":
         raise AlreadyDetectron2Error(
@@ -212,37 +268,28 @@ def extract_backbone(obj, *, source="auto", prefix=None, momentum_encoder=False)
             "model-zoo names).\n"
             "  Fix: pass the file directly as MODEL.WEIGHTS in your Detectron2 config."
         )
-    if momentum_encoder and detected not in ("moco", "mocov3"):
-        raise ConversionError(
-            f"--momentum-encoder applies to MoCo checkpoints, but this is a {detected} layout."
-        )
-
-    if detected == "moco":
-        keep, other = ("encoder_k.", "encoder_q.") if momentum_encoder else ("encoder_q.", "encoder_k.")
-        other_reason = QUERY_ENCODER_REASON if momentum_encoder else KEY_ENCODER_REASON
-        reasons = [(other, other_reason), ("queue", QUEUE_REASON)]
-        backbone, dropped, origin = _split_by_prefix(state, keep, reasons)
-        fmt = "moco"
-    elif detected == "mocov3":
-        keep = "momentum_encoder." if momentum_encoder else "base_encoder."
-        other = "base_encoder." if momentum_encoder else "momentum_encoder."
-        reasons = [(other, KEY_ENCODER_REASON if not momentum_encoder else QUERY_ENCODER_REASON),
-                   ("predictor.", PREDICTOR_REASON)]
-        backbone, dropped, origin = _split_by_prefix(state, keep, reasons)
-        fmt = "mocov3"
-    elif detected == "torchvision":
-        backbone, dropped, origin = _split_by_prefix(state, "", [])
-        fmt = "torchvision"
-    else:  # prefix
+    option = _option(detected, momentum_encoder, student)
+    layout = BY_NAME.get(detected)
+    if layout is None or not layout.containers:
+        state = find_state_dict(obj) if state is None else state  # raises when there is none
+    if layout is None:  # prefix
         # Names are compared without DDP's "module.", so the prefix is too.
-        prefix = _complete_prefix(_strip_module(prefix), [_strip_module(n) for n in state])
+        prefix = _complete_prefix(strip_module(prefix), [strip_module(n) for n in state])
         backbone, dropped, origin = _split_by_prefix(state, prefix, [])
         fmt = f"prefix:{prefix}"
+        all_names = [strip_module(n) for n in state]
+    else:
+        named = view(layout, obj, state)
+        keep = _choose_keep(layout, named, option)
+        backbone, dropped, origin = _split_layout(named, keep, layout.groups, layout.sequential)
+        fmt = layout.name
+        all_names = list(named)
     if not backbone:
         raise UnknownLayoutError(
             f"no tensors left after selecting the {fmt} ResNet. Prefixes found: "
-            f"{_top_prefixes([_strip_module(n) for n in state])}.\n"
-            f"  Fix: check --source/--prefix/--momentum-encoder against these prefixes."
+            f"{_top_prefixes(all_names)}.\n"
+            f"  Fix: check --source/--prefix/--momentum-encoder/--student against these prefixes."
         )
     # The kept encoder's fc (MoCo's fc / MLP head) stays in: mapping.py drops it as a head.
-    return Extracted(format=fmt, backbone=backbone, dropped=dropped, origin=origin)
+    return Extracted(format=fmt, backbone=backbone, dropped=dropped, origin=origin,
+                     other_entries=_other_entries(obj, state, layout))

@@ -6,6 +6,17 @@ and the converter (which prints the Detectron2 keys the file needs).
 import re
 from dataclasses import dataclass
 
+# A tensor of a torchvision ResNet's stem or stages (not its fc, not BN step counters).
+_RESNET_KEY = re.compile(
+    r"^(conv1\.weight|bn1\.(weight|bias|running_mean|running_var)"
+    r"|layer[1-4]\.\d+\.(conv[1-3]\.weight|bn[1-3]\.(weight|bias|running_mean|running_var)"
+    r"|downsample\.0\.weight|downsample\.1\.(weight|bias|running_mean|running_var)))$"
+)
+
+
+def is_resnet_key(name):
+    return bool(_RESNET_KEY.match(name))
+
 
 class MappingError(ValueError):
     """The weights are not a torchvision-style ResNet of a depth Detectron2 can build."""

@@ -186,6 +186,29 @@ def test_unconverted_checkpoints_are_refused_with_the_convert_command(cfg, tmp_p
         assert f"python tools/convert.py {tmp_path / name} {stem}_c4.pkl --target c4" in msg  # a C4 config
 
 
+def test_ssl_checkpoint_of_another_codebase_is_refused_too(cfg, tmp_path):
+    import torch
+
+    swav = {"module." + k: v for k, v in _torchvision_r18().items() if not k.startswith("fc.")}
+    swav["module.prototypes.weight"] = torch.zeros(30, 16)  # SwAV's released file: DDP names
+    torch.save(swav, tmp_path / "swav_800ep_pretrain.pth.tar")
+    cfg.MODEL.WEIGHTS = str(tmp_path / "swav_800ep_pretrain.pth.tar")
+    with pytest.raises(checks.WeightsError, match="unconverted SwAV (.|\n)*tools/convert.py"):
+        checks.run_checks(cfg)
+
+
+def test_converted_weights_damaged_after_conversion_are_refused(cfg, tmp_path):
+    cfg.MODEL.WEIGHTS = _converted(tmp_path)
+    checks.run_checks(cfg)  # intact: its tensors match the tensor_sha256 written with them
+    with open(cfg.MODEL.WEIGHTS, "rb") as f:
+        raw = bytearray(f.read())
+    raw[raw.find(bytes(4096)) + 100] ^= 0x01  # one bit inside the (all-zero) stem weights
+    with open(cfg.MODEL.WEIGHTS, "wb") as f:
+        f.write(bytes(raw))
+    with pytest.raises(checks.WeightsError, match="is damaged: its tensors no longer match"):
+        checks.run_checks(cfg)
+
+
 def test_detectron2_checkpoint_and_caffe2_pickle_still_pass(cfg, tmp_path):
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model

@@ -29,7 +29,7 @@ from detection.transfer.grid import (
     train_command,
 )
 from detection.transfer.results import collect
-from tests.paths import CONFIGS, REPO
+from tests.paths import CONFIGS
 
 FAKE_TRAIN = r'''
 import json, os, sys

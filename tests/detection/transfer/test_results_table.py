@@ -17,7 +17,6 @@ from PIL import Image
 
 from detection.transfer.results import collect, flatten_eval_results
 from detection.transfer.tables import PAPER_RESULTS, build_tables, load_reference, select_metrics
-from tests.paths import REPO
 
 REFERENCE = PAPER_RESULTS
 TASK = "voc0712_R50_C4_24k"  # the reference file's name for the VOC C4 24k benchmark
