@@ -32,3 +32,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def repo_stays_clean():
+    """For tests that run tools with ``cwd`` in the repository: the checkout's tracked and
+    untracked (not ignored) files must be the same after the test as before it."""
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def status():
+        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo,
+                              capture_output=True, text=True, check=True).stdout
+
+    before = status()
+    yield
+    assert status() == before, "a tool run from the repository left files in it (or changed some)"
