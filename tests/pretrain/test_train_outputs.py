@@ -10,6 +10,7 @@ from knn_by_hand import knn_top1_by_hand
 import pretrain.train as train_module
 from pretrain.checkpoint import list_checkpoints
 from pretrain.config import ConfigError, load_config
+from pretrain.data.folder import DataPathError
 from pretrain.train import lr_at, train
 from pretrain.weights import load_backbone
 
@@ -37,10 +38,10 @@ def test_missing_or_empty_data_fails_before_any_model_is_built(tmp_path, monkeyp
         raise AssertionError("the model was built before the data path was checked")
 
     monkeypatch.setattr(train_module, "build_model", no_model)
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(DataPathError, match=r"(?s)data path not found: .*no_such_folder.*tools/make_demo_data.py"):
         train(tiny_cfg(), tmp_path / "no_such_folder", tmp_path / "out")
     (tmp_path / "empty").mkdir()
-    with pytest.raises((FileNotFoundError, ValueError)):
+    with pytest.raises(DataPathError, match=r"(?s)no images \(.*\) found under .*empty.*expected"):
         train(tiny_cfg(), tmp_path / "empty", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
