@@ -49,3 +49,25 @@ def repo_stays_clean():
     before = status()
     yield
     assert status() == before, "a tool run from the repository left files in it (or changed some)"
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests run where torch sees a CUDA device, or when ``-m`` names them (and then fail
+    without one); elsewhere they are deselected, and the summary says so."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu or "gpu" in (config.option.markexpr or ""):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    config.hook.pytest_deselected(items=gpu)
+    items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+    config._gpu_deselected = len(gpu)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    n = getattr(config, "_gpu_deselected", 0)
+    if n:
+        terminalreporter.write_line(f"{n} gpu test(s) deselected: torch sees no CUDA device "
+                                    f"(on a GPU machine they run; -m gpu makes them fail without one)")
