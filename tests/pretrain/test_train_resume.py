@@ -93,17 +93,32 @@ def test_checkpoints_carry_the_whole_runs_skip_count(tiny_demo_data, tmp_path):
     assert last["skipped_images"] == straight["skipped_images"]
 
 
-def test_mid_epoch_checkpoint_refuses_another_batch_size(tiny_demo_data, tmp_path):
+def test_mid_epoch_checkpoint_refuses_another_batch_size(tiny_demo_data, tmp_path, capsys):
+    """...another process count or other data too; from an epoch end anything goes, and is listed."""
     from pretrain.config import ConfigError
+    from pretrain.train import check_resumable
 
     data, out = tiny_demo_data["unlabeled_root"], tmp_path / "run"
     train(tiny_cfg(max_iters=3), data, out)  # step 3 of 4 in epoch 0
     with pytest.raises(ConfigError, match="iteration 3 of epoch 0 with batch_size 8"):
         train(tiny_cfg(batch_size=4, max_iters=6), data, out, resume="auto")
+    # Other data (here: 16 samples an epoch instead of 32, so 2 iterations instead of 4).
+    with pytest.raises(ConfigError, match=r"(?s)4 iterations per epoch; this run has batch_size 8 x 1 "
+                                          r"processes, 2 iterations per epoch.*Fix"):
+        train(tiny_cfg(max_iters=6, data={"samples_per_epoch": 16}), data, out, resume="auto")
+    # Another process count: what train() checks when it runs in 2 processes.
+    path = out / "checkpoint_0000003.pth"
+    with pytest.raises(ConfigError, match=r"batch_size 8 x 1 processes, 4 iterations per epoch; this run "
+                                          r"has batch_size 8 x 2 processes"):
+        check_resumable(safe_torch_load(path), tiny_cfg(), 2, 4, path)
+    check_resumable(safe_torch_load(path), tiny_cfg(), 1, 4, path)  # the same layout: fine
     train(tiny_cfg(max_iters=4), data, out, resume="auto")  # to the epoch's end (step 4)
+    capsys.readouterr()
     # At an epoch boundary the layout may change: the next epoch starts a fresh order.
     summary = train(tiny_cfg(batch_size=4, max_iters=6), data, out, resume="auto")
     assert summary["resumed_from"].endswith("checkpoint_0000004.pth") and summary["global_step"] == 6
+    notes = [line for line in capsys.readouterr().out.splitlines() if "settings changed" in line]
+    assert len(notes) == 1 and "batch_size: 8 -> 4" in notes[0], notes
 
 
 def test_diverged_weights_are_never_checkpointed(tiny_demo_data, tmp_path):
