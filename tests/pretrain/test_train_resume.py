@@ -72,7 +72,14 @@ def test_resuming_an_older_checkpoint_sets_the_abandoned_branch_aside(tiny_demo_
     assert old["global_step"] == 5
 
 
-def test_checkpoints_carry_the_whole_runs_skip_count(tiny_demo_data, tmp_path):
+def _skipped_column(console):
+    """The ``skipped N`` field of each progress line."""
+    return [int(line.split("  skipped ")[1].split()[0]) for line in console.splitlines()
+            if line.startswith("step ") and "  skipped " in line]
+
+
+def test_checkpoints_carry_the_whole_runs_skip_count(tiny_demo_data, tmp_path, capsys):
+    import json
     import shutil
 
     data = tmp_path / "data"
@@ -82,11 +89,20 @@ def test_checkpoints_carry_the_whole_runs_skip_count(tiny_demo_data, tmp_path):
     for victim in sorted(data.rglob("*.jpg"))[::4]:
         victim.write_bytes(b"not a jpeg")
     cfg = dict(data={"samples_per_epoch": None})  # one epoch: the whole folder (20 steps)
+    capsys.readouterr()
     straight = train(tiny_cfg(max_iters=6, **cfg), data, tmp_path / "straight")
+    # The running count is in every progress line and metrics.jsonl record, ending at the total.
+    shown = _skipped_column(capsys.readouterr().out)
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["skipped"] for r in records if r["kind"] == "train"]
+    assert shown == logged and len(shown) == 6 and shown == sorted(shown)
+    assert shown[0] >= 1 and shown[-1] == straight["skipped_images"]
     train(tiny_cfg(max_iters=3, **cfg), data, tmp_path / "resumed")
     at_cut = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000003.pth")["skipped_images"]
     assert 1 <= at_cut < straight["skipped_images"]
+    capsys.readouterr()
     resumed = train(tiny_cfg(max_iters=6, **cfg), data, tmp_path / "resumed", resume="auto")
+    assert _skipped_column(capsys.readouterr().out) == shown[3:]  # the count goes on from the cut's
     assert resumed["resumed_from"].endswith("checkpoint_0000003.pth")
     assert resumed["skipped_images"] == straight["skipped_images"]
     last = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000006.pth")
