@@ -83,7 +83,7 @@ def test_batch_converts_skips_and_reports_failures(r18, tmp_path, capsys):
     assert (outputs / "kept.pkl").read_bytes() != b"made by the user"
 
 
-def test_tool_reports_bad_input_without_traceback(tmp_path):
+def test_tool_reports_bad_input_without_traceback(tmp_path, repo_stays_clean):
     torch.save({"state_dict": {"student.blocks.0.weight": torch.zeros(2)}}, tmp_path / "vit.pth")
     result = subprocess.run([sys.executable, "tools/convert.py", str(tmp_path / "vit.pth"),
                              str(tmp_path / "out.pkl")], cwd=REPO, capture_output=True, text=True)
