@@ -71,3 +71,24 @@ def pytest_terminal_summary(terminalreporter, config):
     if n:
         terminalreporter.write_line(f"{n} gpu test(s) deselected: torch sees no CUDA device "
                                     f"(on a GPU machine they run; -m gpu makes them fail without one)")
+
+
+@pytest.fixture(autouse=True)
+def _detectron2_catalogs_restored():
+    """Dataset names a test registers (or re-registers elsewhere) in Detectron2's global catalogs are
+    put back as they were after it, so no test sees another's datasets, or its deleted tmp folders.
+    Only once Detectron2 is imported (the detection test modules import it at collection)."""
+    import copy
+    import sys
+
+    if "detectron2.data" not in sys.modules:
+        yield
+        return
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    datasets, metadata = dict(DatasetCatalog), {k: copy.deepcopy(v) for k, v in MetadataCatalog.items()}
+    yield
+    DatasetCatalog.clear()
+    DatasetCatalog.update(datasets)
+    MetadataCatalog.clear()
+    MetadataCatalog.update(metadata)
