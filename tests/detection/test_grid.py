@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import socket
-import subprocess
 import sys
 
 import pytest

@@ -5,11 +5,11 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 from knn_by_hand import knn_top1_by_hand
 from PIL import Image
+from torch import nn
 
 from pretrain.data import build_labeled_loader
 from pretrain.knn import knn_evaluate, knn_predict, knn_scores, with_precise_bn

@@ -88,7 +88,7 @@ def test_checkpoints_carry_the_whole_runs_skip_count(tiny_demo_data, tmp_path, c
     # each meet some, so the total is only right if the checkpoint's count is carried over.
     for victim in sorted(data.rglob("*.jpg"))[::4]:
         victim.write_bytes(b"not a jpeg")
-    cfg = dict(data={"samples_per_epoch": None})  # one epoch: the whole folder (20 steps)
+    cfg = {"data": {"samples_per_epoch": None}}  # one epoch: the whole folder (20 steps)
     capsys.readouterr()
     straight = train(tiny_cfg(max_iters=6, **cfg), data, tmp_path / "straight")
     # The running count is in every progress line and metrics.jsonl record, ending at the total.
