@@ -32,3 +32,63 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def repo_stays_clean():
+    """For tests that run tools with ``cwd`` in the repository: the checkout's tracked and
+    untracked (not ignored) files must be the same after the test as before it."""
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def status():
+        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo,
+                              capture_output=True, text=True, check=True).stdout
+
+    before = status()
+    yield
+    assert status() == before, "a tool run from the repository left files in it (or changed some)"
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests run where torch sees a CUDA device, or when ``-m`` names them (and then fail
+    without one); elsewhere they are deselected, and the summary says so."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu or "gpu" in (config.option.markexpr or ""):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    config.hook.pytest_deselected(items=gpu)
+    items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+    config._gpu_deselected = len(gpu)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    n = getattr(config, "_gpu_deselected", 0)
+    if n:
+        terminalreporter.write_line(f"{n} gpu test(s) deselected: torch sees no CUDA device "
+                                    f"(on a GPU machine they run; -m gpu makes them fail without one)")
+
+
+@pytest.fixture(autouse=True)
+def _detectron2_catalogs_restored():
+    """Dataset names a test registers (or re-registers elsewhere) in Detectron2's global catalogs are
+    put back as they were after it, so no test sees another's datasets, or its deleted tmp folders.
+    Only once Detectron2 is imported (the detection test modules import it at collection)."""
+    import copy
+    import sys
+
+    if "detectron2.data" not in sys.modules:
+        yield
+        return
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    datasets, metadata = dict(DatasetCatalog), {k: copy.deepcopy(v) for k, v in MetadataCatalog.items()}
+    yield
+    DatasetCatalog.clear()
+    DatasetCatalog.update(datasets)
+    MetadataCatalog.clear()
+    MetadataCatalog.update(metadata)

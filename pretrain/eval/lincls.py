@@ -89,6 +89,8 @@ def train_linear(checkpoint, data, out_dir, *, arch=None, epochs=100, lr=30.0, s
         fc.load_state_dict(state["fc"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best, records = state["epoch"], state["best_top1"], json.loads(state["records"])
+        if "torch_rng" in state:  # the crops and shuffles of the epochs to come, as in an unbroken run
+            torch.set_rng_state(state["torch_rng"])
         printer(f"[lincls] resumed from {ckpt_path} at epoch {start_epoch}", flush=True)
 
     progress = Progress("lincls", (epochs - start_epoch) * len(train_loader), every=print_freq, printer=printer)
@@ -117,7 +119,8 @@ def train_linear(checkpoint, data, out_dir, *, arch=None, epochs=100, lr=30.0, s
         printer(f"[lincls] epoch {epoch + 1}/{epochs} val top-1 {metrics['top1']:.2f} "
                 f"top-5 {metrics['top5']:.2f} (best top-1 {best:.2f})", flush=True)
         atomic_torch_save({"epoch": epoch + 1, "fc": fc.state_dict(), "optimizer": optimizer.state_dict(),
-                           "best_top1": best, "records": json.dumps(records), "classes": list(classes)},
+                           "best_top1": best, "records": json.dumps(records), "classes": list(classes),
+                           "torch_rng": torch.get_rng_state()},
                           ckpt_path)
         write_jsonl(os.path.join(out_dir, "metrics.jsonl"), records)
 

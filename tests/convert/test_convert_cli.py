@@ -85,7 +85,7 @@ def test_batch_converts_skips_and_reports_failures(r18, tmp_path, capsys):
     assert (outputs / "kept.pkl").read_bytes() != b"made by the user"
 
 
-def test_tool_reports_bad_input_without_traceback(tmp_path):
+def test_tool_reports_bad_input_without_traceback(tmp_path, repo_stays_clean):
     torch.save({"state_dict": {"student.blocks.0.weight": torch.zeros(2)}}, tmp_path / "vit.pth")
     result = subprocess.run([sys.executable, "tools/convert.py", str(tmp_path / "vit.pth"),
                              str(tmp_path / "out.pkl")], cwd=REPO, capture_output=True, text=True)
@@ -145,3 +145,29 @@ def test_failed_verify_writes_nothing_and_keeps_the_users_file(r18, tmp_path, ca
     out.write_bytes(b"made by the user")
     assert main(args + ["--force"]) == 1
     assert out.read_bytes() == b"made by the user" and os.listdir(out.parent) == ["r18.pkl"]
+
+
+def test_a_conversion_killed_while_replacing_its_output_leaves_the_old_one(r18, tmp_path):
+    """A real kill: tools/convert.py --force in a child whose output write is cut off by the kernel."""
+    from tests.killed_write import run_killed_mid_write
+
+    src, other = tmp_path / "moco_r18.pth.tar", tmp_path / "other.pth.tar"
+    torch.save(_moco_r18(r18), src)
+    state = _moco_r18(r18)
+    state["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    torch.save(state, other)
+    out = tmp_path / "out" / "r18_fpn.pkl"
+    out.parent.mkdir()
+    assert main([str(src), str(out), "--target", "fpn"]) == 0
+    before = out.read_bytes()
+    run_killed_mid_write(os.path.join(REPO, "tools", "convert.py"), [other, out, "--target", "fpn", "--force"],
+                         limit_bytes=len(before) // 2, cwd=tmp_path)
+    partial = [p for p in os.listdir(out.parent) if p != out.name]
+    assert len(partial) == 1 and os.path.getsize(out.parent / partial[0]) == len(before) // 2  # killed mid-write
+    assert out.read_bytes() == before
+    with open(out, "rb") as f:
+        assert pickle.load(f)["source"]["file"].endswith("moco_r18.pth.tar")
+    # Run again unharmed: the new conversion replaces it whole.
+    assert main([str(other), str(out), "--target", "fpn", "--force"]) == 0
+    with open(out, "rb") as f:
+        assert pickle.load(f)["source"]["file"].endswith("other.pth.tar")

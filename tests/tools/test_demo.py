@@ -3,6 +3,7 @@ appear, and a rerun skips the finished stages."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -18,7 +19,25 @@ def run_demo(data, out):
                           timeout=900)
 
 
-def test_quick_demo_produces_the_transfer_table_and_resumes(tmp_path):
+def assert_started_from(run_folder, weights):
+    """The run's manifest names ``weights`` (None: random init), and Detectron2's own log shows it
+    loaded them: every ResNet tensor found (only the new FPN/RPN/ROI heads missing), none unused."""
+    manifest = json.loads((run_folder / "run.json").read_text())
+    assert manifest["status"] == "done" and manifest["weights"] == ("" if weights is None else str(weights))
+    log = re.sub(r"\x1b\[[0-9;]*m", "", (run_folder / "log.txt").read_text())  # fvcore colours key names
+    if weights is None:
+        assert "No checkpoint found. Initializing model from scratch" in log
+        return
+    assert f"[DetectionCheckpointer] Loading from {weights} ..." in log
+    assert "Reading a file from 'moco-transfer'" in log  # our converter's pickle
+    assert "No checkpoint found" not in log and "not used by the model" not in log
+    missing = log.split("Some model parameters or buffers are not found in the checkpoint:\n", 1)[1]
+    missing = missing.split("\n[", 1)[0].splitlines()  # up to the next log record
+    assert missing and all(not name.startswith("backbone.bottom_up") for name in missing), missing
+    assert any(name.startswith("backbone.fpn_") for name in missing)
+
+
+def test_quick_demo_produces_the_transfer_table_and_resumes(tmp_path, repo_stays_clean):
     data, out = tmp_path / "data", tmp_path / "demo"
     proc = run_demo(data, out)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -37,9 +56,11 @@ def test_quick_demo_produces_the_transfer_table_and_resumes(tmp_path):
     for init in ("moco", "supervised", "random"):
         results = json.loads((out / "transfer" / "digits_R18_FPN" / init / "trial0" / "eval_results.json").read_text())
         assert set(results["digits_voc_test"]["bbox"]) >= {"AP", "AP50", "AP75"}
-    # Both pretrained detectors really started from converted weights.
+    # Both pretrained detectors really started from converted weights, random from nothing.
     for init in ("moco", "supervised"):
         assert (out / "weights" / f"{init}_r18_fpn.pkl").stat().st_size > 1_000_000
+        assert_started_from(out / "transfer" / "digits_R18_FPN" / init / "trial0", out / "weights" / f"{init}_r18_fpn.pkl")
+    assert_started_from(out / "transfer" / "digits_R18_FPN" / "random" / "trial0", None)
 
     again = run_demo(data, out)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]

@@ -34,7 +34,7 @@ def _expected_variant():
         return "pure Python (other)"
 
 
-def test_text_report_names_torch_and_the_detectron2_variant():
+def test_text_report_names_torch_and_the_detectron2_variant(repo_stays_clean):
     # "key  value" lines: keys have single spaces, the value starts after two or more.
     lines = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in _run().splitlines() if not line.startswith(" "))
     assert lines["torch"].split()[0] == torch.__version__
@@ -45,7 +45,7 @@ def test_text_report_names_torch_and_the_detectron2_variant():
         assert "COCOeval_opt" in lines["disabled without _C"]
 
 
-def test_json_report_parses_and_agrees():
+def test_json_report_parses_and_agrees(repo_stays_clean):
     env = json.loads(_run("--json"))
     assert env["torch"]["version"] == torch.__version__
     assert env["cuda"]["device_count"] == (torch.cuda.device_count() if torch.cuda.is_available() else 0)

@@ -159,11 +159,11 @@ def test_refuses_to_overwrite_without_force_and_keeps_user_files(tmp_path):
     paths = make_demo_data(out, seed=0, force=True, **MINI)
     assert (out / "my_notes.txt").read_text() == "mine"
     before = _file_hashes(out)
-    mtime = os.path.getmtime(paths["manifest"])
+    stamp = os.stat(paths["manifest"]).st_mtime_ns
 
     # Same parameters again: already complete, nothing is rewritten.
     assert make_demo_data(out, seed=0, **MINI) == paths
-    assert os.path.getmtime(paths["manifest"]) == mtime
+    assert _file_hashes(out) == before and os.stat(paths["manifest"]).st_mtime_ns == stamp
 
     # Other parameters: refused, the folder is untouched.
     with pytest.raises(DemoDataError, match="different parameters.*seed.*--force"):
@@ -198,7 +198,7 @@ def test_bad_arguments_say_what_to_do(tmp_path):
         make_demo_data(tmp_path / "file", **MINI)
 
 
-def test_cli_refuses_non_empty_folder_with_a_clear_message(tmp_path):
+def test_cli_refuses_non_empty_folder_with_a_clear_message(tmp_path, repo_stays_clean):
     (tmp_path / "keep.txt").write_text("x")
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools", "make_demo_data.py"), "--out", str(tmp_path), "--limit", "60"],

@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import socket
-import subprocess
 import sys
 
 import pytest
@@ -166,13 +165,14 @@ def test_skip_and_retry_logic(files):
     assert run_state(run) == ("failed", "run.json says done but there are no results")
     _manifest(run.folder, status="failed", log="x.log")
     assert run_state(run)[0] == "failed"
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    _manifest(run.folder, status="running", host=socket.gethostname(), pid=dead.pid)
-    assert run_state(run) == ("failed", f"stale: its process {dead.pid} is gone")
+    # A pid no process can have: Linux pids stay below pid_max <= 2**22. (The pid of a child that
+    # has exited could be handed to a new process meanwhile, and read as alive.)
+    dead = 2**22 + 4242
+    _manifest(run.folder, status="running", host=socket.gethostname(), pid=dead)
+    assert run_state(run) == ("failed", f"stale: its process {dead} is gone")
     # A local grid inside a SLURM allocation also records the allocation's id, which SLURM still
     # reports RUNNING after the grid was killed: the dead pid on this host decides.
-    _manifest(run.folder, status="running", host=socket.gethostname(), pid=dead.pid, job_id="4242")
+    _manifest(run.folder, status="running", host=socket.gethostname(), pid=dead, job_id="4242")
     assert run_state(run, job_states={"4242": "RUNNING"})[0] == "failed"
     assert run_state(run, job_states={})[0] == "failed"
     _manifest(run.folder, status="running", host=socket.gethostname(), pid=os.getpid())

@@ -95,3 +95,48 @@ def test_blur_kernel_scales_with_crop_and_is_odd():
 def test_unknown_recipe_is_a_clear_error():
     with pytest.raises(ValueError, match="v1.*v2"):
         build_pretrain_transform("v3", 32)
+
+
+@pytest.mark.parametrize("aug,hue,jitter_p", [("v1", 0.4, 1.0), ("v2", 0.1, 0.8)])
+def test_colour_jitter_strengths_are_the_papers(aug, hue, jitter_p):
+    """v1: ColorJitter(0.4, 0.4, 0.4, 0.4) always; v2: (0.4, 0.4, 0.4, 0.1) with p=0.8, then
+    grayscale 0.2 and blur sigma 0.1-2 with p=0.5. Pinned as configured and as drawn."""
+    steps = build_pretrain_transform(aug, crop_size=16).base_transform.transforms
+    jitters = [s for s in steps if isinstance(s, transforms.ColorJitter)]
+    applies = [s for s in steps if isinstance(s, transforms.RandomApply)]
+    jitters += [a.transforms[0] for a in applies if isinstance(a.transforms[0], transforms.ColorJitter)]
+    (jitter,) = jitters
+    assert (jitter.brightness, jitter.contrast, jitter.saturation) == ((0.6, 1.4),) * 3
+    assert jitter.hue == (-hue, hue)
+    assert [s.p for s in steps if isinstance(s, transforms.RandomGrayscale)] == [0.2]
+    if aug == "v2":
+        assert [(type(a.transforms[0]).__name__, a.p) for a in applies] == [("ColorJitter", 0.8), ("GaussianBlur", 0.5)]
+        assert applies[1].transforms[0].sigma == (0.1, 2.0)
+
+    # As drawn, through the whole pipeline. On a uniform grey image only brightness acts (contrast,
+    # saturation, hue, grayscale, blur, crops leave it as it is): its factor is U[0.6, 1.4] when the
+    # jitter applies, 1 when it does not. On a uniform orange only the hue op moves the hue.
+    t = build_pretrain_transform(aug, crop_size=16)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+
+    def colours(rgb, n=400):
+        image = Image.new("RGB", (24, 24), rgb)
+        with seeded_rng(0):
+            views = [v for _ in range(n // 2) for v in t(image)]
+        return torch.stack([(v.mean(dim=(1, 2)) * std + mean) * 255 for v in views])
+
+    factor = colours((128, 128, 128))[:, 0] / 128
+    assert 0.58 <= factor.min() <= 0.63 and 1.37 <= factor.max() <= 1.42, (factor.min(), factor.max())
+    unchanged = float(((factor - 1).abs() < 0.004).float().mean())  # 1/255 of a step
+    assert abs(unchanged - (1 - jitter_p)) < 0.07, unchanged
+    orange = colours((153, 77, 38))
+    coloured = orange[(orange.max(dim=1).values - orange.min(dim=1).values) > 20]  # grayscale views left out
+    shift = torch.tensor([_hue(c) - _hue(torch.tensor([153.0, 77.0, 38.0])) for c in coloured])
+    shift = (shift + 0.5) % 1 - 0.5
+    assert 0.9 * hue <= shift.abs().max() <= hue + 0.02, shift.abs().max()
+
+
+def _hue(rgb):
+    import colorsys
+
+    return colorsys.rgb_to_hsv(*(float(x) / 255 for x in rgb))[0]

@@ -68,17 +68,21 @@ def run_cli(argv):
     main(argv)
 
 
-def test_make_shards_cli_refuses_to_overwrite_without_force(shards, images, capsys):
-    out, _ = shards
-    before = {f: os.path.getmtime(os.path.join(out, f)) for f in os.listdir(out)}
+def _contents(folder):
+    return {f: open(os.path.join(folder, f), "rb").read() for f in sorted(os.listdir(folder))}
+
+
+def test_make_shards_cli_refuses_to_overwrite_without_force(images, tmp_path, capsys):
+    out = str(tmp_path / "shards")  # its own copy: the module's shared shards stay as they are
+    make_shards(images, out, maxcount=5)
+    before = _contents(out)
     with pytest.raises(SystemExit, match="--force"):
         run_cli([images, out, "--maxcount", "10"])
-    assert {f: os.path.getmtime(os.path.join(out, f)) for f in os.listdir(out)} == before
+    assert _contents(out) == before  # not a byte rewritten
     run_cli([images, out, "--maxcount", "10", "--force"])
     printed = capsys.readouterr().out
     assert "40/40 images" in printed and "train-{000000..000003}.tar" in printed
     assert sorted(os.listdir(out)) == [f"train-{i:06d}.tar" for i in range(4)] + ["train-index.json"]
-    make_shards(images, out, maxcount=5, force=True)  # restore for the other tests
 
 
 def test_missing_and_unreadable_listed_files_are_skipped_warned_and_counted(images, tmp_path, capsys):

@@ -113,3 +113,35 @@ def test_writes_cut_short_by_a_kill_are_cleaned_up_and_nothing_else(tmp_path):
         p.write_bytes(b"the user's")
     assert sorted(ckpt.remove_partial_writes(tmp_path)) == sorted(map(str, partial))
     assert os.path.isfile(done) and all(p.exists() for p in keep)
+
+
+def test_a_run_killed_inside_a_checkpoint_write_resumes_from_the_previous_one(tiny_demo_data, tmp_path):
+    """A real kill: tools/pretrain.py in a child whose checkpoint write is cut off by the kernel."""
+    from pretrain.engine.config import load_config
+    from pretrain.engine.train import train
+    from tests.killed_write import run_killed_mid_write
+    from tests.paths import TOOLS
+
+    data, out = tiny_demo_data["unlabeled_root"], tmp_path / "run"
+    cfg = load_config(None, {
+        "model": {"arch": "resnet18", "dim": 16, "K": 32, "mlp": True, "T": 0.2},
+        "data": {"aug": "v2", "crop_size": 32, "num_workers": 0, "samples_per_epoch": 32},
+        "optim": {"lr": 0.03, "base_batch_size": 8, "epochs": 1}, "batch_size": 8,
+        "checkpoint": {"every_iters": 1, "keep_last": 3}, "log": {"every_iters": 1, "tensorboard": False},
+        "device": "cpu", "max_iters": 1})
+    train(cfg, data, out)
+    previous = out / "checkpoint_0000001.pth"
+    before = previous.read_bytes()
+    run_killed_mid_write(os.path.join(TOOLS, "pretrain.py"),
+                         ["--config", out / "config.yaml", "--data", data, "--out", out, "--resume", "auto",
+                          "--opts", "max_iters", "2"], limit_bytes=len(before) // 2, cwd=tmp_path)
+    # It died writing step 2's checkpoint: half of it lies in a temporary file, none under its name.
+    partial = [p for p in os.listdir(out) if p.startswith(".checkpoint_0000002.pth.")]
+    assert len(partial) == 1 and os.path.getsize(out / partial[0]) == len(before) // 2
+    assert not (out / "checkpoint_0000002.pth").exists()
+    assert previous.read_bytes() == before and safe_torch_load(previous)["global_step"] == 1
+    assert (out / "last").read_text().strip() == "checkpoint_0000001.pth"
+    assert [p for _, p in ckpt.list_checkpoints(out)] == [str(previous)]
+    resumed = train(load_config(None, dict(cfg, max_iters=2)), data, out, resume="auto")
+    assert resumed["resumed_from"] == str(previous) and resumed["global_step"] == 2
+    assert not (out / partial[0]).exists()  # cleaned at start

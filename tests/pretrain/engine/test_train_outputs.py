@@ -7,10 +7,13 @@ import torch
 
 import pretrain.engine.train as train_module
 from pretrain.cli.pretrain import main as cli_main
+from pretrain.data.folder import DataPathError
 from pretrain.engine.checkpoint import list_checkpoints
 from pretrain.engine.config import ConfigError, load_config
 from pretrain.engine.train import lr_at, train
+from pretrain.weights.backbone import load_backbone
 from tests.paths import CONFIGS
+from tests.pretrain.eval.knn_by_hand import knn_top1_by_hand
 
 
 def tiny_cfg(**top):
@@ -30,10 +33,10 @@ def test_missing_or_empty_data_fails_before_any_model_is_built(tmp_path, monkeyp
         raise AssertionError("the model was built before the data path was checked")
 
     monkeypatch.setattr(train_module, "build_model", no_model)
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(DataPathError, match=r"(?s)data path not found: .*no_such_folder.*tools/make_demo_data.py"):
         train(tiny_cfg(), tmp_path / "no_such_folder", tmp_path / "out")
     (tmp_path / "empty").mkdir()
-    with pytest.raises((FileNotFoundError, ValueError)):
+    with pytest.raises(DataPathError, match=r"(?s)no images \(.*\) found under .*empty.*expected"):
         train(tiny_cfg(), tmp_path / "empty", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -75,11 +78,18 @@ def test_knn_monitor_starts_at_random_init_and_leaves_the_trajectory_alone(tiny_
     cfg["optim"]["epochs"] = 2
     summary = train(cfg, data, tmp_path / "with_knn")
     assert [e for e, _ in summary["knn"]] == [0, 1, 2]  # epoch 0 = the network at random init
-    assert all(0.0 <= top1 <= 100.0 for _, top1 in summary["knn"])
+    # The last figure is the kNN of the last weights (the final checkpoint's), computed by hand.
+    final, _ = load_backbone(summary["checkpoint"])
+    by_hand = knn_top1_by_hand(final, os.path.join(cls_root, "train"), os.path.join(cls_root, "val"),
+                               image_size=32, k=5)
+    assert summary["knn"][-1][1] == pytest.approx(by_hand)
     evals = [json.loads(line) for line in (tmp_path / "with_knn" / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["epoch"], r["step"]) for r in evals if r["kind"] == "eval"] == [(0, 0), (1, 2), (2, 4)]
+    evals = [r for r in evals if r["kind"] == "eval"]
+    assert [(r["epoch"], r["step"]) for r in evals] == [(0, 0), (1, 2), (2, 4)]
+    assert [r["knn_top1"] for r in evals] == [top1 for _, top1 in summary["knn"]]
     # Random init is also evaluated with its placeholder BN statistics replaced by estimates.
-    assert [("knn_top1_precise_bn" in r) for r in evals if r["kind"] == "eval"] == [True, False, False]
+    assert [("knn_top1_precise_bn" in r) for r in evals] == [True, False, False]
+    assert evals[0]["knn_top1_precise_bn"] != evals[0]["knn_top1"]
     assert (tmp_path / "with_knn" / "knn_curve.png").stat().st_size > 1000
 
     plain = tiny_cfg(deterministic=True)

@@ -72,35 +72,69 @@ def test_resuming_an_older_checkpoint_sets_the_abandoned_branch_aside(tiny_demo_
     assert old["global_step"] == 5
 
 
-def test_checkpoints_carry_the_whole_runs_skip_count(tiny_demo_data, tmp_path):
+def _skipped_column(console):
+    """The ``skipped N`` field of each progress line."""
+    return [int(line.split("  skipped ")[1].split()[0]) for line in console.splitlines()
+            if line.startswith("step ") and "  skipped " in line]
+
+
+def test_checkpoints_carry_the_whole_runs_skip_count(tiny_demo_data, tmp_path, capsys):
+    import json
     import shutil
 
     data = tmp_path / "data"
     shutil.copytree(tiny_demo_data["unlabeled_root"], data)
-    victim = sorted(p for p in data.rglob("*.jpg"))[0]
-    victim.write_bytes(b"not a jpeg")
-    # 32 samples per epoch drawn from the folder: the corrupt file is met in both epochs or neither.
-    straight = train(tiny_cfg(max_iters=8, data={"samples_per_epoch": None}), data, tmp_path / "straight")
-    assert straight["skipped_images"] >= 1
-    train(tiny_cfg(max_iters=3, data={"samples_per_epoch": None}), data, tmp_path / "resumed")
-    resumed = train(tiny_cfg(max_iters=8, data={"samples_per_epoch": None}), data, tmp_path / "resumed",
-                    resume="auto")
+    # Every 4th image corrupt (40 of the 160): the cut run's 3 steps (24 samples) and the 3 after it
+    # each meet some, so the total is only right if the checkpoint's count is carried over.
+    for victim in sorted(data.rglob("*.jpg"))[::4]:
+        victim.write_bytes(b"not a jpeg")
+    cfg = {"data": {"samples_per_epoch": None}}  # one epoch: the whole folder (20 steps)
+    capsys.readouterr()
+    straight = train(tiny_cfg(max_iters=6, **cfg), data, tmp_path / "straight")
+    # The running count is in every progress line and metrics.jsonl record, ending at the total.
+    shown = _skipped_column(capsys.readouterr().out)
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["skipped"] for r in records if r["kind"] == "train"]
+    assert shown == logged and len(shown) == 6 and shown == sorted(shown)
+    assert shown[0] >= 1 and shown[-1] == straight["skipped_images"]
+    train(tiny_cfg(max_iters=3, **cfg), data, tmp_path / "resumed")
+    at_cut = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000003.pth")["skipped_images"]
+    assert 1 <= at_cut < straight["skipped_images"]
+    capsys.readouterr()
+    resumed = train(tiny_cfg(max_iters=6, **cfg), data, tmp_path / "resumed", resume="auto")
+    assert _skipped_column(capsys.readouterr().out) == shown[3:]  # the count goes on from the cut's
+    assert resumed["resumed_from"].endswith("checkpoint_0000003.pth")
     assert resumed["skipped_images"] == straight["skipped_images"]
-    last = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000008.pth")
+    last = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000006.pth")
     assert last["skipped_images"] == straight["skipped_images"]
 
 
-def test_mid_epoch_checkpoint_refuses_another_batch_size(tiny_demo_data, tmp_path):
+def test_mid_epoch_checkpoint_refuses_another_batch_size(tiny_demo_data, tmp_path, capsys):
+    """...another process count or other data too; from an epoch end anything goes, and is listed."""
     from pretrain.engine.config import ConfigError
+    from pretrain.engine.train import check_resumable
 
     data, out = tiny_demo_data["unlabeled_root"], tmp_path / "run"
     train(tiny_cfg(max_iters=3), data, out)  # step 3 of 4 in epoch 0
     with pytest.raises(ConfigError, match="iteration 3 of epoch 0 with batch_size 8"):
         train(tiny_cfg(batch_size=4, max_iters=6), data, out, resume="auto")
+    # Other data (here: 16 samples an epoch instead of 32, so 2 iterations instead of 4).
+    with pytest.raises(ConfigError, match=r"(?s)4 iterations per epoch; this run has batch_size 8 x 1 "
+                                          r"processes, 2 iterations per epoch.*Fix"):
+        train(tiny_cfg(max_iters=6, data={"samples_per_epoch": 16}), data, out, resume="auto")
+    # Another process count: what train() checks when it runs in 2 processes.
+    path = out / "checkpoint_0000003.pth"
+    with pytest.raises(ConfigError, match=r"batch_size 8 x 1 processes, 4 iterations per epoch; this run "
+                                          r"has batch_size 8 x 2 processes"):
+        check_resumable(safe_torch_load(path), tiny_cfg(), 2, 4, path)
+    check_resumable(safe_torch_load(path), tiny_cfg(), 1, 4, path)  # the same layout: fine
     train(tiny_cfg(max_iters=4), data, out, resume="auto")  # to the epoch's end (step 4)
+    capsys.readouterr()
     # At an epoch boundary the layout may change: the next epoch starts a fresh order.
     summary = train(tiny_cfg(batch_size=4, max_iters=6), data, out, resume="auto")
     assert summary["resumed_from"].endswith("checkpoint_0000004.pth") and summary["global_step"] == 6
+    notes = [line for line in capsys.readouterr().out.splitlines() if "settings changed" in line]
+    assert len(notes) == 1 and "batch_size: 8 -> 4" in notes[0], notes
 
 
 def test_diverged_weights_are_never_checkpointed(tiny_demo_data, tmp_path):

@@ -1,13 +1,17 @@
 """kNN monitor: exact on separable features, a percentage on a real (random) ResNet."""
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from PIL import Image
+from torch import nn
 
 from pretrain.data import build_labeled_loader
 from pretrain.eval.knn import knn_evaluate, knn_predict, knn_scores, with_precise_bn
+from tests.pretrain.eval.knn_by_hand import knn_top1_by_hand
 
 
 def test_knn_is_right_on_well_separated_features():
@@ -31,13 +35,50 @@ def test_weighting_lets_close_neighbours_outvote_many_far_ones():
     assert knn_predict(query, bank, labels, k=3, t=0.1).item() == 0
 
 
+class MeanColour(nn.Module):
+    """A "backbone" whose feature is the image's mean (normalised) colour: separable by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)  # bypassed by knn_evaluate, like a ResNet's
+
+    def forward(self, x):
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def _colour_folders(root):
+    """red / green / blue: 6 train and 4 val images each; one val "green" image is really blue."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 4)):
+        for name in ("blue", "green", "red"):
+            os.makedirs(root / split / name)
+            for i in range(n):
+                channel = {"blue": 2, "green": 1, "red": 0}[name]
+                if split == "val" and name == "green" and i == 0:
+                    channel = 2  # mislabelled: its nearest neighbours are blue
+                arr = rng.integers(0, 60, (16, 16, 3), dtype=np.uint8)
+                arr[..., channel] += 180
+                Image.fromarray(arr).save(root / split / name / f"{i}.png")
+    return str(root / "train"), str(root / "val")
+
+
+def test_knn_evaluate_end_to_end_on_separable_colours(tmp_path):
+    train_path, val_path = _colour_folders(tmp_path)
+    # 11 of the 12 val images are right (the mislabelled one is voted blue); answering class 0
+    # (blue) everywhere would score 4/12, answering from the wrong images 0.
+    top1 = knn_evaluate(MeanColour(), train_path, val_path, image_size=16, k=3, batch_size=5)
+    assert top1 == pytest.approx(100.0 * 11 / 12)
+    assert knn_top1_by_hand(MeanColour(), train_path, val_path, image_size=16, k=3) == pytest.approx(top1)
+
+
 def test_knn_evaluate_random_resnet18_on_demo_digits(tiny_demo_data):
+    torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=7)
     model.train()
     fc = model.fc
-    top1 = knn_evaluate(model, tiny_demo_data["cls_train"], tiny_demo_data["cls_val"], image_size=16,
-                        k=20, batch_size=100)
-    assert 0.0 <= top1 <= 100.0
+    args = (tiny_demo_data["cls_train"], tiny_demo_data["cls_val"])
+    top1 = knn_evaluate(model, *args, image_size=16, k=20, batch_size=100)
+    assert top1 == pytest.approx(knn_top1_by_hand(model, *args, image_size=16, k=20))
     # The model is handed back as it came (fc and mode restored).
     assert model.fc is fc and model.training
 
@@ -61,9 +102,13 @@ def test_knn_cli_on_a_torchvision_checkpoint(tmp_path, tiny_demo_data, capsys):
     top1 = cli.main(["--checkpoint", str(ckpt), "--train", tiny_demo_data["cls_train"], "--val",
                      tiny_demo_data["cls_val"], "--image-size", "16", "--k", "10", "--workers", "0"])
     assert f"top-1: {top1:.2f}%" in capsys.readouterr().out
-    cli.main(["--checkpoint", str(ckpt), "--train", tiny_demo_data["cls_train"], "--val", tiny_demo_data["cls_val"],
-              "--image-size", "16", "--k", "10", "--workers", "0", "--precise-bn"])
-    assert "top-1:" in capsys.readouterr().out
+    saved = torchvision.models.resnet18()
+    saved.load_state_dict(torch.load(ckpt, weights_only=True))
+    assert top1 == pytest.approx(knn_top1_by_hand(saved, tiny_demo_data["cls_train"], tiny_demo_data["cls_val"],
+                                                  image_size=16, k=10))
+    precise = cli.main(["--checkpoint", str(ckpt), "--train", tiny_demo_data["cls_train"], "--val",
+                        tiny_demo_data["cls_val"], "--image-size", "16", "--k", "10", "--workers", "0", "--precise-bn"])
+    assert f"top-1: {precise:.2f}%" in capsys.readouterr().out and precise != top1
 
 
 def test_precise_bn_estimates_statistics_from_the_images_on_a_copy(tiny_demo_data):
@@ -90,6 +135,11 @@ def test_knn_evaluate_with_precise_bn_leaves_the_model_alone(tiny_demo_data):
     args = (model, tiny_demo_data["cls_train"], tiny_demo_data["cls_val"])
     precise = knn_evaluate(*args, image_size=16, k=20, batch_size=64, precise_bn=True)
     placeholder = knn_evaluate(*args, image_size=16, k=20, batch_size=64)
-    assert 0.0 <= precise <= 100.0 and 0.0 <= placeholder <= 100.0
+    # Each figure is the kNN of its own network: placeholder statistics, or ones from the images.
+    assert placeholder == pytest.approx(knn_top1_by_hand(model, *args[1:], image_size=16, k=20))
+    loader = build_labeled_loader(args[1], image_size=16, batch_size=64, train=False)
+    estimated = with_precise_bn(model, loader, torch.device("cpu"))
+    assert precise == pytest.approx(knn_top1_by_hand(estimated, *args[1:], image_size=16, k=20))
+    assert precise != placeholder
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name

@@ -70,24 +70,66 @@ def test_sanity_check_catches_a_modified_backbone(moco_checkpoint):
         check_backbone_unchanged(model, state)
 
 
+class _Killed(Exception):
+    pass
+
+
+def _kill_at(marker):
+    """A printer that dies at the first line containing ``marker``: a run killed at that point."""
+    def printer(line, **_):
+        if marker in line:
+            raise _Killed(line)
+    return printer
+
+
 def test_linear_protocol_trains_resumes_and_reports(moco_checkpoint, tiny_demo_data, tmp_path):
-    out = str(tmp_path / "lincls")
-    kw = dict(lr=1.0, schedule=(1,), batch_size=80, image_size=16, num_workers=0, print_freq=0,
-              printer=lambda *a, **k: None)
-    first = train_linear(moco_checkpoint[0], tiny_demo_data["cls_root"], out, epochs=1, **kw)
-    assert set(first) >= {"top1", "top5", "best_top1"} and 0 <= first["top1"] <= first["top5"] <= 100
-    # A run killed after its epoch-1 checkpoint (no result yet) resumes there and goes on.
-    os.remove(os.path.join(out, "lincls_result.json"))
-    logs = []
-    second = train_linear(moco_checkpoint[0], tiny_demo_data["cls_root"], out, epochs=2,
-                          **dict(kw, printer=lambda *a, **k: logs.append(a[0])))
-    assert any("resumed" in line and "epoch 1" in line for line in logs)
-    records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    ckpt, data = moco_checkpoint[0], tiny_demo_data["cls_root"]
+    kw = dict(lr=1.0, schedule=(1,), batch_size=40, image_size=16, num_workers=0, print_freq=0)
+    straight_out, killed_out = str(tmp_path / "straight"), str(tmp_path / "killed")
+    straight = train_linear(ckpt, data, straight_out, epochs=2, printer=lambda *a, **k: None, **kw)
+    assert set(straight) >= {"top1", "top5", "best_top1"} and 0 <= straight["top1"] <= straight["top5"] <= 100
+    records = [json.loads(line) for line in open(os.path.join(straight_out, "metrics.jsonl"))]
     assert [r["epoch"] for r in records] == [1, 2]
-    assert records[-1]["lr"] == pytest.approx(0.1)  # dropped x0.1 at the schedule's epoch 1
-    assert json.load(open(os.path.join(out, "lincls_result.json")))["top1"] == second["top1"]
+    assert [r["lr"] for r in records] == [1.0, pytest.approx(0.1)]  # dropped x0.1 at the schedule's epoch 1
+    # A run killed in epoch 2 (after its last step, before its checkpoint) resumes at epoch 1 and
+    # ends where the uninterrupted run ended: the same classifier, the same numbers.
+    with pytest.raises(_Killed):
+        train_linear(ckpt, data, killed_out, epochs=2, printer=_kill_at("[lincls] epoch 2/2 iter"), **kw)
+    assert not os.path.exists(os.path.join(killed_out, "lincls_result.json"))
+    logs = []
+    resumed = train_linear(ckpt, data, killed_out, epochs=2, printer=lambda *a, **k: logs.append(a[0]), **kw)
+    assert any("resumed" in line and "epoch 1" in line for line in logs)
+    assert resumed == straight
+    a, b = (torch.load(os.path.join(o, "lincls_checkpoint.pth"), weights_only=True) for o in (straight_out, killed_out))
+    assert a["fc"].keys() == b["fc"].keys() and all(torch.equal(a["fc"][k], b["fc"][k]) for k in a["fc"])
+    assert json.load(open(os.path.join(killed_out, "lincls_result.json")))["top1"] == resumed["top1"]
     with pytest.raises(FileExistsError, match="--force"):
-        train_linear(moco_checkpoint[0], tiny_demo_data["cls_root"], out, epochs=2, **kw)
+        train_linear(ckpt, data, killed_out, epochs=2, printer=lambda *a, **k: None, **kw)
+
+
+def test_linear_protocol_recipe_is_the_papers(moco_checkpoint, tmp_path, monkeypatch):
+    """MoCo's linear protocol: SGD lr 30, momentum 0.9, weight decay 0, 100 epochs with lr x0.1 at
+    60 and 80, batch 256; the classifier initialised normal(0, 0.01), bias 0, backbone frozen."""
+    import inspect
+
+    from pretrain.eval.lincls import build_linear_model, step_lr
+
+    defaults = {k: p.default for k, p in inspect.signature(train_linear).parameters.items()}
+    assert {k: defaults[k] for k in ("lr", "schedule", "momentum", "weight_decay", "epochs", "batch_size")} == {
+        "lr": 30.0, "schedule": (60, 80), "momentum": 0.9, "weight_decay": 0.0, "epochs": 100, "batch_size": 256}
+    assert [step_lr(30.0, e, (60, 80)) for e in (0, 59, 60, 79, 80, 99)] == pytest.approx([30, 30, 3, 3, 0.3, 0.3])
+    from pretrain.cli import lincls as cli
+
+    captured = {}
+    monkeypatch.setattr(cli, "train_linear", lambda *a, **k: captured.update(k))
+    cli.main(["--checkpoint", "c", "--data", "d", "--out", "o"])
+    assert {k: captured[k] for k in ("lr", "schedule", "momentum", "weight_decay", "epochs", "batch_size")} == {
+        "lr": 30.0, "schedule": (60, 80), "momentum": 0.9, "weight_decay": 0.0, "epochs": 100, "batch_size": 256}
+    torch.manual_seed(0)
+    backbone, fc, _ = build_linear_model(moco_checkpoint[0], num_classes=1000)
+    assert fc.weight.std().item() == pytest.approx(0.01, rel=0.02) and abs(fc.weight.mean().item()) < 1e-4
+    assert torch.equal(fc.bias, torch.zeros(1000))
+    assert not any(p.requires_grad for p in backbone.parameters())
 
 
 def write_class_folders(root, split_classes, n=4, size=24):

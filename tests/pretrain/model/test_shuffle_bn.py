@@ -1,11 +1,9 @@
 """Shuffling BN: single-process (shuffle + SplitBatchNorm) and across processes (gloo)."""
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
 
 from pretrain.model.moco import MoCo
@@ -16,6 +14,7 @@ from pretrain.model.shuffle_bn import (
     batch_unshuffle_single,
 )
 from pretrain.model.split_bn import SplitBatchNorm
+from tests.pretrain import gloo_launch
 
 
 def _moco(bn_splits, shuffle):
@@ -76,14 +75,7 @@ def test_split_bn_eval_is_plain_bn_and_bad_batch_is_clear():
         split.train()(x)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world, port, result_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _ddp_worker(rank, world, result_dir):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
@@ -106,7 +98,7 @@ def _ddp_worker(rank, world, port, result_dir):
 
 
 def test_shuffle_across_two_gloo_processes_matches_unshuffled_eval(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    gloo_launch.spawn(_ddp_worker, (2, str(tmp_path)), nprocs=2)
     r = [torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in range(2)]
     assert r[0]["mode"] == "ddp"
     shuffled = r[0]["shuffled"].squeeze(1)
