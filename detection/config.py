@@ -18,4 +18,10 @@ def add_moco_config(cfg):
         # Detectron2's keypoint head has no norm option; "" keeps its behaviour.
         # Used by detection.modeling.keypoint_head.KRCNNConvDeconvUpsampleHeadNorm.
         cfg.MODEL.ROI_KEYPOINT_HEAD.NORM = ""
+    if "DC5_NECK" not in cfg.MODEL:
+        # The R50-dilated-C5 neck (detection.modeling.dc5_neck): a 3x3 conv with BN that reduces
+        # res5 to 512 channels before RPN and the box head (MoCo paper, appendix A.1).
+        cfg.MODEL.DC5_NECK = CN()
+        cfg.MODEL.DC5_NECK.OUT_CHANNELS = 512
+        cfg.MODEL.DC5_NECK.NORM = "BN"
     return cfg
