@@ -24,4 +24,8 @@ def add_moco_config(cfg):
         cfg.MODEL.DC5_NECK = CN()
         cfg.MODEL.DC5_NECK.OUT_CHANNELS = 512
         cfg.MODEL.DC5_NECK.NORM = "BN"
+    if "SCALE_RATIO_TRAIN" not in cfg.INPUT:
+        # Semantic segmentation: scale each training image by a random ratio in (min, max) of its
+        # own size (detection.modeling.semantic_seg.RandomScaleRatio); () = INPUT.MIN_SIZE_TRAIN.
+        cfg.INPUT.SCALE_RATIO_TRAIN = ()
     return cfg
