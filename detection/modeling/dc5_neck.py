@@ -20,7 +20,8 @@ NEW_CHILDREN = ("neck",)  # children of the backbone that no pretrained file hol
 
 
 class ResNetDC5Neck(ResNet):
-    """A ResNet whose last stage's output goes through a 3x3 conv + norm + ReLU to ``out_channels``."""
+    """A ResNet whose last stage's output goes through a 3x3 conv, norm and ReLU to
+    ``out_channels``."""
 
     def __init__(self, resnet, *, out_channels, norm):
         last = resnet.stage_names[-1]
@@ -48,12 +49,13 @@ class ResNetDC5Neck(ResNet):
 
 @BACKBONE_REGISTRY.register()
 def build_resnet_dc5_neck_backbone(cfg, input_shape):
-    """Detectron2's ResNet (RESNETS.*, e.g. RES5_DILATION 2, FREEZE_AT) + the MODEL.DC5_NECK conv."""
+    """Detectron2's ResNet (RESNETS.*: RES5_DILATION 2, FREEZE_AT...) + the MODEL.DC5_NECK conv."""
     resnet = build_resnet_backbone(cfg, input_shape)  # builds, then freezes per FREEZE_AT
     if resnet.stage_names[-1] != "res5":
         raise ValueError(
-            f"build_resnet_dc5_neck_backbone puts its neck after res5, but MODEL.RESNETS.OUT_FEATURES "
-            f"{list(cfg.MODEL.RESNETS.OUT_FEATURES)} stops at {resnet.stage_names[-1]}. "
+            f"build_resnet_dc5_neck_backbone puts its neck after res5, but "
+            f"MODEL.RESNETS.OUT_FEATURES {list(cfg.MODEL.RESNETS.OUT_FEATURES)} stops at "
+            f"{resnet.stage_names[-1]}. "
             'Fix: set MODEL.RESNETS.OUT_FEATURES ["res5"].'
         )
     neck = cfg.MODEL.DC5_NECK

@@ -13,7 +13,8 @@ Also here:
   ``SegmentationClassAug`` index PNGs + ``ImageSets/Segmentation/train_aug.txt``), under
   ``$DETECTRON2_DATASETS/VOC2012``.
 * ``build_sem_seg_train_loader``: the paper's training augmentation (random scaling, THEN crop,
-  flip; VOC scales by a random ratio of the image: ``RandomScaleRatio``), and labels read as class indices. Detectron2's default mapper crops before resizing and
+  flip; VOC scales by a random ratio of the image: ``RandomScaleRatio``), and labels read as
+  class indices. Detectron2's default mapper crops before resizing and
   reads labels as grayscale, which turns VOC's palette PNGs into wrong class ids.
 """
 import copy
@@ -196,8 +197,9 @@ class RandomScaleRatio(T.Augmentation):
     def __init__(self, min_ratio, max_ratio, interp=Image.BILINEAR):
         super().__init__()
         if not 0 < min_ratio <= max_ratio:
-            raise ValueError(f"RandomScaleRatio needs 0 < min_ratio <= max_ratio, got "
-                             f"({min_ratio}, {max_ratio}). Fix: e.g. INPUT.SCALE_RATIO_TRAIN (0.5, 2.0).")
+            raise ValueError(
+                f"RandomScaleRatio needs 0 < min_ratio <= max_ratio, got ({min_ratio}, "
+                f"{max_ratio}). Fix: e.g. INPUT.SCALE_RATIO_TRAIN (0.5, 2.0).")
         self._init(locals())
 
     def get_transform(self, image):
@@ -218,8 +220,9 @@ def sem_seg_train_augmentations(cfg):
     ratio = tuple(cfg.INPUT.get("SCALE_RATIO_TRAIN", ()))
     if ratio:
         if len(ratio) != 2:
-            raise ValueError(f"INPUT.SCALE_RATIO_TRAIN must be (min, max), got {ratio}. "
-                             "Fix: e.g. INPUT.SCALE_RATIO_TRAIN (0.5, 2.0), or () for MIN_SIZE_TRAIN.")
+            raise ValueError(
+                f"INPUT.SCALE_RATIO_TRAIN must be (min, max), got {ratio}. "
+                "Fix: e.g. INPUT.SCALE_RATIO_TRAIN (0.5, 2.0), or () for MIN_SIZE_TRAIN.")
         augs = [RandomScaleRatio(*ratio)]
     else:
         augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,

@@ -1,4 +1,4 @@
-"""The R50-dilated-C5 backbone with the paper's 512-channel neck (appendix A.1), from the real configs."""
+"""The R50-dilated-C5 backbone with the paper's 512-channel neck (appendix A.1), real configs."""
 import pytest
 import torch
 from detectron2.layers import NaiveSyncBatchNorm, ShapeSpec
@@ -11,7 +11,7 @@ import detection  # noqa: F401  (registers the backbone)
 from detection.config_lookup import load_config
 from detection.modeling.dc5_neck import ResNetDC5Neck, build_resnet_dc5_neck_backbone
 
-DC5_CONFIGS = ["voc0712_R50_DC5_24k_supervised", "voc0712_R50_DC5_24k_moco", "voc0712_R50_DC5_24k_random"]
+DC5_CONFIGS = [f"voc0712_R50_DC5_24k_{init}" for init in ("supervised", "moco", "random")]
 # ResNet widths / 8 (as tests/detection/test_configs.py's tiny runs); the neck keeps its 512.
 NARROW = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "",
           "MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RESNETS.RES2_OUT_CHANNELS", "32",
@@ -71,6 +71,7 @@ def test_a_training_step_updates_the_neck(one_thread):
 
 
 def test_neck_needs_res5_as_the_last_stage():
-    cfg = load_config("voc0712_R50_DC5_24k_random", NARROW + ["MODEL.RESNETS.OUT_FEATURES", '["res4"]'])
+    cfg = load_config("voc0712_R50_DC5_24k_random",
+                      NARROW + ["MODEL.RESNETS.OUT_FEATURES", '["res4"]'])
     with pytest.raises(ValueError, match='OUT_FEATURES \\["res5"\\]'):
         build_resnet_dc5_neck_backbone(cfg, ShapeSpec(channels=3))

@@ -158,7 +158,8 @@ def test_voc_config_scales_by_ratio_and_cityscapes_by_short_side():
     assert isinstance(voc[0], semantic_seg.RandomScaleRatio)
     assert (voc[0].min_ratio, voc[0].max_ratio) == (0.5, 2.0)
     assert [type(a) for a in voc[1:]] == [T.RandomCrop, T.RandomFlip]
-    city = semantic_seg.sem_seg_train_augmentations(load_config("cityscapessem_R50_dilated_90k_moco"))
+    city_cfg = load_config("cityscapessem_R50_dilated_90k_moco")
+    city = semantic_seg.sem_seg_train_augmentations(city_cfg)
     assert isinstance(city[0], T.ResizeShortestEdge)
 
 
