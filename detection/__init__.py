@@ -1,7 +1,8 @@
 """Detectron2 extension for the MoCo transfer benchmarks, shaped like a Detectron2 project.
 
 Importing it registers our parts (ROI head with the extra norm, keypoint head with norm, the FCN
-semantic-segmentation head) and the digit demo datasets. Sub-packages: ``modeling`` (the parts),
+semantic-segmentation head, the R50-dilated-C5 backbone with its 512-channel neck) and the digit
+demo datasets. Sub-packages: ``modeling`` (the parts),
 ``data`` (dataset registration), ``transfer`` (grids, results, tables), ``demo`` (``make demo``),
 ``cli`` (the command-line mains behind ``tools/``).
 """
@@ -12,7 +13,12 @@ import warnings
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 from detection.data.datasets import register_demo_datasets  # noqa: E402
-from detection.modeling import keypoint_head, roi_heads, semantic_seg  # noqa: E402, F401  (registration)
+from detection.modeling import (  # noqa: E402, F401  (registration)
+    dc5_neck,
+    keypoint_head,
+    roi_heads,
+    semantic_seg,
+)
 
 # Like Detectron2's builtins, registered at import under $DEMO_DATA (default ./data);
 # the files are read only when a dataset is used.

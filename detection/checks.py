@@ -43,8 +43,11 @@ HOW_TO_GET = [
                     "leftImg8bit_trainvaltest.zip) as $DETECTRON2_DATASETS/cityscapes/{gtFine,leftImg8bit}; "
                     "semantic segmentation also needs `CITYSCAPES_DATASET=$DETECTRON2_DATASETS/cityscapes "
                     "csCreateTrainIdLabelImgs` (from cityscapesscripts)"),
-    ("densepose_", "DensePose-COCO annotations (see the DensePose project's doc/DATASETS.md) in "
-                   "$DETECTRON2_DATASETS/coco/annotations, with COCO 2014 images"),
+    ("densepose_", "the DensePose-COCO annotations (densepose_train2014.json, "
+                   "densepose_minival2014.json, densepose_valminusminival2014.json; the DensePose "
+                   "project's doc/DENSEPOSE_DATASETS.md) "
+                   "in $DETECTRON2_DATASETS/coco/annotations, with the COCO 2014 images in "
+                   "$DETECTRON2_DATASETS/coco/{train2014,val2014}"),
     ("ade20k_", "ADE20K (ADEChallengeData2016.zip) as $DETECTRON2_DATASETS/ADEChallengeData2016, then "
                 "Detectron2's datasets/prepare_ade20k_sem_seg.py"),
 ]
@@ -107,16 +110,28 @@ def check_dataset(dataset_name, hint=""):
     if not missing and meta.get("dirname") and meta.get("split"):
         missing = _missing_voc_files(meta.dirname, meta.split)
     if missing:
+        where = ", ".join(os.path.abspath(p) for p in missing)
+        when = "read when the datasets are registered at import: set it before starting"
         if meta.get("demo_data_root"):  # ours, registered under $DEMO_DATA (detection.data.datasets)
             env, default, layout = "DEMO_DATA", "./data", DEMO_LAYOUT_DOC
         else:  # Detectron2's builtins and datasets registered like them
             env, default, layout = DATASETS_ENV, "./datasets", LAYOUT_DOC
+        if dataset_name.startswith("densepose_"):
+            when = ("read when a DensePose config is loaded (detection.densepose."
+                    "register_densepose_datasets): set it before starting")
+            if not meta.get("densepose_data_root"):
+                raise DatasetNotFoundError(
+                    f"dataset {dataset_name!r}: missing {where}\n"
+                    "  DensePose registered it under ./datasets of the working directory, which "
+                    f"ignores {DATASETS_ENV}.\n  Fix: load the config with detection.config_lookup."
+                    "load_config (tools/train_net.py does), or call detection.densepose."
+                    f"register_densepose_datasets(), to register it under {DATASETS_ENV}."
+                )
         value = os.environ.get(env)
         shown = f"{env}={value}" if value else f"{env} is unset, so {default}"
         raise DatasetNotFoundError(
-            f"dataset {dataset_name!r}: missing {', '.join(os.path.abspath(p) for p in missing)}\n"
-            f"  The root folder comes from {env} ({shown}), read when the datasets are registered "
-            f"at import: set it before starting.\n"
+            f"dataset {dataset_name!r}: missing {where}\n"
+            f"  The root folder comes from {env} ({shown}), {when}.\n"
             f"  Expected layout: {layout}\n"
             f"  Fix: get {_how_to_get(dataset_name)}, or point {env} at the folder that holds it."
             + (f"\n  Hint: {hint}" if hint else "")
@@ -336,7 +351,20 @@ def run_checks(cfg, *, eval_only=False, resume=False):
     names = list(cfg.DATASETS.TEST) + ([] if eval_only else list(cfg.DATASETS.TRAIN))
     for name in dict.fromkeys(names):
         check_dataset(name, hint)
+    check_densepose_files(cfg, eval_only=eval_only)
     if resume and has_resumable_checkpoint(cfg):
         return  # MODEL.WEIGHTS is not read when resuming
     data = check_weights_path(cfg.MODEL.WEIGHTS, cfg)
     check_pixel_format(cfg, data)
+
+
+def check_densepose_files(cfg, *, eval_only=False, fetch=None):
+    """DensePose configs: the files DensePose downloads mid-run, fetched (or found cached) now."""
+    from detection.densepose import DensePoseFilesError, densepose_on, ensure_runtime_files
+
+    if not densepose_on(cfg):
+        return {}
+    try:
+        return ensure_runtime_files(eval_only=eval_only, fetch=fetch)
+    except DensePoseFilesError as e:
+        raise CheckError(str(e)) from e

@@ -18,4 +18,14 @@ def add_moco_config(cfg):
         # Detectron2's keypoint head has no norm option; "" keeps its behaviour.
         # Used by detection.modeling.keypoint_head.KRCNNConvDeconvUpsampleHeadNorm.
         cfg.MODEL.ROI_KEYPOINT_HEAD.NORM = ""
+    if "DC5_NECK" not in cfg.MODEL:
+        # The R50-dilated-C5 neck (detection.modeling.dc5_neck): a 3x3 conv with BN that reduces
+        # res5 to 512 channels before RPN and the box head (MoCo paper, appendix A.1).
+        cfg.MODEL.DC5_NECK = CN()
+        cfg.MODEL.DC5_NECK.OUT_CHANNELS = 512
+        cfg.MODEL.DC5_NECK.NORM = "BN"
+    if "SCALE_RATIO_TRAIN" not in cfg.INPUT:
+        # Semantic segmentation: scale each training image by a random ratio in (min, max) of its
+        # own size (detection.modeling.semantic_seg.RandomScaleRatio); () = INPUT.MIN_SIZE_TRAIN.
+        cfg.INPUT.SCALE_RATIO_TRAIN = ()
     return cfg

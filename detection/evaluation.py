@@ -20,7 +20,11 @@ from detectron2.evaluation import (
 )
 
 from detection.compiled_ops import has_compiled_ops
-from detection.densepose import densepose_on, densepose_trainer_class
+from detection.densepose import (
+    accept_timeout_sec,
+    densepose_on,
+    densepose_trainer_class,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +69,9 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
     if densepose_on(cfg):
         # DensePose scores its own outputs (GPS/GPSm) next to COCO boxes; its trainer knows how.
+        # Its evaluator asks PathManager for Pdist_matrix.pkl with timeout_sec=120, which the
+        # installed iopath rejects ("Unused arguments") after all of training: accept it first.
+        accept_timeout_sec()
         return densepose_trainer_class().build_evaluator(cfg, dataset_name, output_folder)
 
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")

@@ -25,6 +25,7 @@ from tabulate import tabulate
 
 import detection  # noqa: F401  (registers Res5ROIHeadsExtraNorm and our other parts)
 from detection.config_lookup import load_config
+from detection.modeling.dc5_neck import NEW_CHILDREN
 from detection.pixel_styles import TORCHVISION_PIXEL_MEAN, TORCHVISION_PIXEL_STD
 from pretrain.weights.reader import extract_backbone, load_checkpoint_file
 from pretrain.weights.resnet_arch import RESNET_DEPTHS, resnet_arch
@@ -97,10 +98,12 @@ def check_target_fits(target, cfg):
 def backbone_prefixes(model):
     """Where the pretrained ResNet lives in a Detectron2 model.
 
-    Every ``ResNet`` module (``backbone.`` in C4, ``backbone.bottom_up.`` in FPN) and the
-    residual blocks of a C4 ROI head's ``res5`` (not its extra norm, which is new).
+    The stem and stages of every ``ResNet`` module (``backbone.`` in C4 and DC5,
+    ``backbone.bottom_up.`` in FPN; not the DC5 backbone's new ``neck``) and the residual
+    blocks of a C4 ROI head's ``res5`` (not its extra norm, which is new).
     """
-    prefixes = [name + "." for name, m in model.named_modules() if isinstance(m, ResNet)]
+    prefixes = [f"{name}.{child}." for name, m in model.named_modules() if isinstance(m, ResNet)
+                for child, _ in m.named_children() if child not in NEW_CHILDREN]
     res5 = getattr(getattr(model, "roi_heads", None), "res5", None)
     if res5 is not None:
         prefixes += [f"roi_heads.res5.{n}." for n, m in res5.named_children()

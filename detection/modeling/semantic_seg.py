@@ -13,7 +13,8 @@ Also here:
   ``SegmentationClassAug`` index PNGs + ``ImageSets/Segmentation/train_aug.txt``), under
   ``$DETECTRON2_DATASETS/VOC2012``.
 * ``build_sem_seg_train_loader``: the paper's training augmentation (random scaling, THEN crop,
-  flip), and labels read as class indices. Detectron2's default mapper crops before resizing and
+  flip; VOC scales by a random ratio of the image: ``RandomScaleRatio``), and labels read as
+  class indices. Detectron2's default mapper crops before resizing and
   reads labels as grayscale, which turns VOC's palette PNGs into wrong class ids.
 """
 import copy
@@ -184,10 +185,48 @@ def read_label_png(path):
         return np.asarray(img, dtype=np.int64)
 
 
+class RandomScaleRatio(T.Augmentation):
+    """Resize the image (and its labels) by a ratio drawn uniformly from ``[min_ratio, max_ratio]``.
+
+    The MoCo paper's VOC 2012 segmentation (appendix A.5) scales "each image by a random ratio in
+    [0.5, 2.0]": relative to the image itself. Detectron2's ``ResizeShortestEdge`` draws an
+    absolute short side, and ``ResizeScale`` a ratio of a fixed target size, so a 500x375 and a
+    250x188 image would be scaled by different ratios.
+    """
+
+    def __init__(self, min_ratio, max_ratio, interp=Image.BILINEAR):
+        super().__init__()
+        if not 0 < min_ratio <= max_ratio:
+            raise ValueError(
+                f"RandomScaleRatio needs 0 < min_ratio <= max_ratio, got ({min_ratio}, "
+                f"{max_ratio}). Fix: e.g. INPUT.SCALE_RATIO_TRAIN (0.5, 2.0).")
+        self._init(locals())
+
+    def get_transform(self, image):
+        h, w = image.shape[:2]
+        ratio = np.random.uniform(self.min_ratio, self.max_ratio)
+        new_h, new_w = max(1, int(round(h * ratio))), max(1, int(round(w * ratio)))
+        # ResizeTransform resizes labels with nearest neighbour (apply_segmentation).
+        return T.ResizeTransform(h, w, new_h, new_w, self.interp)
+
+
 def sem_seg_train_augmentations(cfg):
-    """Random scale (ResizeShortestEdge over INPUT.MIN_SIZE_TRAIN), then crop, then flip."""
-    augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
-                                 cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+    """Random scale, then crop, then flip.
+
+    The scale is a ratio of the image (``RandomScaleRatio``) when ``INPUT.SCALE_RATIO_TRAIN`` is
+    set (VOC 2012, as the paper), else an absolute short side (``ResizeShortestEdge`` over
+    ``INPUT.MIN_SIZE_TRAIN``: Cityscapes' 512-2048, as the paper).
+    """
+    ratio = tuple(cfg.INPUT.get("SCALE_RATIO_TRAIN", ()))
+    if ratio:
+        if len(ratio) != 2:
+            raise ValueError(
+                f"INPUT.SCALE_RATIO_TRAIN must be (min, max), got {ratio}. "
+                "Fix: e.g. INPUT.SCALE_RATIO_TRAIN (0.5, 2.0), or () for MIN_SIZE_TRAIN.")
+        augs = [RandomScaleRatio(*ratio)]
+    else:
+        augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
+                                     cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
     if cfg.INPUT.CROP.ENABLED:
         augs.append(T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
     if cfg.INPUT.RANDOM_FLIP != "none":

@@ -88,6 +88,11 @@ def test_dc5_target_fills_the_dilated_backbone(r50, moco_r50_file, tmp_path):
     verified = verify_converted(report.output_path, "voc0712_R50_DC5_24k_moco")
     assert verified.missing_backbone == [] and len(verified.loaded) == 265
     assert any(n.startswith("backbone.res5.") for n in verified.loaded)
+    # The paper's 512-channel neck after res5 (detection.modeling.dc5_neck) is the one new part of
+    # the backbone: the ResNet inside keeps the names --target dc5 writes.
+    assert {n for n in verified.missing_new if n.startswith("backbone.")} == {
+        "backbone.neck.weight", "backbone.neck.norm.weight", "backbone.neck.norm.bias",
+        "backbone.neck.norm.running_mean", "backbone.neck.norm.running_var"}
     # The dilated res5 has no torchvision twin: only res4 is compared (OUT_FEATURES is res5 only).
     result = compare_features(r50, report.output_path, "voc0712_R50_DC5_24k_moco")
     assert set(result.max_rel_diff) == {"res4"} and result.ok

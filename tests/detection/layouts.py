@@ -297,3 +297,68 @@ def write_all(root):
     write_cityscapes(root, "train", 2, city="aachen", seed=16)
     write_cityscapes(root, "val", 2, city="frankfurt", seed=17)
     return root
+
+
+# ---------------------------------------------------------------------------------------------
+# DensePose-COCO: coco/annotations/densepose_{train2014,minival2014,valminusminival2014}.json over
+# COCO 2014 images (coco/train2014, coco/val2014), the paths of DensePose's registration.
+
+DENSEPOSE_SPLITS = {  # annotation file -> image folder
+    "densepose_train2014": "train2014",
+    "densepose_valminusminival2014": "val2014",
+    "densepose_minival2014": "val2014",
+}
+
+
+def _densepose_annotation(rng, x1, y1, x2, y2, n_points=24):
+    """DensePose fields of one person: 14 part masks (RLE on the 256x256 box grid) and points
+    with a part index (1..24) and UV in [0, 1], at box coordinates scaled to 0..255."""
+    import pycocotools.mask as mask_utils
+
+    masks = []
+    for part in range(14):
+        m = np.zeros((256, 256), dtype=np.uint8, order="F")
+        r0 = (part // 4) * 64
+        c0 = (part % 4) * 64
+        m[r0:r0 + 64, c0:c0 + 64] = 1
+        rle = mask_utils.encode(m)
+        rle["counts"] = rle["counts"].decode("ascii")
+        masks.append(rle)
+    return {
+        "dp_masks": masks,
+        "dp_I": [float(v) for v in rng.integers(1, 25, n_points)],
+        "dp_U": [float(v) for v in rng.uniform(0, 1, n_points)],
+        "dp_V": [float(v) for v in rng.uniform(0, 1, n_points)],
+        "dp_x": [float(v) for v in rng.uniform(0, 255, n_points)],
+        "dp_y": [float(v) for v in rng.uniform(0, 255, n_points)],
+    }
+
+
+def write_densepose_coco(root, n_images=2, seed=5):
+    """The three DensePose-COCO splits with ``n_images`` images each (one person per image)."""
+    rng = np.random.default_rng(seed)
+    ann_dir = _mkdir(root, "coco", "annotations")
+    h, w = IMAGE_HW
+    for k, (ann_name, image_folder) in enumerate(DENSEPOSE_SPLITS.items()):
+        img_dir = _mkdir(root, "coco", image_folder)
+        images, annotations = [], []
+        for n in range(n_images):
+            image_id = 400000 + 1000 * k + n
+            file_name = f"COCO_{image_folder}_{image_id:012d}.jpg"
+            x1, y1, x2, y2 = _boxes(rng, h, w, 1)[0]
+            _save(_scene(rng, h, w, [(x1, y1, x2, y2)]), os.path.join(img_dir, file_name),
+                  quality=95)
+            images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float((x2 - x1) * (y2 - y1)),
+                "segmentation": _polygon(x1, y1, x2, y2),
+                "keypoints": _keypoints(rng, x1, y1, x2, y2), "num_keypoints": 17,
+                **_densepose_annotation(rng, x1, y1, x2, y2),
+            })
+        with open(os.path.join(ann_dir, ann_name + ".json"), "w") as f:
+            json.dump({"images": images, "annotations": annotations,
+                       "categories": [{"id": 1, "name": "person", "supercategory": "person",
+                                       "keypoints": list(COCO_KEYPOINT_NAMES),
+                                       "skeleton": COCO_SKELETON}]}, f)
+    return root

@@ -121,3 +121,66 @@ def test_sem_seg_train_loader_feeds_the_fcn_model(tmp_path):
         assert set(losses) == {"loss_sem_seg"} and torch.isfinite(losses["loss_sem_seg"])
     finally:
         semantic_seg.register_voc_sem_seg()
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's VOC scaling: a random ratio in [0.5, 2.0] of each image's own size (appendix A.5)
+
+
+def _ratios(aug, h, w, draws, seed):
+    np.random.seed(seed)
+    out = []
+    for _ in range(draws):
+        t = aug.get_transform(np.zeros((h, w, 3), dtype=np.uint8))
+        assert (t.h, t.w) == (h, w)
+        out.append((t.new_h / h, t.new_w / w))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("h, w", [(375, 500), (500, 333), (96, 128), (40, 40)])
+def test_random_scale_ratio_is_relative_to_each_image(h, w):
+    aug = semantic_seg.RandomScaleRatio(0.5, 2.0)
+    r = _ratios(aug, h, w, 400, seed=0)
+    tol = 1.0 / min(h, w)  # rounding to whole pixels
+    assert np.all(np.abs(r[:, 0] - r[:, 1]) <= 2 * tol)  # aspect ratio kept
+    assert r.min() >= 0.5 - tol and r.max() <= 2.0 + tol
+    assert r.min() < 0.55 and r.max() > 1.95  # the whole range is used, uniformly
+    assert abs(np.median(r[:, 0]) - 1.25) < 0.1
+    # The same draws on a 500x375 image: the ratio does not depend on the image's size.
+    ref = _ratios(aug, 375, 500, 400, seed=0)
+    assert np.all(np.abs(r[:, 0] - ref[:, 0]) <= tol + 1.0 / 375)
+
+
+def test_voc_config_scales_by_ratio_and_cityscapes_by_short_side():
+    from detectron2.data import transforms as T
+
+    voc = semantic_seg.sem_seg_train_augmentations(load_config("voc12sem_R50_dilated_30k_moco"))
+    assert isinstance(voc[0], semantic_seg.RandomScaleRatio)
+    assert (voc[0].min_ratio, voc[0].max_ratio) == (0.5, 2.0)
+    assert [type(a) for a in voc[1:]] == [T.RandomCrop, T.RandomFlip]
+    city_cfg = load_config("cityscapessem_R50_dilated_90k_moco")
+    city = semantic_seg.sem_seg_train_augmentations(city_cfg)
+    assert isinstance(city[0], T.ResizeShortestEdge)
+
+
+def test_random_scale_ratio_resizes_labels_with_nearest(tmp_path):
+    layouts.write_voc_sem_seg(tmp_path)
+    dicts = semantic_seg.load_voc_sem_seg(str(tmp_path / "VOC2012"), "train")
+    cfg = fcn_cfg()
+    cfg.merge_from_list(["INPUT.CROP.ENABLED", "False", "INPUT.RANDOM_FLIP", "none"])
+    mapper = semantic_seg.SemSegDatasetMapper(cfg)
+    image = np.asarray(Image.open(dicts[0]["file_name"]))
+    source = set(np.unique(semantic_seg.read_label_png(dicts[0]["sem_seg_file_name"])))
+    np.random.seed(1)
+    for _ in range(5):
+        out = mapper(dicts[0])
+        ratio = out["image"].shape[1] / image.shape[0]
+        assert 0.5 - 0.02 <= ratio <= 2.0 + 0.02
+        assert abs(out["image"].shape[2] / image.shape[1] - ratio) < 0.03
+        assert tuple(out["sem_seg"].shape) == tuple(out["image"].shape[1:])
+        assert set(out["sem_seg"].unique().tolist()) <= source
+
+
+def test_random_scale_ratio_rejects_a_bad_range():
+    with pytest.raises(ValueError, match="min_ratio <= max_ratio"):
+        semantic_seg.RandomScaleRatio(2.0, 0.5)
