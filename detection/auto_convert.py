@@ -1,4 +1,4 @@
-"""MODEL.WEIGHTS may name a pretraining checkpoint: convert it for the config's model, verify, train.
+"""MODEL.WEIGHTS may name a pretraining checkpoint: convert it for the config's model, verify it.
 
 The brief's order (pretrain, then ``tools/train_net.py --config voc_R50_C4_moco.yaml MODEL.WEIGHTS
 checkpoint.pth.tar``) needs no separate ``tools/convert.py`` step: ``detection.checks.run_checks``
@@ -37,11 +37,11 @@ class Conversion:
     def summary(self, fit, features):
         how = "found already converted" if self.reused else "converted"
         diffs = ", ".join(f"{k} {v:.1e}" for k, v in features.max_rel_diff.items())
-        return (f"MODEL.WEIGHTS {self.weights} is a {self.layout} pretraining checkpoint: {how} for "
-                f"--target {self.target} (this config's model) into {self.output_path}; verified: "
-                f"{len(fit.backbone_names) - len(fit.missing)}/{len(fit.backbone_names)} backbone "
-                f"tensors loaded, features equal the source ResNet's (max relative difference "
-                f"{diffs}); training from it.")
+        total = len(fit.backbone_names)
+        return (f"MODEL.WEIGHTS {self.weights} is a {self.layout} pretraining checkpoint: "
+                f"{how} for --target {self.target} (this config's model) into {self.output_path}; "
+                f"verified: {total - len(fit.missing)}/{total} backbone tensors loaded, features "
+                f"equal the source ResNet's (max relative difference {diffs}); training from it.")
 
 
 def converted_path(cfg, weights, target):
@@ -69,8 +69,8 @@ def convert_for_config(weights, local_path, layout, cfg, error):
     try:
         convert_checkpoint(local_path, out, target=target)
     except (ConversionError, MappingError, ValueError) as e:
-        raise error(f"MODEL.WEIGHTS {weights} is a {layout} checkpoint that cannot be converted for "
-                    f"this config's model (--target {target}): {one_line(e)}") from e
+        raise error(f"MODEL.WEIGHTS {weights} is a {layout} checkpoint that cannot be converted "
+                    f"for this config's model (--target {target}): {one_line(e)}") from e
     return Conversion(weights, local_path, layout, out, target, reused=False)
 
 
@@ -84,12 +84,12 @@ def _source_of(path):
 
 
 def verify_features(conversion, cfg, error):
-    """The converted model's res4/res5 against the source ResNet's layer3/layer4 (a FeatureReport)."""
+    """Converted res4/res5 against the source ResNet's layer3/layer4: a FeatureReport."""
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
     try:
         return compare_with_source(conversion.local_path, conversion.output_path, cfg)
     except VerifyError as e:
-        raise error(f"MODEL.WEIGHTS {conversion.weights} was converted into {conversion.output_path} "
-                    f"but verification failed: {one_line(e)}") from e
+        raise error(f"MODEL.WEIGHTS {conversion.weights} was converted into "
+                    f"{conversion.output_path} but verification failed: {one_line(e)}") from e

@@ -409,7 +409,8 @@ def run_checks(cfg, *, eval_only=False, resume=False):
     except UnconvertedWeightsError as e:
         from detection.auto_convert import convert_for_config
 
-        conversion = convert_for_config(cfg.MODEL.WEIGHTS, e.local_path, e.layout, cfg, WeightsError)
+        conversion = convert_for_config(cfg.MODEL.WEIGHTS, e.local_path, e.layout, cfg,
+                                        WeightsError)
         frozen = cfg.is_frozen()
         cfg.defrost()
         cfg.MODEL.WEIGHTS = conversion.output_path

@@ -41,24 +41,25 @@ def apply_protocol(cfg, world_size):
     that says which protocol that is, with the effective total batch, LR, iterations and steps."""
     ref = cfg.SOLVER.REFERENCE_WORLD_SIZE
     if ref and cfg.SOLVER.IMS_PER_BATCH % ref:
-        raise ProtocolError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not a multiple of "
-                            f"SOLVER.REFERENCE_WORLD_SIZE {ref}. Fix: SOLVER.REFERENCE_WORLD_SIZE 0 "
-                            f"(keep the total batch) or a divisor of the batch.")
+        raise ProtocolError(
+            f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not a multiple of "
+            f"SOLVER.REFERENCE_WORLD_SIZE {ref}. Fix: SOLVER.REFERENCE_WORLD_SIZE 0 (keep the "
+            f"total batch) or a divisor of the batch.")
     label = _label(cfg, world_size)
     scaled = DefaultTrainer.auto_scale_workers(cfg, world_size)  # Detectron2's rule, not ours
     batch = scaled.SOLVER.IMS_PER_BATCH
     if batch % world_size:
-        raise ProtocolError(f"SOLVER.IMS_PER_BATCH {batch} cannot be split evenly over {world_size} "
-                            f"processes. Fix: a process count that divides {batch} (--num-gpus), or "
-                            f"SOLVER.IMS_PER_BATCH a multiple of {world_size} (and BASE_LR scaled "
-                            f"with it).")
+        raise ProtocolError(
+            f"SOLVER.IMS_PER_BATCH {batch} cannot be split evenly over {world_size} processes. "
+            f"Fix: a process count that divides {batch} (--num-gpus), or SOLVER.IMS_PER_BATCH a "
+            f"multiple of {world_size} (and BASE_LR scaled with it).")
     scaled.defrost()
     scaled.MOCO.PROTOCOL = label
     scaled.freeze()
     if label == LINEAR:
         how = (f"LINEAR-SCALED by Detectron2's SOLVER.REFERENCE_WORLD_SIZE rule from {ref} to "
-               f"{world_size} processes (x{world_size / ref:g}; not the paper's protocol, whose total "
-               f"batch is the config's {cfg.SOLVER.IMS_PER_BATCH})")
+               f"{world_size} processes (x{world_size / ref:g}; not the paper's protocol, whose "
+               f"total batch is the config's {cfg.SOLVER.IMS_PER_BATCH})")
     else:
         how = ("the config's total batch on any number of processes (for our task configs the "
                "paper's protocol; SOLVER.REFERENCE_WORLD_SIZE is 0 or this world size)")
@@ -127,8 +128,9 @@ def code_version():
     try:
         commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
+        status = subprocess.run(
+            ["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return {"commit": commit, "dirty": bool(status.strip())}

@@ -28,7 +28,13 @@ import time
 import yaml
 
 from detection.config_lookup import resolve_config_path
-from detection.transfer.results import MANIFEST, PLAN, read_manifest, read_provenance, read_run_metrics
+from detection.transfer.results import (
+    MANIFEST,
+    PLAN,
+    read_manifest,
+    read_provenance,
+    read_run_metrics,
+)
 from pretrain.io import atomic_write_bytes
 from pretrain.subprocesses import run_logged, tool_command
 
@@ -361,8 +367,8 @@ def run_one(run, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, echo=
         return _write_manifest(run, status="failed", returncode=rc, seconds=seconds, finished=_now(),
                                error="exited 0 but wrote no results (eval_results.json / metrics.json)")
     # How the numbers were made, as the trainer recorded it beside them (None: an older trainer).
-    return _write_manifest(run, status="done", returncode=0, error=None, seconds=seconds, finished=_now(),
-                           provenance=read_provenance(run.folder))
+    return _write_manifest(run, status="done", returncode=0, error=None, seconds=seconds,
+                           finished=_now(), provenance=read_provenance(run.folder))
 
 
 # ---- the grid ------------------------------------------------------------------------------

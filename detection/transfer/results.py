@@ -46,7 +46,7 @@ class RunResult:
     metrics: dict
     source: str  # the file the numbers came from
     paper_label: str = None  # the init's name in detection/transfer/paper_results.yaml, from run.json
-    provenance: dict = None  # how the numbers were made (eval_results.json or run.json), if recorded
+    provenance: dict = None  # how the numbers were made (eval_results.json, else run.json)
 
 
 @dataclasses.dataclass

@@ -40,7 +40,8 @@ def provenance_fields(prov):
     """The flat ``PROVENANCE_FIELDS`` of one run's provenance (None for a run without one)."""
     if not prov:
         return None
-    protocol, weights, code = prov.get("protocol") or {}, prov.get("weights") or {}, prov.get("code")
+    protocol, weights = prov.get("protocol") or {}, prov.get("weights") or {}
+    code = prov.get("code")
     if isinstance(code, dict):
         code = (code.get("commit") or "?")[:12] + ("+dirty" if code.get("dirty") else "")
     steps = protocol.get("steps")
@@ -50,16 +51,19 @@ def provenance_fields(prov):
             "steps": None if steps is None else " ".join(str(x) for x in steps),
             "protocol": protocol.get("label"), "world_size": prov.get("world_size"),
             "seeds": prov.get("seed"), "config_file": prov.get("config_file"),
-            "weights": weights.get("path"), "code_version": code, "detectron2": prov.get("detectron2")}
+            "weights": weights.get("path"), "code_version": code,
+            "detectron2": prov.get("detectron2")}
 
 
 def check_trials_agree(task, init, runs):
     """Raise ``MixedTrialsError`` (one line naming each differing setting) unless every trial with
     a provenance has the same ``DEFINING`` settings; returns ``(merged fields, warnings)``."""
-    fields = [(r.trial, provenance_fields(r.provenance)) for r in sorted(runs, key=lambda r: r.trial)]
+    fields = [(r.trial, provenance_fields(r.provenance))
+              for r in sorted(runs, key=lambda r: r.trial)]
     known = [(t, f) for t, f in fields if f is not None]
-    warnings = [f"{task}/{init}/trial{t}: no provenance recorded (made by an older trainer): its "
-                f"settings are not checked against the other trials" for t, f in fields if f is None]
+    warnings = [f"{task}/{init}/trial{t}: no provenance recorded (made by an older trainer): "
+                f"its settings are not checked against the other trials"
+                for t, f in fields if f is None]
     differ = []
     for key in DEFINING:
         values = {t: f[key] for t, f in known}
@@ -67,10 +71,10 @@ def check_trials_agree(task, init, runs):
             differ.append(f"{key} (" + ", ".join(f"trial{t}: {v}" for t, v in values.items()) + ")")
     if differ:
         raise MixedTrialsError(
-            f"{task}/{init}: its trials were made with different settings, so they cannot be averaged: "
-            f"{'; '.join(differ)}. Fix: rerun the odd trials with the same config, weights and "
-            f"number of processes (tools/run_transfer.py --force), or move them out of the results "
-            f"folder.")
+            f"{task}/{init}: its trials were made with different settings, so they cannot be "
+            f"averaged: {'; '.join(differ)}. Fix: rerun the odd trials with the same config, "
+            f"weights and number of processes (tools/run_transfer.py --force), or move them out "
+            f"of the results folder.")
     merged = {}
     for key in PROVENANCE_FIELDS:
         values = list(dict.fromkeys(str(f[key]) for _, f in known if f[key] is not None))
@@ -259,7 +263,8 @@ def build_tables(collection, metrics=DEFAULT_METRICS, baseline="supervised", ref
                     s.paper, s.paper_delta = paper[init][key]
         tables.append(TaskTable(task, columns, order, stats, n_runs, base, paper_labels,
                                 (entry or {}).get("setting"), (entry or {}).get("source"),
-                                [m for m in collection.missing if m.task == task], paper, provenance))
+                                [m for m in collection.missing if m.task == task], paper,
+                                provenance))
     return tables, warnings
 
 
@@ -357,7 +362,8 @@ def to_csv(tables):
                     _num(s.mean - t.stats[t.baseline][key].mean)]
                 prov = t.provenance.get(init) or {}
                 w.writerow([t.task, init, key, *ours, t.baseline or "", "" if paper is None else paper,
-                            "" if paper_delta is None else paper_delta, t.paper_labels.get(init, ""),
+                            "" if paper_delta is None else paper_delta,
+                            t.paper_labels.get(init, ""),
                             *(prov.get(f, "") for f in PROVENANCE_FIELDS)])
     return buf.getvalue()
 

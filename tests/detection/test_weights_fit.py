@@ -32,8 +32,8 @@ def moco_file(tmp_path_factory):
     torch.manual_seed(0)
     net = ResNet(Bottleneck, [3, 4, 6, 3], width_per_group=8)
     path = tmp_path_factory.mktemp("moco") / "moco_v2_narrow.pth.tar"
-    torch.save({"epoch": 200, "arch": "resnet50",
-                "state_dict": {"module.encoder_q." + k: v for k, v in net.state_dict().items()}}, path)
+    state = {"module.encoder_q." + k: v for k, v in net.state_dict().items()}
+    torch.save({"epoch": 200, "arch": "resnet50", "state_dict": state}, path)
     return path
 
 
@@ -51,7 +51,8 @@ def _cfg(kind, weights, tmp_path):
 
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
 @pytest.mark.parametrize("target", TARGETS)
-def test_every_mix_up_is_refused_and_every_fit_accepted(kind, target, converted, tmp_path, one_thread):
+def test_every_mix_up_is_refused_and_every_fit_accepted(kind, target, converted, tmp_path,
+                                                          one_thread):
     cfg = _cfg(kind, converted[target], tmp_path)
     needed = CONFIGS[kind][1]
     if target in (needed, "heuristic"):  # heuristic: Detectron2's suffix matching places them
@@ -66,7 +67,8 @@ def test_every_mix_up_is_refused_and_every_fit_accepted(kind, target, converted,
     assert f"the file holds names for --target {target}" in msg
     assert (f"Fix: python tools/convert.py moco_v2_narrow.pth.tar moco_v2_narrow_{needed}.pkl "
             f"--target {needed}") in msg
-    # How many: C4 <-> DC5 share res2-res4 under backbone., so only res5 (3 blocks, one shortcut) is missing there.
+    # How many: C4 <-> DC5 share res2-res4 under backbone., so only res5 (3 blocks, one
+    # shortcut) is missing there.
     missing = int(msg.split("would leave ")[1].split(" of ")[0])
     shared = {("c4", "dc5"), ("dc5", "c4")}
     expected = 3 * 15 + 5 if (target, needed) in shared else 265
