@@ -363,7 +363,7 @@ def check_weights_fit(cfg):
     weights = cfg.MODEL.WEIGHTS
     if not weights or weights.startswith(TRUSTED_URL_PREFIXES):
         return None
-    from detection.verify import backbone_fit, file_layout, target_for_config
+    from detection.verify import backbone_fit, describe_resnet, file_layout, target_for_config
 
     local = _local_copy(weights)
     with _quiet_checkpointer():
@@ -379,6 +379,22 @@ def check_weights_fit(cfg):
         "YOUR_PRETRAINING_CHECKPOINT.pth.tar"
     stem = os.path.basename((src if source else weights).split("?")[0]).split(".")[0] or "weights"
     holds = f"names for --target {has}" if has else "no names of our converter's targets"
+    if fit.wrong_shape and has in (target, "heuristic"):
+        # The names fit: the file is another network (depth, widths) than the config builds.
+        name, file_shape, model_shape = next(
+            (n, tuple(a), tuple(b)) for n, a, b in fit.report.incorrect_shapes if n in fit.missing)
+        r = cfg.MODEL.RESNETS
+        raise WeightsError(
+            f"MODEL.WEIGHTS {weights} would leave {len(fit.missing)} of {len(fit.backbone_names)} "
+            f"backbone tensors of this config's model at random init ({len(fit.wrong_shape)} of "
+            f"them with the wrong shape, e.g. {name}: {file_shape} in the file, {model_shape} in "
+            f"the model); the names fit (--target {target}), but the file holds "
+            f"{describe_resnet(names) or 'another ResNet'} with other widths than the config's "
+            f"MODEL.RESNETS (DEPTH {r.DEPTH}, WIDTH_PER_GROUP {r.WIDTH_PER_GROUP}, "
+            f"RES2_OUT_CHANNELS {r.RES2_OUT_CHANNELS}). Fix: set MODEL.RESNETS to the file's network "
+            f"(R18/R34: DEPTH 18/34 and RES2_OUT_CHANNELS 64), or convert a checkpoint of the "
+            f"config's network: python tools/convert.py CHECKPOINT {stem}_{target}.pkl "
+            f"--target {target}.")
     raise WeightsError(
         f"MODEL.WEIGHTS {weights} would leave {len(fit.missing)} of {len(fit.backbone_names)} "
         f"backbone tensors of this config's model at random init ({len(fit.wrong_shape)} of them "

@@ -93,8 +93,16 @@ def test_a_file_with_one_stage_missing_is_refused(converted, tmp_path, one_threa
 def test_wrong_depth_is_a_shape_mismatch(converted, tmp_path, one_thread):
     cfg = _cfg("FPN", converted["fpn"], tmp_path)
     cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 16  # the file's bottlenecks are 8 wide
-    with pytest.raises(checks.WeightsError, match=r"\(\d+ of them with the wrong shape"):
+    with pytest.raises(checks.WeightsError) as e:
         checks.check_weights_fit(cfg)
+    msg = str(e.value)
+    # Same names, other shapes in each of the 16 bottlenecks: conv1 and conv2 with their BNs
+    # (4 tensors each), and conv3's input: 11 tensors; the stem, conv3's BN, shortcuts fit.
+    assert f"would leave {16 * 11} of 265 backbone tensors" in msg
+    assert f"({16 * 11} of them with the wrong shape, e.g. backbone.bottom_up.res2.0.conv1.weight: " \
+           "(8, 64, 1, 1) in the file, (16, 64, 1, 1) in the model)" in msg
+    assert "the names fit (--target fpn), but the file holds ResNet-50 with other widths" in msg
+    assert "WIDTH_PER_GROUP 16" in msg and "\n" not in msg
 
 
 def test_random_init_and_model_zoo_urls_are_not_read(tmp_path):
