@@ -391,8 +391,8 @@ def check_weights_fit(cfg):
             f"the model); the names fit (--target {target}), but the file holds "
             f"{describe_resnet(names) or 'another ResNet'} with other widths than the config's "
             f"MODEL.RESNETS (DEPTH {r.DEPTH}, WIDTH_PER_GROUP {r.WIDTH_PER_GROUP}, "
-            f"RES2_OUT_CHANNELS {r.RES2_OUT_CHANNELS}). Fix: set MODEL.RESNETS to the file's network "
-            f"(R18/R34: DEPTH 18/34 and RES2_OUT_CHANNELS 64), or convert a checkpoint of the "
+            f"RES2_OUT_CHANNELS {r.RES2_OUT_CHANNELS}). Fix: set MODEL.RESNETS to the file's "
+            f"network (R18/R34: DEPTH 18/34 and RES2_OUT_CHANNELS 64), or convert a checkpoint of the "
             f"config's network: python tools/convert.py CHECKPOINT {stem}_{target}.pkl "
             f"--target {target}.")
     raise WeightsError(

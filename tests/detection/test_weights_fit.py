@@ -99,8 +99,8 @@ def test_wrong_depth_is_a_shape_mismatch(converted, tmp_path, one_thread):
     # Same names, other shapes in each of the 16 bottlenecks: conv1 and conv2 with their BNs
     # (4 tensors each), and conv3's input: 11 tensors; the stem, conv3's BN, shortcuts fit.
     assert f"would leave {16 * 11} of 265 backbone tensors" in msg
-    assert f"({16 * 11} of them with the wrong shape, e.g. backbone.bottom_up.res2.0.conv1.weight: " \
-           "(8, 64, 1, 1) in the file, (16, 64, 1, 1) in the model)" in msg
+    assert (f"({16 * 11} of them with the wrong shape, e.g. backbone.bottom_up.res2.0.conv1.weight:"
+            " (8, 64, 1, 1) in the file, (16, 64, 1, 1) in the model)") in msg
     assert "the names fit (--target fpn), but the file holds ResNet-50 with other widths" in msg
     assert "WIDTH_PER_GROUP 16" in msg and "\n" not in msg
 
