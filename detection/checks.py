@@ -392,8 +392,8 @@ def check_weights_fit(cfg):
             f"{describe_resnet(names) or 'another ResNet'} with other widths than the config's "
             f"MODEL.RESNETS (DEPTH {r.DEPTH}, WIDTH_PER_GROUP {r.WIDTH_PER_GROUP}, "
             f"RES2_OUT_CHANNELS {r.RES2_OUT_CHANNELS}). Fix: set MODEL.RESNETS to the file's "
-            f"network (R18/R34: DEPTH 18/34 and RES2_OUT_CHANNELS 64), or convert a checkpoint of the "
-            f"config's network: python tools/convert.py CHECKPOINT {stem}_{target}.pkl "
+            f"network (R18/R34: DEPTH 18/34 and RES2_OUT_CHANNELS 64), or convert a checkpoint "
+            f"of the config's network: python tools/convert.py CHECKPOINT {stem}_{target}.pkl "
             f"--target {target}.")
     raise WeightsError(
         f"MODEL.WEIGHTS {weights} would leave {len(fit.missing)} of {len(fit.backbone_names)} "
