@@ -73,6 +73,8 @@ def test_the_briefs_command_converts_verifies_trains_and_records(voc, tmp_path):
     assert (f"MODEL.WEIGHTS {voc['ckpt']} is a MoCo v1/v2 pretraining checkpoint: converted for "
             f"--target c4 (this config's model) into {converted}; verified: 265/265 backbone "
             f"tensors loaded, features equal the source ResNet's") in log
+    # Said once: the setup in the training process reads the converted file, it does not convert.
+    assert len([line for line in log.splitlines() if "pretraining checkpoint:" in line]) == 1
     protocol = [line for line in log.splitlines() if "effective protocol:" in line]
     assert len(protocol) == 1 and protocol[0].endswith(
         "1 process(es) x 2 images = total batch 2, BASE_LR 0, MAX_ITER 2, STEPS (), WARMUP_ITERS 0")
