@@ -14,6 +14,12 @@ def add_moco_config(cfg):
         cfg.MOCO.DATASET_ROOT_HINT = ""
         # Pre-flight checks (detection.checks) before training; off only for debugging.
         cfg.MOCO.RUN_CHECKS = True
+        # Set by tools/train_net.py: the YAML this config was merged from (recorded in
+        # eval_results.json's provenance; left out of the config hash, like OUTPUT_DIR).
+        cfg.MOCO.CONFIG_FILE = ""
+        # Set by tools/train_net.py (detection.provenance.apply_protocol): which protocol runs,
+        # "same total batch as the config" or "linear-scaled" (SOLVER.REFERENCE_WORLD_SIZE).
+        cfg.MOCO.PROTOCOL = ""
     if "NORM" not in cfg.MODEL.ROI_KEYPOINT_HEAD:
         # Detectron2's keypoint head has no norm option; "" keeps its behaviour.
         # Used by detection.modeling.keypoint_head.KRCNNConvDeconvUpsampleHeadNorm.

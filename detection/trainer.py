@@ -5,7 +5,7 @@ What differs from Detectron2's ``tools/train_net.py``:
 * evaluators are chosen from the dataset metadata (``detection.evaluation``); semantic
   segmentation and DensePose configs get their own train loaders;
 * final results are also written to ``OUTPUT_DIR/eval_results.json`` as
-  ``{dataset: {task: {metric: value}}}`` (atomically), for the results table;
+  ``{dataset: {task: {metric: value}}}`` (atomically) with their provenance, for the results table;
 * it runs on CPU: one process in-process, several as gloo processes (DistributedDataParallel
   rejects ``device_ids`` for CPU models, which ``DefaultTrainer`` always passes); AMP is turned
   off on CPU where the config is built (``detection.cli.train_net``);
@@ -24,6 +24,7 @@ from detectron2.utils.logger import setup_logger
 
 from detection.densepose import densepose_on, densepose_trainer_class
 from detection.evaluation import build_evaluator
+from detection.transfer.results import PROVENANCE_KEY
 from pretrain.io import atomic_write_bytes
 
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -112,9 +113,13 @@ def _plain(value):
 
 
 def write_eval_results(cfg, results):
-    """``OUTPUT_DIR/eval_results.json``: ``{dataset: {task: {metric: value}}}``, atomically."""
+    """``OUTPUT_DIR/eval_results.json``: ``{dataset: {task: {metric: value}}}``, atomically, and
+    under ``"__provenance__"`` how they were made (``detection.provenance``)."""
+    from detection.provenance import provenance
+
     path = os.path.join(cfg.OUTPUT_DIR, EVAL_RESULTS_FILE)
     data = _plain(per_dataset(cfg, results))
+    data[PROVENANCE_KEY] = provenance(cfg)
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
     logger.info("Evaluation results written to %s", path)
     return path

@@ -201,6 +201,50 @@ def load_into_model(weights_path, cfg):
     return model, report
 
 
+@dataclass
+class BackboneFit:
+    """Which backbone tensors of a model a weights file fills (``backbone_fit``)."""
+
+    report: VerifyReport
+    backbone_names: list  # every backbone parameter and BN statistic of the model
+    missing: list  # of those: not in the file, or in it with another shape
+    wrong_shape: list
+
+    @property
+    def ok(self):
+        return not self.missing
+
+
+def backbone_fit(weights_path, cfg):
+    """Load ``weights_path`` into ``cfg``'s model (built on CPU) as training will, and list the
+    backbone tensors it leaves at their random init. Detectron2's own name matching applies where
+    the file asks for it (``matching_heuristics``), since the same checkpointer loads it."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"  # a pre-flight check: no GPU memory, same names and shapes
+    model, report = load_into_model(weights_path, cfg)
+    prefixes = tuple(backbone_prefixes(model))
+    names = [n for n in model.state_dict()
+             if n.startswith(prefixes) and not n.endswith("num_batches_tracked")]
+    wrong = {n for n, *_ in report.incorrect_shapes}
+    not_loaded = set(report.missing_backbone) | wrong
+    return BackboneFit(report, names, [n for n in names if n in not_loaded],
+                       [n for n in names if n in wrong])
+
+
+def file_layout(names):
+    """The --target whose names a converted file holds (None when none of ours fits)."""
+    if any(".bottom_up." in n for n in names):
+        return "fpn"
+    if any(n.startswith("roi_heads.res5.") for n in names):
+        return "c4"
+    if any(n.startswith("backbone.res") for n in names):
+        return "dc5"
+    if any(n.startswith(("stem.", "res2.")) for n in names):
+        return "heuristic"
+    return None
+
+
 def describe_resnet(names):
     """"ResNet-18" etc. from Detectron2 names (blocks per stage, conv3 or not); None if unclear."""
     blocks = {}
@@ -299,10 +343,13 @@ def _torchvision_features(model, rgb01):
 
 def _detectron2_features(model, cfg, rgb255):
     image = rgb255 if cfg.INPUT.FORMAT == "RGB" else rgb255.flip(0)  # CHW, in the config's format
-    images = model.preprocess_image([{"image": image}])  # the model's own (x - mean) / std
+    if hasattr(model, "preprocess_image"):
+        x = model.preprocess_image([{"image": image}]).tensor  # the model's own (x - mean) / std
+    else:  # SemanticSegmentor (FCN) normalises inside forward, with the same buffers
+        x = ((image - model.pixel_mean) / model.pixel_std).unsqueeze(0)
     resnet = getattr(model.backbone, "bottom_up", model.backbone)
     # Run the stages one by one: OUT_FEATURES may hold only some of them (DC5: res5 only).
-    x, out = resnet.stem(images.tensor), {}
+    x, out = resnet.stem(x), {}
     for name, stage in zip(resnet.stage_names, resnet.stages):
         x = out[name] = stage(x)
     res5 = getattr(getattr(model, "roi_heads", None), "res5", None)

@@ -103,6 +103,11 @@ def _detectron2_info():
     return info
 
 
+def detectron2_info():
+    """Which Detectron2 (variant, version, compiled ops): also recorded with every result."""
+    return _detectron2_info()
+
+
 def _densepose_info():
     spec = importlib.util.find_spec("densepose")
     if spec is None:

@@ -21,6 +21,7 @@ from detectron2.utils import comm
 from detection import checks
 from detection.config_lookup import load_config, resolve_config_path
 from detection.densepose import DensePoseMissingError
+from detection.provenance import ProtocolError, apply_protocol
 from detection.trainer import Trainer, on_cuda
 
 logger = logging.getLogger(__name__)
@@ -81,26 +82,36 @@ def build_config(args):
         logger.warning("SOLVER.AMP.ENABLED is ignored on %s: mixed precision is CUDA-only here.",
                        cfg.MODEL.DEVICE)
         cfg.SOLVER.AMP.ENABLED = False
+    cfg.MOCO.CONFIG_FILE = args.config_file  # provenance: which file this merged config came from
     cfg.freeze()
     if cfg.MOCO.RUN_CHECKS:
-        checks.run_checks(cfg, eval_only=args.eval_only, resume=args.resume)
+        conversion = checks.run_checks(cfg, eval_only=args.eval_only, resume=args.resume)
+        if conversion is not None:
+            # Later setups (each worker process, main() after run()) read the converted file.
+            args.opts = list(args.opts or ()) + ["MODEL.WEIGHTS", conversion.output_path]
     return cfg
 
 
 def setup(args):
-    """The frozen config for ``args``, checked, after Detectron2's ``default_setup``."""
+    """The frozen config for ``args``, checked, scaled for this world size (the effective
+    protocol, printed), after Detectron2's ``default_setup`` (which saves it as config.yaml)."""
     cfg = build_config(args)
+    cfg, line = apply_protocol(cfg, comm.get_world_size())
     default_setup(cfg, args)
+    if not args.eval_only:
+        logging.getLogger("detectron2.train_net").info(line)  # stdout of rank 0 and log.txt
     return cfg
 
 
 # What a user can fix from the message alone: printed without a traceback by tools/train_net.py.
-USER_ERRORS = (UsageError, checks.CheckError, FileNotFoundError, DensePoseMissingError)
+USER_ERRORS = (UsageError, checks.CheckError, FileNotFoundError, DensePoseMissingError,
+               ProtocolError)
 
 
 def run(args):
     """Check the config in this process, then ``launch(main, ...)``."""
-    build_config(args)  # fail here, once, before any worker process starts
+    cfg = build_config(args)  # fail here, once, before any worker process starts
+    apply_protocol(cfg, num_processes(args) * args.num_machines)  # a batch that cannot be split
     launch(main, num_processes(args), num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
 

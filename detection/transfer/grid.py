@@ -1,7 +1,8 @@
 """Run a transfer grid: tasks (Detectron2 configs) × inits (weights) × trials (seeds).
 
 Each run goes to ``ROOT/<task>/<init>/trial<N>/`` with a ``run.json`` manifest (task, init, trial,
-config, weights, seed, status, log), so ``detection/transfer/results.py`` can find and judge it. Runs
+config, weights, seed, status, log; once done, the trainer's provenance of its numbers), so
+``detection/transfer/results.py`` can find and judge it. Runs
 whose manifest says ``done`` and that have results are skipped; a failed run is marked
 ``failed`` with its log and the grid goes on. Each run is one subprocess of the training command
 (``tools/train_net.py`` by default), locally one after another, or one SLURM job through submitit.
@@ -27,7 +28,13 @@ import time
 import yaml
 
 from detection.config_lookup import resolve_config_path
-from detection.transfer.results import MANIFEST, PLAN, read_manifest, read_run_metrics
+from detection.transfer.results import (
+    MANIFEST,
+    PLAN,
+    read_manifest,
+    read_provenance,
+    read_run_metrics,
+)
 from pretrain.io import atomic_write_bytes
 from pretrain.meters import format_duration
 from pretrain.subprocesses import run_logged, tool_command
@@ -360,7 +367,9 @@ def run_one(run, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, echo=
     if not metrics or os.path.getmtime(source) < t0 - 1:
         return _write_manifest(run, status="failed", returncode=rc, seconds=seconds, finished=_now(),
                                error="exited 0 but wrote no results (eval_results.json / metrics.json)")
-    return _write_manifest(run, status="done", returncode=0, error=None, seconds=seconds, finished=_now())
+    # How the numbers were made, as the trainer recorded it beside them (None: an older trainer).
+    return _write_manifest(run, status="done", returncode=0, error=None, seconds=seconds,
+                           finished=_now(), provenance=read_provenance(run.folder))
 
 
 # ---- the grid ------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from pretrain.io import read_json_lines
 EVAL_TYPES = ("bbox", "segm", "keypoints", "sem_seg", "panoptic_seg", "box_proposals",
               "densepose_gps", "densepose_gpsm", "densepose_segm")
 MANIFEST = "run.json"
+# eval_results.json's key for how the numbers were made (detection.provenance); not a dataset.
+PROVENANCE_KEY = "__provenance__"
 PLAN = "plan.json"
 TRIAL_DIR = re.compile(r"^trial(\d+)$")
 
@@ -44,6 +46,7 @@ class RunResult:
     metrics: dict
     source: str  # the file the numbers came from
     paper_label: str = None  # the init's name in detection/transfer/paper_results.yaml, from run.json
+    provenance: dict = None  # how the numbers were made (eval_results.json, else run.json)
 
 
 @dataclasses.dataclass
@@ -72,6 +75,7 @@ def flatten_eval_results(results):
     """
     if not isinstance(results, dict):
         raise ValueError(f"expected a JSON object, got {type(results).__name__}")
+    results = {k: v for k, v in results.items() if k != PROVENANCE_KEY}
     if results and all(k in EVAL_TYPES for k in results):  # single dataset, already unwrapped
         results = {None: results}
     flat = {}
@@ -177,6 +181,19 @@ def read_run_metrics(folder, manifest=None):
     return {}, None, "no results (neither eval_results.json nor evaluation lines in metrics.json)"
 
 
+def read_provenance(folder, manifest=None):
+    """The provenance eval_results.json records (else run.json's copy); None for older runs."""
+    path = os.path.join(folder, "eval_results.json")
+    try:
+        with open(path) as f:
+            prov = json.load(f).get(PROVENANCE_KEY)
+    except (OSError, ValueError, AttributeError):
+        prov = None
+    if prov is None and manifest:
+        prov = manifest.get("provenance")
+    return prov if isinstance(prov, dict) else None
+
+
 def _skip_dir(name):
     # "_submitit" logs, "_replaced" backups of forced reruns, hidden folders: never runs.
     return name.startswith(".") or name.startswith("_")
@@ -231,7 +248,8 @@ def collect(root):
         metrics, source, reason = read_run_metrics(folder, manifest)
         if metrics:
             results.append(RunResult(task, init, trial, folder, metrics, source,
-                                     (manifest or {}).get("paper_label")))
+                                     (manifest or {}).get("paper_label"),
+                                     read_provenance(folder, manifest)))
         else:
             missing.append(MissingRun(task, init, trial, folder, reason))
 

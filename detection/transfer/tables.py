@@ -24,6 +24,64 @@ DEFAULT_METRICS = ("AP50", "AP", "AP75")
 PAPER_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_results.yaml")
 
 
+# What makes trials of one init comparable: averaging trials that differ in one of these would mix
+# protocols (or weights) in one number. Read from each run's provenance (detection/provenance.py).
+DEFINING = ("config_sha256", "weights_sha256", "ims_per_batch", "base_lr", "max_iter", "steps")
+# Provenance written into the CSV, per task x init (values that differ between trials: ";"-joined).
+PROVENANCE_FIELDS = DEFINING + ("protocol", "world_size", "seeds", "config_file", "weights",
+                                "code_version", "detectron2")
+
+
+class MixedTrialsError(ValueError):
+    """Trials of one task and init were made with different defining settings."""
+
+
+def provenance_fields(prov):
+    """The flat ``PROVENANCE_FIELDS`` of one run's provenance (None for a run without one)."""
+    if not prov:
+        return None
+    protocol, weights = prov.get("protocol") or {}, prov.get("weights") or {}
+    code = prov.get("code")
+    if isinstance(code, dict):
+        code = (code.get("commit") or "?")[:12] + ("+dirty" if code.get("dirty") else "")
+    steps = protocol.get("steps")
+    return {"config_sha256": prov.get("config_sha256"), "weights_sha256": weights.get("sha256"),
+            "ims_per_batch": protocol.get("ims_per_batch"), "base_lr": protocol.get("base_lr"),
+            "max_iter": protocol.get("max_iter"),
+            "steps": None if steps is None else " ".join(str(x) for x in steps),
+            "protocol": protocol.get("label"), "world_size": prov.get("world_size"),
+            "seeds": prov.get("seed"), "config_file": prov.get("config_file"),
+            "weights": weights.get("path"), "code_version": code,
+            "detectron2": prov.get("detectron2")}
+
+
+def check_trials_agree(task, init, runs):
+    """Raise ``MixedTrialsError`` (one line naming each differing setting) unless every trial with
+    a provenance has the same ``DEFINING`` settings; returns ``(merged fields, warnings)``."""
+    fields = [(r.trial, provenance_fields(r.provenance))
+              for r in sorted(runs, key=lambda r: r.trial)]
+    known = [(t, f) for t, f in fields if f is not None]
+    warnings = [f"{task}/{init}/trial{t}: no provenance recorded (made by an older trainer): "
+                f"its settings are not checked against the other trials"
+                for t, f in fields if f is None]
+    differ = []
+    for key in DEFINING:
+        values = {t: f[key] for t, f in known}
+        if len(set(map(repr, values.values()))) > 1:
+            differ.append(f"{key} (" + ", ".join(f"trial{t}: {v}" for t, v in values.items()) + ")")
+    if differ:
+        raise MixedTrialsError(
+            f"{task}/{init}: its trials were made with different settings, so they cannot be "
+            f"averaged: {'; '.join(differ)}. Fix: rerun the odd trials with the same config, "
+            f"weights and number of processes (tools/run_transfer.py --force), or move them out "
+            f"of the results folder.")
+    merged = {}
+    for key in PROVENANCE_FIELDS:
+        values = list(dict.fromkeys(str(f[key]) for _, f in known if f[key] is not None))
+        merged[key] = ";".join(values)
+    return merged, warnings
+
+
 @dataclasses.dataclass
 class Stat:
     mean: float
@@ -49,6 +107,7 @@ class TaskTable:
     # {init: {metric: (paper value, paper delta or None)}}: every published number of a shown init,
     # also where our runs have none yet (Stat.paper only exists beside our own numbers).
     paper: dict = dataclasses.field(default_factory=dict)
+    provenance: dict = dataclasses.field(default_factory=dict)  # {init: {PROVENANCE_FIELDS: str}}
 
     def column_title(self, key):
         """``AP50``, or ``AP50 (segm)`` when the table mixes several result groups."""
@@ -181,9 +240,11 @@ def build_tables(collection, metrics=DEFAULT_METRICS, baseline="supervised", ref
         # because our runs of that init (or of the whole task) have no results yet.
         paper_keys = [k for values in paper.values() for k in values if k not in available]
         columns = select_metrics(available + list(dict.fromkeys(paper_keys)), list(metrics))[0]
-        stats, n_runs = {}, {}
+        stats, n_runs, provenance = {}, {}, {}
         for init in order:
             init_runs = [r for r in runs if r.init == init]
+            provenance[init], unchecked = check_trials_agree(task, init, init_runs)
+            warnings.extend(unchecked)
             n_runs[init] = len(init_runs)
             stats[init] = {}
             for key in columns:
@@ -202,7 +263,8 @@ def build_tables(collection, metrics=DEFAULT_METRICS, baseline="supervised", ref
                     s.paper, s.paper_delta = paper[init][key]
         tables.append(TaskTable(task, columns, order, stats, n_runs, base, paper_labels,
                                 (entry or {}).get("setting"), (entry or {}).get("source"),
-                                [m for m in collection.missing if m.task == task], paper))
+                                [m for m in collection.missing if m.task == task], paper,
+                                provenance))
     return tables, warnings
 
 
@@ -275,7 +337,7 @@ def to_markdown(tables, baseline="supervised"):
 
 
 CSV_FIELDS = ("task", "init", "metric", "n", "mean", "std", "delta", "baseline",
-              "paper", "paper_delta", "paper_label")
+              "paper", "paper_delta", "paper_label") + PROVENANCE_FIELDS
 
 
 def _num(x):
@@ -298,8 +360,11 @@ def to_csv(tables):
                     s.n, _num(s.mean), "" if s.std is None else _num(s.std),
                     "" if t.baseline in (None, init) or key not in t.stats[t.baseline] else
                     _num(s.mean - t.stats[t.baseline][key].mean)]
+                prov = t.provenance.get(init) or {}
                 w.writerow([t.task, init, key, *ours, t.baseline or "", "" if paper is None else paper,
-                            "" if paper_delta is None else paper_delta, t.paper_labels.get(init, "")])
+                            "" if paper_delta is None else paper_delta,
+                            t.paper_labels.get(init, ""),
+                            *(prov.get(f, "") for f in PROVENANCE_FIELDS)])
     return buf.getvalue()
 
 

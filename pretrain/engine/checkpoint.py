@@ -62,7 +62,7 @@ def load_model_state(model, state_dict: dict) -> None:
                for k, v in stripped.items() if k in own and v.shape != own[k].shape]
     if resized:
         raise ValueError(
-            f"checkpoint does not match the model (different K / dim / arch?):\n  "
+            "checkpoint does not match the model (different K / dim / arch?):\n  "
             + "\n  ".join(resized[:8]) + (" ..." if len(resized) > 8 else "") +
             "\n  Fix: resume with the config the run was started with (stored under 'config' in the checkpoint).")
     missing, unexpected = model.load_state_dict(stripped, strict=False)

@@ -102,9 +102,17 @@ def _converted(tmp_path):
     return path
 
 
+def _weights_and_pixel_checks(cfg):
+    """run_checks' weights part without the backbone check (test_weights_fit.py tests that one):
+    the one-tensor files here are about pixel formats, and run_checks refuses them as partial."""
+    checks.check_pixel_format(cfg, checks.check_weights_path(cfg.MODEL.WEIGHTS, cfg))
+
+
 def test_moco_weights_need_rgb_torchvision_stats(cfg, tmp_path):
     cfg.MODEL.WEIGHTS = _converted(tmp_path)
-    checks.run_checks(cfg)  # the tiny config is MoCo-style: RGB, torchvision mean/std
+    _weights_and_pixel_checks(cfg)  # the tiny config is MoCo-style: RGB, torchvision mean/std
+    with pytest.raises(checks.WeightsError, match="would leave 264 of 265 backbone tensors"):
+        checks.run_checks(cfg)  # one tensor of ResNet-50: the rest would be random init
 
     for key, value, shown in [("INPUT.FORMAT", "BGR", "INPUT.FORMAT: config has 'BGR'"),
                               ("MODEL.PIXEL_MEAN", [103.530, 116.280, 123.675], "MODEL.PIXEL_MEAN"),
@@ -112,7 +120,7 @@ def test_moco_weights_need_rgb_torchvision_stats(cfg, tmp_path):
         bad = cfg.clone()
         bad.merge_from_list([key, str(value)])
         with pytest.raises(checks.WeightsError) as e:
-            checks.run_checks(bad)
+            _weights_and_pixel_checks(bad)
         msg = str(e.value)
         assert shown in msg and "moco-transfer" in msg and "moco_v2.pth.tar" in msg
         assert "INPUT.FORMAT RGB MODEL.PIXEL_MEAN [123.675,116.28,103.53]" in msg
@@ -127,7 +135,7 @@ def test_msra_weights_need_bgr(cfg, tmp_path):
         checks.run_checks(cfg)
     cfg.merge_from_list(["INPUT.FORMAT", "BGR", "MODEL.PIXEL_MEAN", "[103.530, 116.280, 123.675]",
                          "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]", "MODEL.RESNETS.STRIDE_IN_1X1", "True"])
-    checks.run_checks(cfg)
+    _weights_and_pixel_checks(cfg)
     # Model-zoo URLs are judged by name, without downloading.
     cfg.MODEL.WEIGHTS = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
     checks.run_checks(cfg)
@@ -178,12 +186,20 @@ def test_unconverted_checkpoints_are_refused_with_the_convert_command(cfg, tmp_p
     torch.save(state, tmp_path / "resnet18.pth")
     for name, layout in [("moco_v2_200ep.pth.tar", "MoCo v1/v2"), ("resnet18.pth", "torchvision")]:
         cfg.MODEL.WEIGHTS = str(tmp_path / name)
-        with pytest.raises(checks.WeightsError) as e:
-            checks.run_checks(cfg)
+        with pytest.raises(checks.WeightsError) as e:  # the check alone: convert it first
+            checks.check_weights_path(cfg.MODEL.WEIGHTS, cfg)
         msg = str(e.value)
         assert f"unconverted {layout} checkpoint" in msg and "random initialisation" in msg
         stem = name.split(".")[0]
         assert f"python tools/convert.py {tmp_path / name} {stem}_c4.pkl --target c4" in msg  # a C4 config
+        # run_checks (train_net) converts what it can; an R18 has no bottleneck res5 for a C4 head.
+        with pytest.raises(checks.WeightsError) as e:
+            checks.run_checks(cfg)
+        msg = str(e.value)
+        assert (f"is a {layout} checkpoint that cannot be converted for this config's model "
+                f"(--target c4): ResNet-18") in msg
+        assert "Fix: use --target fpn" in msg and "\n" not in msg
+        assert not os.path.exists(os.path.join(cfg.OUTPUT_DIR, f"{stem}_c4.pkl"))
 
 
 def test_ssl_checkpoint_of_another_codebase_is_refused_too(cfg, tmp_path):
@@ -219,9 +235,9 @@ def test_detectron2_checkpoint_and_caffe2_pickle_still_pass(cfg, tmp_path):
     DetectionCheckpointer(model, str(tmp_path), optimizer=optimizer,
                           scheduler=build_lr_scheduler(cfg, optimizer)).save("model_final", iteration=3)
     cfg.MODEL.WEIGHTS = str(tmp_path / "model_final.pth")
-    checks.run_checks(cfg)
+    checks.run_checks(cfg)  # the whole model: every backbone tensor is there
     cfg.MODEL.WEIGHTS = _converted(tmp_path)
-    checks.run_checks(cfg)
+    _weights_and_pixel_checks(cfg)
 
 
 @pytest.fixture
@@ -265,14 +281,16 @@ def test_weights_url_is_downloaded_and_unpickled_safely(cfg, tmp_path, http_fold
     torch.save(_torchvision_r18(), folder / "resnet18.pth")
     cfg.MODEL.WEIGHTS = f"{url}/resnet18.pth"
     with pytest.raises(checks.WeightsError, match="unconverted torchvision"):
-        checks.run_checks(cfg)
+        checks.check_weights_path(cfg.MODEL.WEIGHTS, cfg)
+    with pytest.raises(checks.WeightsError, match="torchvision checkpoint that cannot be conv"):
+        checks.run_checks(cfg)  # downloaded, then refused: ResNet-18 has no C4 res5
 
     os.replace(_converted(tmp_path), folder / "moco_converted.pkl")
     cfg.MODEL.WEIGHTS = f"{url}/moco_converted.pkl"
-    checks.run_checks(cfg)  # judged by its content: ours, torchvision-style like the config
+    _weights_and_pixel_checks(cfg)  # judged by its content: ours, torchvision-style like the config
     cfg.INPUT.FORMAT = "BGR"
     with pytest.raises(checks.WeightsError, match="INPUT.FORMAT: config has 'BGR'"):
-        checks.run_checks(cfg)
+        _weights_and_pixel_checks(cfg)
 
 
 def test_detectron2_fair_gn_config_passes_and_stride_follows_the_weights():

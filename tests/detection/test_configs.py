@@ -21,7 +21,7 @@ from detectron2.data.datasets import builtin
 
 import detection  # noqa: F401  (registers our heads)
 from detection import checks
-from detection.config_lookup import CONFIG_DIR, load_config
+from detection.config_lookup import CONFIG_DIR, load_config, resolve_config_path
 from detection.densepose import DensePoseMissingError
 from detection.modeling import semantic_seg
 from tests.detection import layouts
@@ -34,6 +34,10 @@ NAME_RE = re.compile(
 )
 # YAMLs in configs/ that are not experiment configs of this naming scheme.
 NOT_TASK_CONFIG = re.compile(r"^(Base-.*|demo_.*)\.yaml$")
+# Short names users type (the design brief's `--config voc_R50_C4_moco.yaml`): each is a file whose
+# only key is `_BASE_`, naming the explicit config it stands for.
+ALIASES = {f"voc_R50_C4_{init}.yaml": f"voc0712_R50_C4_24k_{init}.yaml"
+           for init in ("moco", "supervised", "random", "supervised_tv")}
 # Task configs live in a folder per dataset and task, bases beside them (configs/pretrain/ holds
 # pretraining recipes, not Detectron2 configs).
 CONFIG_PATHS = {p.name: p for p in Path(CONFIG_DIR).rglob("*.yaml") if p.parent.name != "pretrain"}
@@ -161,7 +165,8 @@ def parsed(name):
 
 
 def test_every_yaml_is_a_base_or_follows_the_naming_convention():
-    bad = [n for n in ALL_YAMLS if not NAME_RE.match(n) and not NOT_TASK_CONFIG.match(n)]
+    bad = [n for n in ALL_YAMLS
+           if not NAME_RE.match(n) and not NOT_TASK_CONFIG.match(n) and n not in ALIASES]
     assert not bad, f"not <dataset>_<arch>_<schedule>_<init>.yaml (see README): {bad}"
     assert len(TASK_CONFIGS) >= 40
 
@@ -181,6 +186,26 @@ def test_every_task_has_each_init():
     assert "supervised_tv" in tasks["voc0712_R50_C4_24k"]
     assert "supervised_tv" in tasks["coco_R50_FPN_1x"]
     assert "supervised_frozenbn" in tasks["lvis05_R50_FPN_1x"]  # the paper's supervised LVIS row
+
+
+@pytest.mark.parametrize("alias", sorted(ALIASES))
+def test_alias_is_only_a_base_and_equals_its_target(alias):
+    assert alias in CONFIG_PATHS, f"alias {alias} missing from configs/"
+    data = yaml.safe_load(CONFIG_PATHS[alias].read_text())
+    assert data == {"_BASE_": ALIASES[alias]}, data  # one line: nothing may drift from the target
+    assert NAME_RE.match(ALIASES[alias]) and ALIASES[alias] in CONFIG_PATHS
+    assert CONFIG_PATHS[alias].parent == CONFIG_PATHS[ALIASES[alias]].parent
+    assert flat(load_config(alias)) == flat(load_config(ALIASES[alias]))
+    # The bare name a user types resolves to the alias, whose merged config is the target's.
+    assert resolve_config_path(alias) == str(CONFIG_PATHS[alias])
+    assert resolve_config_path(alias[: -len(".yaml")]) == str(CONFIG_PATHS[alias])
+
+
+def test_alias_names_the_main_voc_benchmark():
+    cfg = load_config("voc_R50_C4_moco.yaml")
+    assert cfg.DATASETS.TRAIN == ("voc_2007_trainval", "voc_2012_trainval")
+    assert cfg.DATASETS.TEST == ("voc_2007_test",)
+    assert cfg.SOLVER.MAX_ITER == 24000 and cfg.MODEL.ROI_HEADS.NAME.startswith("Res5ROIHeads")
 
 
 @pytest.mark.parametrize("name", TASK_CONFIGS)

@@ -31,7 +31,8 @@ def test_train_evaluate_eval_only_and_resume(tmp_path, tiny_demo_data):
                    "DATASETS.TEST", '("digits_voc_test", "digits_coco_test")')
     with open(os.path.join(out, EVAL_RESULTS_FILE)) as f:
         saved = json.load(f)
-    assert set(saved) == {"digits_voc_test", "digits_coco_test"}
+    assert set(saved) == {"digits_voc_test", "digits_coco_test", "__provenance__"}
+    assert saved["__provenance__"]["protocol"]["max_iter"] == 2  # see test_provenance.py
     voc = saved["digits_voc_test"]["bbox"]
     assert set(voc) == {"AP", "AP50", "AP75"}  # VOC 2007 metric: AP50 plus COCO-style AP, AP75
     for value in voc.values():

@@ -49,11 +49,22 @@ def test_two_process_cpu_training_and_evaluation(tmp_path, tiny_demo_data, repo_
     out = tmp_path / "run"
     wrapper = tmp_path / "train_net_recording_bn.py"
     wrapper.write_text(RECORD_BN.format(repo=REPO))
-    # IMS_PER_BATCH 2 over 2 processes: one image each, so BN (naiveSyncBN) must sync to see both.
+    # A config for 1 process x 1 image, linearly scaled (Detectron2's REFERENCE_WORLD_SIZE rule) to
+    # 2 processes: batch 2 (one image each, so BN (naiveSyncBN) must sync to see both), LR x2,
+    # iterations / 2.
     proc = subprocess.run([sys.executable, str(wrapper), "--config", write_tiny_c4_config(tmp_path),
-                           "--num-gpus", "2", "--dist-url", "auto", "OUTPUT_DIR", str(out)],
+                           "--num-gpus", "2", "--dist-url", "auto", "OUTPUT_DIR", str(out),
+                           "SOLVER.REFERENCE_WORLD_SIZE", "1", "SOLVER.IMS_PER_BATCH", "1",
+                           "SOLVER.MAX_ITER", "4", "SOLVER.BASE_LR", "0.001"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    protocol = [line for line in (proc.stdout + proc.stderr).splitlines()
+                if "effective protocol:" in line]
+    assert len(protocol) == 1, protocol  # rank 0 only
+    assert ("LINEAR-SCALED by Detectron2's SOLVER.REFERENCE_WORLD_SIZE rule from 1 to 2 "
+            "processes (x2; not the paper's protocol, whose total batch is the config's 1): "
+            "2 process(es) x 1 images = total batch 2, BASE_LR 0.002, MAX_ITER 2, STEPS (), "
+            "WARMUP_ITERS 0") in protocol[0]
     # Synchronised BN: both ranks hold the same statistics in every BN layer (the backbone's and
     # the res5 head's extra norm), though each saw its own image; and they moved from their init.
     bn = [torch.load(out / f"bn_rank{r}.pt", weights_only=True) for r in range(2)]
@@ -65,6 +76,16 @@ def test_two_process_cpu_training_and_evaluation(tmp_path, tiny_demo_data, repo_
     with open(out / "eval_results.json") as f:
         results = json.load(f)
     assert set(results["digits_voc_test"]["bbox"]) == {"AP", "AP50", "AP75"}
+    prov = results["__provenance__"]
+    assert prov["world_size"] == 2
+    assert prov["weights"] == {"path": "", "sha256": None, "source": None, "note": "random init"}
+    assert prov["protocol"] == {"label": "linear-scaled", "world_size": 2,
+                                "reference_world_size": 2, "ims_per_batch": 2, "ims_per_process": 1,
+                                "base_lr": 0.002,
+                                "max_iter": 2, "steps": [], "warmup_iters": 0}
+    with open(out / "config.yaml") as f:  # what ran, as Detectron2 saved it
+        saved = f.read()
+    assert "PROTOCOL: linear-scaled" in saved and "IMS_PER_BATCH: 2" in saved
     with open(out / "log.txt") as f:
         log = f.read()
     assert "World size: 2" in log and "Starting training from iteration 0" in log

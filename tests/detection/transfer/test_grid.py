@@ -45,7 +45,9 @@ if "broken" in opts["MODEL.WEIGHTS"]:
     sys.exit(3)
 os.makedirs(out, exist_ok=True)
 with open(os.path.join(out, "eval_results.json"), "w") as f:
-    json.dump({"voc_2007_test": {"bbox": {"AP": 50.0 + seed, "AP50": 80.0 + seed, "AP75": 55.0 + seed}}}, f)
+    bbox = {"AP": 50.0 + seed, "AP50": 80.0 + seed, "AP75": 55.0 + seed}
+    json.dump({"voc_2007_test": {"bbox": bbox},
+               "__provenance__": {"seed": seed, "world_size": 1}}, f)
 '''
 
 
@@ -205,6 +207,7 @@ def test_local_grid_runs_skips_failures_and_reruns(files, capsys):
 
     done = json.loads((root / "voc" / "moco" / "trial1" / "run.json").read_text())
     assert (done["status"], done["seed"], done["trial"], done["attempt"]) == ("done", 1, 1, 1)
+    assert done["provenance"] == {"seed": 1, "world_size": 1}  # copied from eval_results.json
     failed = json.loads((root / "voc" / "bad" / "trial0" / "run.json").read_text())
     assert failed["status"] == "failed" and failed["returncode"] == 3
     assert "cannot load weights" in open(failed["log"]).read()

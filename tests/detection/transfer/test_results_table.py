@@ -7,6 +7,7 @@ manifests, so collection, aggregation and every output format are tested on what
 """
 import csv
 import importlib.util
+import io
 import json
 import math
 import os
@@ -16,7 +17,14 @@ import pytest
 from PIL import Image
 
 from detection.transfer.results import collect, flatten_eval_results
-from detection.transfer.tables import PAPER_RESULTS, build_tables, load_reference, select_metrics
+from detection.transfer.tables import (
+    PAPER_RESULTS,
+    MixedTrialsError,
+    build_tables,
+    load_reference,
+    select_metrics,
+    to_csv,
+)
 
 REFERENCE = PAPER_RESULTS
 TASK = "voc0712_R50_C4_24k"  # the reference file's name for the VOC C4 24k benchmark
@@ -304,3 +312,53 @@ def test_a_non_finite_metric_is_shown_not_a_crash():
 
     assert (fmt1(float("nan")), fmt1(float("inf"))) == ("nan", "inf")  # a diverged run's AP
     assert math.isnan(shown_delta(float("nan"), 53.2))
+
+
+def _provenance(seed, batch=16, lr=0.02, weights="a" * 64, world=8):
+    return {"config_file": "/c/voc_R50_C4_moco.yaml", "config_sha256": "c" * 64,
+            "weights": {"path": "/w/moco_c4.pkl", "sha256": weights, "source": None},
+            "code": {"commit": "d" * 40, "dirty": False}, "detectron2": "pure Python 0.6",
+            "world_size": world, "seed": seed,
+            "protocol": {"label": "same total batch as the config", "world_size": world,
+                         "ims_per_batch": batch, "base_lr": lr, "max_iter": 24000,
+                         "steps": [18000, 22000]}}
+
+
+def _prov_run(root, init, trial, prov):
+    folder = root / "voc" / init / f"trial{trial}"
+    _write_json(folder / "eval_results.json",
+                {"voc_2007_test": {"bbox": _bbox(80.0, 50.0, 55.0)}, "__provenance__": prov})
+
+
+def test_trials_with_other_defining_settings_are_refused_by_name(tmp_path, capsys):
+    root = tmp_path / "transfer"
+    _prov_run(root, "moco", 0, _provenance(0))
+    _prov_run(root, "moco", 1, _provenance(1, world=2))  # fewer GPUs, same total batch: comparable
+    tables, warnings = build_tables(collect(root), baseline="moco")
+    rows = list(csv.DictReader(io.StringIO(to_csv(tables))))
+    assert rows[0]["seeds"] == "0;1" and rows[0]["world_size"] == "8;2"
+    assert rows[0]["ims_per_batch"] == "16" and rows[0]["code_version"] == "d" * 12
+    assert rows[0]["weights_sha256"] == "a" * 64 and rows[0]["steps"] == "18000 22000"
+
+    _prov_run(root, "moco", 2, _provenance(2, batch=4, lr=0.005, weights="b" * 64))  # linear-scaled
+    with pytest.raises(MixedTrialsError) as e:
+        build_tables(collect(root), baseline="moco")
+    msg = str(e.value)
+    assert msg.startswith("voc/moco: its trials were made with different settings")
+    assert "\n" not in msg
+    assert "weights_sha256 (trial0: " + "a" * 64 in msg and "trial2: " + "b" * 64 in msg
+    assert "ims_per_batch (trial0: 16, trial1: 16, trial2: 4)" in msg
+    assert "base_lr (trial0: 0.02, trial1: 0.02, trial2: 0.005)" in msg and "max_iter" not in msg
+    tool = _load_tool("transfer_table")
+    assert tool.main([str(root), "--reference", ""]) == 2  # the CLI: one error line, no table
+    err = capsys.readouterr().err
+    assert err.startswith("error: voc/moco: its trials were made with different settings")
+
+
+def test_trials_without_provenance_are_warned_about_not_refused(tmp_path):
+    root = tmp_path / "transfer"
+    _prov_run(root, "moco", 0, _provenance(0))
+    _run(root, "voc", "moco", 1, _bbox(81.0, 51.0, 56.0))  # an older trainer's file
+    tables, warnings = build_tables(collect(root), baseline="moco")
+    assert tables[0].stats["moco"]["bbox/AP50"].n == 2
+    assert any("voc/moco/trial1: no provenance recorded" in w for w in warnings)
