@@ -15,8 +15,10 @@ A run marked ``running``/``submitted`` is checked: a local process by its pid, a
 Seeds: ``SEED = seed_base + trial``, the same for every init of a trial, so trial k of MoCo and
 of the supervised baseline see the same data order (paired comparison).
 """
+import contextlib
 import dataclasses
 import datetime
+import io
 import json
 import os
 import shlex
@@ -30,6 +32,7 @@ import yaml
 
 from detection.results import MANIFEST, PLAN, read_manifest, read_run_metrics
 from pretrain.io import atomic_write_bytes
+from pretrain.slurm import sbatch_refusal
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TRAIN_CMD = (sys.executable, os.path.join(REPO, "tools", "train_net.py"))
@@ -529,8 +532,12 @@ def format_summary(summary):
 def slurm_parameters(partition, gpus_per_node=8, cpus_per_task=10, timeout_min=72 * 60, mem_gb=None,
                      constraint=None, name="transfer"):
     """submitit ``AutoExecutor.update_parameters`` keywords for one single-node run per job."""
-    params = dict(slurm_partition=partition, nodes=1, tasks_per_node=1, gpus_per_node=gpus_per_node,
-                  cpus_per_task=cpus_per_task, timeout_min=timeout_min, name=name)
+    if gpus_per_node < 0:
+        raise ValueError(f"--gpus-per-node must be >= 0 (0: a CPU partition), got {gpus_per_node}")
+    params = dict(slurm_partition=partition, nodes=1, tasks_per_node=1, cpus_per_task=cpus_per_task,
+                  timeout_min=timeout_min, name=name)
+    if gpus_per_node:  # 0: no GPU request at all (a CPU partition has no GPU gres to match)
+        params["gpus_per_node"] = gpus_per_node
     if mem_gb:
         params["mem_gb"] = mem_gb
     if constraint:
@@ -570,10 +577,11 @@ def submit_slurm(executor, jobs, root, force=False, print_fn=print):
         os.makedirs(run.folder, exist_ok=True)
         _write_manifest(run, status="submitted", submitted=_now(), host=None, pid=None, job_id=None)
     try:
-        with executor.batch():
+        # submitit prints sbatch's stderr before raising: captured, it is quoted once, below.
+        with contextlib.redirect_stderr(io.StringIO()), executor.batch():
             handles = [executor.submit(run_one, run, **kwargs) for run, kwargs in jobs]
     except Exception as e:
-        reason = " ".join(str(e).split()) or type(e).__name__
+        reason = sbatch_refusal(e)
         for run, _ in jobs:
             _write_manifest(run, status="failed", error=f"SLURM submission failed: {reason}", finished=_now())
         raise SubmissionError(f"SLURM refused the submission of {len(jobs)} job(s): {reason}. The runs are "
