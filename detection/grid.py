@@ -217,19 +217,37 @@ SLURM_ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", 
 
 
 def slurm_job_states(job_ids):
-    """``{job_id: state}`` from one ``sacct`` call through submitit ("UNKNOWN" for a job sacct
-    does not list); ``{}`` where there is no ``sacct`` (not a SLURM host), so nothing is claimed."""
+    """``{job_id: state}`` from one ``sacct`` call ("UNKNOWN" for a job sacct does not list, or
+    when sacct fails); ``{}`` where there is no ``sacct`` (not a SLURM host), so nothing is claimed.
+
+    Array tasks (``5_3``) are asked for by their array (``-j 5``), which lists every task, the
+    waiting ones as a range (``5_[3-7%8]``, expanded by submitit's parser). A task missing from
+    the listing of an array sacct does know was cancelled while it waited: SLURM (22.05) then
+    just shrinks the waiting range, so it is reported as CANCELLED, not UNKNOWN."""
     job_ids = sorted({str(j) for j in job_ids if j})
     if not job_ids or shutil.which("sacct") is None:
         return {}
     from submitit.slurm.slurm import SlurmInfoWatcher
 
-    watcher = SlurmInfoWatcher(delay_s=0)  # our own: SlurmJob's shared watcher caches states for minutes
-    for job_id in job_ids:
-        watcher.register_job(job_id)
-    watcher.update()  # a failing sacct is logged by submitit and leaves the states UNKNOWN
-    # "CANCELLED by 1234" -> "CANCELLED"
-    return {j: (watcher.get_state(j, mode="cache").split() or ["UNKNOWN"])[0].upper() for j in job_ids}
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    cmd = ["sacct", "-o", "JobID,State,NodeList", "--parsable2"]  # as submitit asks (steps skipped)
+    for a in arrays:
+        cmd += ["-j", a]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {j: "UNKNOWN" for j in job_ids}
+    info = SlurmInfoWatcher(delay_s=0).read_info(out)
+    listed_arrays = {k.split("_")[0] for k in info if "_" in k}
+    states = {}
+    for j in job_ids:
+        if j in info:  # "CANCELLED by 1234" -> "CANCELLED"
+            states[j] = (info[j].get("State", "").split() or ["UNKNOWN"])[0].upper()
+        elif "_" in j and j.split("_")[0] in listed_arrays:
+            states[j] = "CANCELLED"
+        else:
+            states[j] = "UNKNOWN"
+    return states
 
 
 def _manifest_or_error(run):
@@ -605,7 +623,7 @@ def run_grid(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=Fals
         raise FileNotFoundError(f"training script not found: {missing[0]}. Fix: run from a full checkout, "
                                 f"or point --train-cmd at the training command")
     if dry_run:
-        print_fn(describe_plan(plan, train_cmd, slurm["gpus_per_node"] if slurm else num_gpus, resume, force,
+        print_fn(describe_plan(plan, train_cmd, slurm.get("gpus_per_node", 0) if slurm else num_gpus, resume, force,
                                retry_stale))
         if slurm:
             params = {k: v for k, v in slurm.items() if k != "folder"}
@@ -614,7 +632,7 @@ def run_grid(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=Fals
         return 0
     if slurm:
         params = {k: v for k, v in slurm.items() if k != "folder"}
-        jobs = slurm_jobs(plan, train_cmd, slurm["gpus_per_node"], resume, force, retry_stale)
+        jobs = slurm_jobs(plan, train_cmd, slurm.get("gpus_per_node", 0), resume, force, retry_stale)
         executor = make_slurm_executor(slurm["folder"], params)
         write_plan(root, plan)
         submit_slurm(executor, jobs, root, force, print_fn)

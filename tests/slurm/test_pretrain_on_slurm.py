@@ -11,15 +11,12 @@ import pytest
 import torch
 
 from pretrain.io import safe_torch_load
+from tiny_runs import PRETRAIN_OVERRIDES
 
 pytestmark = pytest.mark.slurm
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# configs/pretrain/demo.yaml shrunk to seconds per job: 8 iterations per epoch, deterministic.
-TINY = ["model.dim=16", "model.K=40", "model.bn_splits=2", "data.crop_size=32", "data.num_workers=0",
-        "data.samples_per_epoch=64", "optim.base_batch_size=8", "batch_size=8",
-        "checkpoint.every_iters=4", "checkpoint.keep_last=20", "log.every_iters=1",
-        "log.tensorboard=false", "deterministic=true", "device=cpu", "knn.every_epochs=0"]
+TINY = PRETRAIN_OVERRIDES
 
 
 def pretrain(data, out, *flags, overrides=()):
