@@ -2,7 +2,8 @@
 
 Started only when a test marked ``slurm`` asks for it; ``-m "not slurm"`` deselects them all.
 A machine that cannot host it (not root, no apt-get) skips them with the reason; one that can but
-fails to start it errors, never passes.
+fails to start it errors, never passes. ``REQUIRE_SLURM=1`` (set by .ci/run) turns the skip into
+a failure.
 """
 import os
 import time
@@ -20,6 +21,8 @@ def slurm_cluster(tmp_path_factory):
     try:
         cluster.start()
     except ClusterUnavailable as e:
+        if os.environ.get("REQUIRE_SLURM") == "1":  # .ci/run: CI must run them, not skip them
+            pytest.fail(f"REQUIRE_SLURM=1 but no SLURM cluster can run here: {e}")
         pytest.skip(f"no SLURM cluster on this machine: {e}")
     _timings.update(cluster.timings, version=cluster.version(), total_s=time.monotonic() - t0)
     saved = {k: os.environ.get(k) for k in cluster.env}

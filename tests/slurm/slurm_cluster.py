@@ -132,6 +132,9 @@ class Cluster:
         return True
 
     def start(self):
+        if os.geteuid() != 0:
+            raise ClusterUnavailable("not root: the daemons run as root (SlurmUser=root, munged, "
+                                     "MariaDB) and the packages are installed with apt-get")
         t0 = time.monotonic()
         self.timings["install_s"] = (install(), time.monotonic() - t0)[1]
         t1 = time.monotonic()
@@ -274,8 +277,28 @@ PartitionName={PARTITION} Nodes={self.host} Default=YES MaxTime=INFINITE State=U
 
         _wait("slurmd (node idle)", idle, 60, self.root / "slurmd.log")
 
+    def _drain(self, timeout=60):
+        """Cancels the jobs still queued or running and waits for their processes to end: a job's
+        slurmstepd outlives slurmd by design (so that jobs survive a slurmd restart)."""
+        jobs = self.run("squeue", "-h", "-o", "%i", check=False, timeout=20).split()
+        if jobs:
+            self.run("scancel", "--full", *jobs, check=False, timeout=20)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            left = self.run("squeue", "-h", check=False, timeout=20).strip()
+            pids = self.run("scontrol", "listpids", check=False, timeout=20).splitlines()[1:]
+            if not left and not pids:
+                return
+            time.sleep(0.5)
+
     def stop(self):
-        """Stops what start() started, by pid, newest first (TERM, then KILL after 15 s)."""
+        """Stops what start() started, by pid, newest first (TERM, then KILL after 15 s), once
+        the jobs still there are cancelled and gone."""
+        if "slurmd" in self._procs and self._procs["slurmd"].poll() is None:
+            try:
+                self._drain()
+            except (OSError, subprocess.SubprocessError):
+                pass  # a daemon already gone: stop the others all the same
         for name in reversed(list(self.pids)):
             p = self._procs[name]
             if p.poll() is None:
@@ -312,6 +335,10 @@ PartitionName={PARTITION} Nodes={self.host} Default=YES MaxTime=INFINITE State=U
 
 def _stop_from_dir(root):
     """`stop DIR` from another process: the pids file written at start."""
+    try:
+        Cluster(root)._drain()
+    except (OSError, subprocess.SubprocessError):
+        pass
     for line in reversed((Path(root) / "pids").read_text().splitlines()):
         name, pid = line.split()
         try:
