@@ -623,8 +623,8 @@ def run_grid(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=Fals
         raise FileNotFoundError(f"training script not found: {missing[0]}. Fix: run from a full checkout, "
                                 f"or point --train-cmd at the training command")
     if dry_run:
-        print_fn(describe_plan(plan, train_cmd, slurm.get("gpus_per_node", 0) if slurm else num_gpus, resume, force,
-                               retry_stale))
+        gpus = slurm.get("gpus_per_node", 0) if slurm else num_gpus
+        print_fn(describe_plan(plan, train_cmd, gpus, resume, force, retry_stale))
         if slurm:
             params = {k: v for k, v in slurm.items() if k != "folder"}
             make_slurm_executor(slurm["folder"], params, cluster="debug")  # validates the parameters
@@ -632,7 +632,8 @@ def run_grid(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=Fals
         return 0
     if slurm:
         params = {k: v for k, v in slurm.items() if k != "folder"}
-        jobs = slurm_jobs(plan, train_cmd, slurm.get("gpus_per_node", 0), resume, force, retry_stale)
+        jobs = slurm_jobs(plan, train_cmd, slurm.get("gpus_per_node", 0), resume, force,
+                          retry_stale)
         executor = make_slurm_executor(slurm["folder"], params)
         write_plan(root, plan)
         submit_slurm(executor, jobs, root, force, print_fn)

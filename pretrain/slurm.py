@@ -108,7 +108,7 @@ def submit(cfg: dict, data_path, out_dir, *, nodes: int, gpus_per_node: int, par
     executor = submitit.AutoExecutor(folder=folder)
     extra = {"slurm_account": account} if account else {}
     executor.update_parameters(
-        name=job_name, cpus_per_task=cpus_per_task, timeout_min=timeout_min, slurm_partition=partition,
-        slurm_signal_delay_s=120, **shape, **extra,
+        name=job_name, cpus_per_task=cpus_per_task, timeout_min=timeout_min,
+        slurm_partition=partition, slurm_signal_delay_s=120, **shape, **extra,
     )
     return submit_quietly(lambda: executor.submit(PretrainJob(cfg, data_path, out_dir)))

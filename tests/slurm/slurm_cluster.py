@@ -3,7 +3,8 @@
 Debian's packages (slurm-wlm, slurmdbd, munge, mariadb-server), every daemon started by us
 with its files in one temporary folder (no /etc edits, random ports), stopped by pid at the end:
 
-    munged -> mariadbd (+ a `slurm` user) -> slurmdbd -> `sacctmgr add cluster` -> slurmctld -> slurmd
+    munged -> mariadbd (+ a `slurm` user) -> slurmdbd -> `sacctmgr add cluster`
+           -> slurmctld -> slurmd
 
 Clients (sbatch, sacct, scontrol, submitit) find it through ``SLURM_CONF`` (see ``Cluster.env``).
 
@@ -33,7 +34,7 @@ class ClusterError(RuntimeError):
 
 
 class ClusterUnavailable(ClusterError):
-    """This machine cannot host the cluster at all: no root or no apt-get (tests skip, naming it)."""
+    """This machine cannot host the cluster: no root or no apt-get (tests skip, saying so)."""
 
 
 def _which(name):
@@ -45,7 +46,7 @@ def missing_binaries():
 
 
 def install():
-    """Installs the packages with apt if any binary is missing; raises ClusterUnavailable if it can't."""
+    """Installs the packages with apt if any binary is missing (ClusterUnavailable if it can't)."""
     if not missing_binaries():
         return False
     if os.geteuid() != 0:
@@ -89,7 +90,7 @@ def _wait(what, check, timeout, log=None):
 
 
 class Cluster:
-    """The daemons of one cluster; ``start()`` then ``stop()`` (kills exactly the pids it started)."""
+    """The daemons of one cluster: ``start()``, then ``stop()`` (ends the pids it started)."""
 
     def __init__(self, root=None):
         self.root = Path(root or tempfile.mkdtemp(prefix="slurm-ci-")).resolve()
@@ -368,7 +369,8 @@ def main(argv=None):
     except ClusterError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"# {c.version()}: install {c.timings['install_s']:.1f} s, start {c.timings['start_s']:.1f} s",
+    t = c.timings
+    print(f"# {c.version()}: install {t['install_s']:.1f} s, start {t['start_s']:.1f} s",
           file=sys.stderr)
     print(f"export SLURM_CONF={c.conf}")
     # Daemons run in their own sessions: they outlive this process; `stop DIR` ends them.

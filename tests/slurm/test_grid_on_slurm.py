@@ -29,9 +29,11 @@ def moco_weights(tiny_demo_data, tmp_path_factory):
     """A real (tiny, 2-step) MoCo checkpoint converted to Detectron2 FPN weights, made here."""
     out = tmp_path_factory.mktemp("moco")
     r = tool("pretrain.py", "--config", "configs/pretrain/demo.yaml", "--data",
-             tiny_demo_data["unlabeled_root"], "--out", out / "run", *PRETRAIN_OVERRIDES, "max_iters=2")
+             tiny_demo_data["unlabeled_root"], "--out", out / "run", *PRETRAIN_OVERRIDES,
+             "max_iters=2")
     assert r.returncode == 0, r.stderr[-3000:]
-    r = tool("convert.py", out / "run" / "checkpoint_0000002.pth", out / "moco_fpn.pkl", "--target", "fpn")
+    r = tool("convert.py", out / "run" / "checkpoint_0000002.pth", out / "moco_fpn.pkl",
+             "--target", "fpn")
     assert r.returncode == 0, r.stderr[-3000:]
     return out / "moco_fpn.pkl"
 
@@ -52,7 +54,8 @@ def write_grid(folder, root, moco_weights):
 
 
 def run_grid(grid, data, *flags):
-    return tool("run_transfer.py", "--grid", grid, "--slurm", "--partition", "debug", "--cpus-per-task", "1",
+    return tool("run_transfer.py", "--grid", grid, "--slurm", "--partition", "debug",
+                "--cpus-per-task", "1",
                 "--timeout-min", "15", *flags, env={"DEMO_DATA": data})
 
 
@@ -86,21 +89,26 @@ def test_grid_runs_a_cancelled_job_is_rerun_and_the_table_reads_it(slurm_cluster
         time.sleep(0.5)
     killed = running[0]
     slurm_cluster.run("scancel", manifests(root)[killed]["job_id"])
-    finals = {k: slurm_cluster.wait(m["job_id"], timeout=600) for k, m in runs.items() if k != waiting}
+    finals = {k: slurm_cluster.wait(m["job_id"], timeout=600)
+              for k, m in runs.items() if k != waiting}
     grid_s = time.monotonic() - t0
     assert finals.pop(killed) == "CANCELLED"
     # The waiting task is gone from the queue, and sacct does not list it (SLURM 22.05).
-    assert slurm_cluster.run("squeue", "-h", "-j", runs[waiting]["job_id"], check=False).strip() == ""
+    squeue = slurm_cluster.run("squeue", "-h", "-j", runs[waiting]["job_id"], check=False)
+    assert squeue.strip() == ""
     assert slurm_cluster.states(runs[waiting]["job_id"]) == []
     assert set(finals.values()) == {"COMPLETED"}, finals
     before = manifests(root)
     assert before[waiting]["status"] == "submitted"
-    assert all(before[k]["status"] == "done" for k in finals), {k: before[k]["error"] for k in finals}
+    assert all(before[k]["status"] == "done" for k in finals), \
+        {k: before[k]["error"] for k in finals}
 
     # What the next call will do, and why: sacct says the waiting run's job is gone.
     r = run_grid(grid, tiny_demo_data["root"], "--gpus-per-node", "0", "--dry-run")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "but SLURM says CANCELLED" in next(line for line in r.stdout.splitlines() if waiting in line)
+    (plan_line,) = [line for line in r.stdout.splitlines()
+                    if line.startswith("run ") and waiting in line]
+    assert "but SLURM says CANCELLED" in plan_line
     assert "8 runs planned, 2 to run, 6 skipped" in r.stdout
     # The same command again: the two dead runs are rerun, the 6 finished ones are not.
     r = run_grid(grid, tiny_demo_data["root"], "--gpus-per-node", "0")
@@ -120,7 +128,8 @@ def test_grid_runs_a_cancelled_job_is_rerun_and_the_table_reads_it(slurm_cluster
     r = run_grid(grid, tiny_demo_data["root"], "--gpus-per-node", "0")
     assert r.returncode == 0 and "0 job(s) submitted, 8 run(s) skipped" in r.stdout, r.stdout
 
-    table = tool("transfer_table.py", root, "--baseline", "random", "--metrics", "AP50,AP", "--no-plots",
+    table = tool("transfer_table.py", root, "--baseline", "random", "--metrics", "AP50,AP",
+                 "--no-plots",
                  "--reference", "")
     assert table.returncode == 0, table.stderr
     rows = [line for line in table.stdout.splitlines() if line.startswith("| moco") or
@@ -130,18 +139,21 @@ def test_grid_runs_a_cancelled_job_is_rerun_and_the_table_reads_it(slurm_cluster
     print(f"grid of 8 on SLURM: {grid_s:.0f} s until all jobs ended")
 
 
-def test_a_refused_grid_marks_its_runs_failed(slurm_cluster, tiny_demo_data, moco_weights, tmp_path):
+def test_a_refused_grid_marks_its_runs_failed(slurm_cluster, tiny_demo_data, moco_weights,
+                                              tmp_path):
     root = tmp_path / "transfer"
     grid = write_grid(tmp_path, root, moco_weights)
     r = run_grid(grid, tiny_demo_data["root"], "--gpus-per-node", "1")  # no GPU gres on debug
     assert r.returncode == 2
     # (torch's import-time FutureWarnings aside: they are not ours)
     assert "Traceback" not in r.stderr, r.stderr
-    (line,) = [x for x in r.stderr.strip().splitlines() if "Warning" not in x and "warnings.warn" not in x]
-    assert line.startswith("error: SLURM refused the submission of 8 job(s): sbatch: error: Invalid "
-                           "generic resource (gres) specification"), line
+    (line,) = [x for x in r.stderr.strip().splitlines()
+               if "Warning" not in x and "warnings.warn" not in x]
+    assert line.startswith("error: SLURM refused the submission of 8 job(s): sbatch: error: "
+                           "Invalid generic resource (gres) specification"), line
     runs = manifests(root)
     assert len(runs) == 8
     for m in runs.values():
         assert m["status"] == "failed" and m["job_id"] is None
-        assert m["error"].startswith("SLURM submission failed: sbatch: error: Invalid generic resource")
+        assert m["error"].startswith(
+            "SLURM submission failed: sbatch: error: Invalid generic resource")

@@ -9,9 +9,9 @@ import time
 
 import pytest
 import torch
+from tiny_runs import PRETRAIN_OVERRIDES
 
 from pretrain.io import safe_torch_load
-from tiny_runs import PRETRAIN_OVERRIDES
 
 pytestmark = pytest.mark.slurm
 
@@ -20,8 +20,9 @@ TINY = PRETRAIN_OVERRIDES
 
 
 def pretrain(data, out, *flags, overrides=()):
-    """Submits through the command line a user runs; returns (returncode, job id or None, stderr)."""
-    cmd = [sys.executable, "tools/pretrain.py", "--slurm", "--partition", "debug", "--cpus-per-task", "1",
+    """Submits with the command line a user runs; -> (returncode, job id or None, stderr)."""
+    cmd = [sys.executable, "tools/pretrain.py", "--slurm", "--partition", "debug",
+           "--cpus-per-task", "1",
            "--timeout-min", "15", *flags, "--config", "configs/pretrain/demo.yaml",
            "--data", str(data), "--out", str(out), *TINY, *overrides]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -33,7 +34,8 @@ def pretrain(data, out, *flags, overrides=()):
 def results(out, job_id, tasks=1):
     import submitit
 
-    job = submitit.SlurmJob(folder=os.path.join(out, "slurm", "%j"), job_id=job_id, tasks=range(tasks))
+    job = submitit.SlurmJob(folder=os.path.join(out, "slurm", "%j"), job_id=job_id,
+                            tasks=range(tasks))
     return job.results()
 
 
@@ -45,7 +47,8 @@ def weights(path):
     return safe_torch_load(path)["state_dict"]
 
 
-def test_cpu_job_finishes_and_a_requeued_one_resumes_to_the_same_weights(slurm_cluster, tiny_demo_data,
+def test_cpu_job_finishes_and_a_requeued_one_resumes_to_the_same_weights(slurm_cluster,
+                                                                          tiny_demo_data,
                                                                           tmp_path):
     data = tiny_demo_data["unlabeled_root"]
     straight, preempted = tmp_path / "straight", tmp_path / "preempted"
@@ -59,7 +62,7 @@ def test_cpu_job_finishes_and_a_requeued_one_resumes_to_the_same_weights(slurm_c
     first = preempted / "checkpoint_0000004.pth"
     deadline = time.monotonic() + 240
     while not first.exists():
-        assert time.monotonic() < deadline, f"job {b} wrote no checkpoint: {slurm_cluster.states(b)}"
+        assert time.monotonic() < deadline, f"no checkpoint from {b}: {slurm_cluster.states(b)}"
         time.sleep(0.2)
     slurm_cluster.run("scontrol", "requeue", b)
 
@@ -71,20 +74,24 @@ def test_cpu_job_finishes_and_a_requeued_one_resumes_to_the_same_weights(slurm_c
     (done_a,), (done_b,) = results(straight, a), results(preempted, b)
     assert done_a["global_step"] == done_b["global_step"] == 24
     assert done_a["resumed_from"] is None
+    assert done_b["resumed_from"], "the requeued job started again from scratch"
     resumed_step = int(re.search(r"checkpoint_(\d+)\.pth", done_b["resumed_from"]).group(1))
     assert 4 <= resumed_step < 24, done_b["resumed_from"]  # really resumed mid-way, not rerun
     assert "on cpu x1" in job_log(straight, a)
 
-    wa, wb = weights(straight / "checkpoint_0000024.pth"), weights(preempted / "checkpoint_0000024.pth")
+    wa = weights(straight / "checkpoint_0000024.pth")
+    wb = weights(preempted / "checkpoint_0000024.pth")
     assert wa.keys() == wb.keys()
     for name in wa:
         assert torch.equal(wa[name], wb[name]), name
     # The weights moved: equal runs that learned nothing would prove nothing.
     start = weights(straight / "checkpoint_0000004.pth")
-    assert not torch.equal(start["module.encoder_q.conv1.weight"], wa["module.encoder_q.conv1.weight"])
+    conv1 = "module.encoder_q.conv1.weight"
+    assert not torch.equal(start[conv1], wa[conv1])
 
 
-def test_two_task_job_trains_as_two_gloo_processes_with_shuffling_bn(slurm_cluster, tiny_demo_data, tmp_path):
+def test_two_task_job_trains_as_two_gloo_processes_with_shuffling_bn(slurm_cluster, tiny_demo_data,
+                                                                      tmp_path):
     out = tmp_path / "ddp"
     # model.shuffle=ddp: the key batch is shuffled across processes; a one-process run refuses it.
     rc, job, err = pretrain(tiny_demo_data["unlabeled_root"], out, "--gpus-per-node", "0",
@@ -98,14 +105,17 @@ def test_two_task_job_trains_as_two_gloo_processes_with_shuffling_bn(slurm_clust
     assert ckpt["world_size"] == 2 and len(ckpt["ranks"]) == 2
 
 
-def test_sbatch_refusals_are_one_line_errors_quoting_sbatch(slurm_cluster, tiny_demo_data, tmp_path):
+def test_sbatch_refusals_are_one_line_errors_quoting_sbatch(slurm_cluster, tiny_demo_data,
+                                                            tmp_path):
+    data = tiny_demo_data["unlabeled_root"]
     # A GPU request on a partition without GPU gres.
-    rc, job, err = pretrain(tiny_demo_data["unlabeled_root"], tmp_path / "gpu", "--gpus-per-node", "1")
+    rc, job, err = pretrain(data, tmp_path / "gpu", "--gpus-per-node", "1")
     assert (rc, job) == (2, None)
     assert err.strip().splitlines() == [
-        "error: SLURM refused the job: sbatch: error: Invalid generic resource (gres) specification"]
+        "error: SLURM refused the job: "
+        "sbatch: error: Invalid generic resource (gres) specification"]
     # A partition that does not exist.
-    rc, job, err = pretrain(tiny_demo_data["unlabeled_root"], tmp_path / "nope", "--gpus-per-node", "0",
+    rc, job, err = pretrain(data, tmp_path / "nope", "--gpus-per-node", "0",
                             "--partition", "nope")
     assert (rc, job) == (2, None)
     assert err.strip().splitlines() == [

@@ -1,4 +1,4 @@
-"""Sizes that make the SLURM tests' jobs take seconds on 2 shared CPU cores (plumbing, not learning)."""
+"""Sizes that make the SLURM tests' jobs take seconds on 2 shared cores (plumbing, not learning)."""
 
 # configs/pretrain/demo.yaml shrunk: 8 iterations per epoch, checkpoints every 4, deterministic.
 PRETRAIN_OVERRIDES = [
