@@ -16,12 +16,15 @@ A run marked ``running``/``submitted`` is checked: a local process by its pid, a
 Seeds: ``SEED = seed_base + trial``, the same for every init of a trial, so trial k of MoCo and
 of the supervised baseline see the same data order (paired comparison).
 """
+import contextlib
 import dataclasses
 import datetime
+import io
 import json
 import os
 import shlex
 import shutil
+import subprocess
 import socket
 import time
 
@@ -35,6 +38,7 @@ from detection.transfer.results import (
     read_provenance,
     read_run_metrics,
 )
+from pretrain.engine.slurm import sbatch_refusal
 from pretrain.io import atomic_write_bytes
 from pretrain.meters import format_duration
 from pretrain.subprocesses import run_logged, tool_command
@@ -221,19 +225,37 @@ SLURM_ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", 
 
 
 def slurm_job_states(job_ids):
-    """``{job_id: state}`` from one ``sacct`` call through submitit ("UNKNOWN" for a job sacct
-    does not list); ``{}`` where there is no ``sacct`` (not a SLURM host), so nothing is claimed."""
+    """``{job_id: state}`` from one ``sacct`` call ("UNKNOWN" for a job sacct does not list, or
+    when sacct fails); ``{}`` where there is no ``sacct`` (not a SLURM host), so nothing is claimed.
+
+    Array tasks (``5_3``) are asked for by their array (``-j 5``), which lists every task, the
+    waiting ones as a range (``5_[3-7%8]``, expanded by submitit's parser). A task missing from
+    the listing of an array sacct does know was cancelled while it waited: SLURM (22.05) then
+    just shrinks the waiting range, so it is reported as CANCELLED, not UNKNOWN."""
     job_ids = sorted({str(j) for j in job_ids if j})
     if not job_ids or shutil.which("sacct") is None:
         return {}
     from submitit.slurm.slurm import SlurmInfoWatcher
 
-    watcher = SlurmInfoWatcher(delay_s=0)  # our own: SlurmJob's shared watcher caches states for minutes
-    for job_id in job_ids:
-        watcher.register_job(job_id)
-    watcher.update()  # a failing sacct is logged by submitit and leaves the states UNKNOWN
-    # "CANCELLED by 1234" -> "CANCELLED"
-    return {j: (watcher.get_state(j, mode="cache").split() or ["UNKNOWN"])[0].upper() for j in job_ids}
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    cmd = ["sacct", "-o", "JobID,State,NodeList", "--parsable2"]  # as submitit asks (steps skipped)
+    for a in arrays:
+        cmd += ["-j", a]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {j: "UNKNOWN" for j in job_ids}
+    info = SlurmInfoWatcher(delay_s=0).read_info(out)
+    listed_arrays = {k.split("_")[0] for k in info if "_" in k}
+    states = {}
+    for j in job_ids:
+        if j in info:  # "CANCELLED by 1234" -> "CANCELLED"
+            states[j] = (info[j].get("State", "").split() or ["UNKNOWN"])[0].upper()
+        elif "_" in j and j.split("_")[0] in listed_arrays:
+            states[j] = "CANCELLED"
+        else:
+            states[j] = "UNKNOWN"
+    return states
 
 
 def _manifest_or_error(run):
@@ -525,8 +547,12 @@ def format_summary(summary):
 def slurm_parameters(partition, gpus_per_node=8, cpus_per_task=10, timeout_min=72 * 60, mem_gb=None,
                      constraint=None, name="transfer"):
     """submitit ``AutoExecutor.update_parameters`` keywords for one single-node run per job."""
-    params = dict(slurm_partition=partition, nodes=1, tasks_per_node=1, gpus_per_node=gpus_per_node,
-                  cpus_per_task=cpus_per_task, timeout_min=timeout_min, name=name)
+    if gpus_per_node < 0:
+        raise ValueError(f"--gpus-per-node must be >= 0 (0: a CPU partition), got {gpus_per_node}")
+    params = dict(slurm_partition=partition, nodes=1, tasks_per_node=1, cpus_per_task=cpus_per_task,
+                  timeout_min=timeout_min, name=name)
+    if gpus_per_node:  # 0: no GPU request at all (a CPU partition has no GPU gres to match)
+        params["gpus_per_node"] = gpus_per_node
     if mem_gb:
         params["mem_gb"] = mem_gb
     if constraint:
@@ -566,10 +592,11 @@ def submit_slurm(executor, jobs, root, force=False, print_fn=print):
         os.makedirs(run.folder, exist_ok=True)
         _write_manifest(run, status="submitted", submitted=_now(), host=None, pid=None, job_id=None)
     try:
-        with executor.batch():
+        # submitit prints sbatch's stderr before raising: captured, it is quoted once, below.
+        with contextlib.redirect_stderr(io.StringIO()), executor.batch():
             handles = [executor.submit(run_one, run, **kwargs) for run, kwargs in jobs]
     except Exception as e:
-        reason = " ".join(str(e).split()) or type(e).__name__
+        reason = sbatch_refusal(e)
         for run, _ in jobs:
             _write_manifest(run, status="failed", error=f"SLURM submission failed: {reason}", finished=_now())
         raise SubmissionError(f"SLURM refused the submission of {len(jobs)} job(s): {reason}. The runs are "
@@ -593,8 +620,8 @@ def run_grid(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=Fals
         raise FileNotFoundError(f"training script not found: {missing[0]}. Fix: run from a full checkout, "
                                 f"or point --train-cmd at the training command")
     if dry_run:
-        print_fn(describe_plan(plan, train_cmd, slurm["gpus_per_node"] if slurm else num_gpus, resume, force,
-                               retry_stale))
+        gpus = slurm.get("gpus_per_node", 0) if slurm else num_gpus
+        print_fn(describe_plan(plan, train_cmd, gpus, resume, force, retry_stale))
         if slurm:
             params = {k: v for k, v in slurm.items() if k != "folder"}
             make_slurm_executor(slurm["folder"], params, cluster="debug")  # validates the parameters
@@ -602,7 +629,8 @@ def run_grid(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=Fals
         return 0
     if slurm:
         params = {k: v for k, v in slurm.items() if k != "folder"}
-        jobs = slurm_jobs(plan, train_cmd, slurm["gpus_per_node"], resume, force, retry_stale)
+        jobs = slurm_jobs(plan, train_cmd, slurm.get("gpus_per_node", 0), resume, force,
+                          retry_stale)
         executor = make_slurm_executor(slurm["folder"], params)
         write_plan(root, plan)
         submit_slurm(executor, jobs, root, force, print_fn)

@@ -4,6 +4,7 @@
   torchrun --nproc_per_node 8 tools/pretrain.py --config ... (one node, 8 GPUs)
   torchrun --nnodes 2 --nproc_per_node 8 --rdzv_endpoint HOST:29500 tools/pretrain.py ...
   python tools/pretrain.py --slurm --nodes 2 --gpus-per-node 8 --partition P --config ... (submitit)
+  python tools/pretrain.py --slurm --gpus-per-node 0 --tasks-per-node 2 --partition cpu ... (CPU)
 
 Overrides: dotted keys, ``optim.lr=0.06 model.K=4096`` or ``--opts optim.lr 0.06``.
 """
@@ -26,7 +27,9 @@ def parse_args(argv=None):
     s = p.add_argument_group("SLURM (submitit)")
     s.add_argument("--slurm", action="store_true", help="submit to SLURM instead of running here")
     s.add_argument("--nodes", type=int, default=1)
-    s.add_argument("--gpus-per-node", type=int, default=8)
+    s.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node; 0: a CPU partition")
+    s.add_argument("--tasks-per-node", type=int, default=None,
+                   help="processes per node (default: one per GPU, or 1 with --gpus-per-node 0)")
     s.add_argument("--partition", default=None)
     s.add_argument("--timeout-min", type=int, default=72 * 60)
     s.add_argument("--cpus-per-task", type=int, default=10)
@@ -52,11 +55,12 @@ def run(args):
         return 0
     if args.slurm:
         if not args.partition:
-            raise SystemExit("--slurm needs --partition")
+            raise ValueError("--slurm needs --partition NAME (sinfo lists them)")
         from pretrain.engine.slurm import submit
 
         job = submit(cfg, args.data, args.out, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
-                     partition=args.partition, timeout_min=args.timeout_min, cpus_per_task=args.cpus_per_task,
+                     tasks_per_node=args.tasks_per_node, partition=args.partition,
+                     timeout_min=args.timeout_min, cpus_per_task=args.cpus_per_task,
                      account=args.account)
         print(f"submitted SLURM job {job.job_id}; logs in {os.path.join(args.out, 'slurm')}")
         return 0

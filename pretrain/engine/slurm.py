@@ -3,7 +3,8 @@
 Two ways, both ending in :func:`pretrain.engine.train.train` with ``--resume auto``:
 
 1. submitit (``tools/pretrain.py --slurm --nodes 2 --gpus-per-node 8 --partition P ...``):
-   one task per GPU; each task exports RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR /
+   one task per GPU (``--gpus-per-node 0 --tasks-per-node N`` on a CPU partition: N processes
+   per node over gloo); each task exports RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR /
    MASTER_PORT from submitit's job environment. On preemption or timeout the job is
    requeued and resumes from the newest valid checkpoint.
 
@@ -44,17 +45,70 @@ class PretrainJob:
         return submitit.helpers.DelayedSubmission(PretrainJob(self.cfg, self.data_path, self.out_dir))
 
 
+class SubmissionError(ValueError):
+    """sbatch refused the job (bad partition, GPUs the partition has no gres for, account, QOS)."""
+
+
+def sbatch_refusal(exc) -> str:
+    """sbatch's own error lines from submitit's ``FailedJobError`` (its message is sbatch's stderr),
+    on one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    sbatch = [line for line in lines if line.startswith("sbatch:")]
+    return " ".join(sbatch or lines) or type(exc).__name__
+
+
+def submit_quietly(submit_fn):
+    """Run a submitit submission; a refusal becomes ``SubmissionError`` quoting sbatch.
+
+    submitit also prints sbatch's stderr before raising: captured here, so that the user sees the
+    refusal once, in our one-line error."""
+    import contextlib
+    import io
+    import shutil
+
+    from submitit.core.utils import FailedJobError
+
+    if shutil.which("sbatch") is None:
+        raise SubmissionError("no sbatch on PATH: --slurm submits from a SLURM login node "
+                              "(or set PATH to SLURM's client tools)")
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return submit_fn()
+    except FailedJobError as e:
+        raise SubmissionError(f"SLURM refused the job: {sbatch_refusal(e)}") from e
+
+
+def job_shape(nodes: int, gpus_per_node: int, tasks_per_node=None) -> dict:
+    """submitit parameters for the job's shape. One task (process) per GPU when GPUs are asked
+    for, else one per node unless ``tasks_per_node`` says otherwise (CPU partitions: processes
+    over gloo). ``gpus_per_node=0`` asks for no GPUs at all (no ``--gpus-per-node`` flag)."""
+    if nodes < 1:
+        raise ValueError(f"--nodes must be >= 1, got {nodes}")
+    if gpus_per_node < 0:
+        raise ValueError(f"--gpus-per-node must be >= 0 (0: a CPU partition), got {gpus_per_node}")
+    tasks = tasks_per_node if tasks_per_node is not None else (gpus_per_node or 1)
+    if tasks < 1:
+        raise ValueError(f"--tasks-per-node must be >= 1, got {tasks}")
+    shape = {"nodes": nodes, "tasks_per_node": tasks}
+    if gpus_per_node:
+        shape["gpus_per_node"] = gpus_per_node
+    return shape
+
+
 def submit(cfg: dict, data_path, out_dir, *, nodes: int, gpus_per_node: int, partition: str,
-           timeout_min: int = 72 * 60, cpus_per_task: int = 10, account=None, job_name="moco", slurm_folder=None):
-    """Submit one multi-node job; returns the submitit Job (``job.job_id``, ``job.result()``)."""
+           tasks_per_node=None, timeout_min: int = 72 * 60, cpus_per_task: int = 10, account=None,
+           job_name="moco", slurm_folder=None):
+    """Submit one (multi-node) job; returns the submitit Job (``job.job_id``, ``job.result()``).
+    Raises ``SubmissionError`` (a ValueError) with sbatch's words when SLURM refuses it."""
     import submitit
 
+    shape = job_shape(nodes, gpus_per_node, tasks_per_node)
     folder = slurm_folder or os.path.join(os.fspath(out_dir), "slurm", "%j")
     executor = submitit.AutoExecutor(folder=folder)
     extra = {"slurm_account": account} if account else {}
     executor.update_parameters(
-        name=job_name, nodes=nodes, tasks_per_node=gpus_per_node, gpus_per_node=gpus_per_node,
-        cpus_per_task=cpus_per_task, timeout_min=timeout_min, slurm_partition=partition,
-        slurm_signal_delay_s=120, **extra,
+        name=job_name, cpus_per_task=cpus_per_task, timeout_min=timeout_min,
+        slurm_partition=partition, slurm_signal_delay_s=120, **shape, **extra,
     )
-    return executor.submit(PretrainJob(cfg, data_path, out_dir))
+    return submit_quietly(lambda: executor.submit(PretrainJob(cfg, data_path, out_dir)))
