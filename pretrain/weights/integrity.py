@@ -15,7 +15,7 @@ import torch
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from pretrain.io import CorruptCheckpointError
-from pretrain.weights.resnet_arch import RESNET_DEPTHS, MappingError, is_resnet_key
+from pretrain.weights.resnet_arch import RESNET_DEPTHS, MappingError, is_resnet_key, stage_blocks
 
 
 class IntegrityError(ValueError):
@@ -42,23 +42,13 @@ def check_zip_records(path):
 
 
 # ------------------------------------------------------------------ tensors
-def _blocks(backbone):
-    """Block indices per stage, from ``layerN.M.`` names."""
-    blocks = [set() for _ in range(4)]
-    for name in backbone:
-        m = re.match(r"^layer([1-4])\.(\d+)\.", name)
-        if m:
-            blocks[int(m.group(1)) - 1].add(int(m.group(2)))
-    return blocks
-
-
 def expected_arch(backbone):
     """(depth, block, blocks per stage, width, groups) of the ResNet the weights should be.
 
     An exact torchvision depth when the stages say so; otherwise the nearest one (a missing
     block or stage), so the error can name what is missing instead of "unknown depth".
     """
-    blocks = _blocks(backbone)
+    blocks = stage_blocks(backbone)
     if not any(blocks) and "conv1.weight" not in backbone:
         raise MappingError(
             "the weights do not contain a ResNet stem and four stages (conv1.weight, "

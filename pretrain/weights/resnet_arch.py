@@ -46,13 +46,19 @@ class ResNetArch:
         return f"ResNet-{self.depth} ({self.block} blocks {list(self.blocks_per_stage)})"
 
 
-def resnet_arch(backbone):
-    """Depth and widths of a torchvision-named ResNet state dict (keys without ``fc``)."""
+def stage_blocks(backbone):
+    """Block indices per stage (four sets), from the ``layerN.M.`` names of a state dict."""
     blocks = [set() for _ in range(4)]
     for name in backbone:
         m = re.match(r"^layer([1-4])\.(\d+)\.", name)
         if m:
             blocks[int(m.group(1)) - 1].add(int(m.group(2)))
+    return blocks
+
+
+def resnet_arch(backbone):
+    """Depth and widths of a torchvision-named ResNet state dict (keys without ``fc``)."""
+    blocks = stage_blocks(backbone)
     if "conv1.weight" not in backbone or not all(blocks):
         raise MappingError(
             "the weights do not contain a ResNet stem and four stages (conv1.weight, "
