@@ -304,7 +304,8 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
         atomic_write_bytes(os.path.join(out_dir, "config.yaml"), dump(cfg).encode())
         print(f"MoCo {cfg['model']['arch']} on {device} x{ctx.world_size}: {iters_per_epoch} it/epoch, "
               f"batch {images_per_step}, lr {base_lr:g}, amp {amp_dtype}, "
-              f"{'fast' if device_augment is not None else 'reference'} data pipeline, out {out_dir}")
+              f"{'in-memory' if cfg['data']['in_memory'] else 'fast' if device_augment is not None else 'reference'} "
+              f"data pipeline, out {out_dir}")
 
     def save(ep, it):
         check_finite(model, global_step, last_path or resumed_from)  # every rank: their weights are identical

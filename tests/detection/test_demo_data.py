@@ -45,7 +45,12 @@ def test_classification_folders_are_imagenet_layout_and_stratified(tiny_demo_dat
 
     unlabeled = ImageFolder(tiny_demo_data["unlabeled_train"])
     assert unlabeled.classes == ["unlabeled"]
-    assert names(unlabeled) == names(train)
+    # Every train scan (and no val scan) rendered unlabeled_renders (4) times, on shared styles.
+    assert len(unlabeled) == 4 * len(train) == counts["unlabeled_train"]
+    scans = {n.rsplit("_r", 1)[0] + ".jpg" for n in names(unlabeled)}
+    assert scans == names(train)
+    renders = [np.asarray(Image.open(p), dtype=np.float32) for p, _ in unlabeled.samples[:4]]
+    assert all(np.abs(renders[0] - r).mean() > 1.0 for r in renders[1:]), "renders of a scan must differ"
     image = Image.open(train.samples[0][0])
     assert (image.mode, image.size) == ("RGB", (64, 64))
     # Coloured, not grey: colour jitter must have something to act on.
@@ -246,3 +251,19 @@ def test_detectron2_evaluators_score_the_ground_truth_perfectly(tiny_demo_data, 
     results = coco_eval.evaluate()
     assert results["bbox"]["AP"] == pytest.approx(100.0) and results["segm"]["AP"] == pytest.approx(100.0)
     assert MetadataCatalog.get(coco_name).thing_classes == list(DIGIT_CLASSES)
+
+
+def test_unlabeled_renders_share_a_few_styles_and_differ_by_digit():
+    """Instance identity is content: two renders on one style differ where the digits are only."""
+    from sklearn.datasets import load_digits
+
+    from detection.demo_data import make_styles, render_unlabeled_image
+
+    scans = load_digits().images
+    styles = make_styles(seed=0, n_styles=1)
+    a, b = (render_unlabeled_image(scans[i], styles, seed=0, index=i) for i in (0, 1))
+    corner = (slice(0, 4), slice(0, 4))  # outside every glyph (glyphs <= 85 % of the side, centred)
+    assert np.array_equal(a[corner], b[corner]) and np.array_equal(a[corner], styles[0][0][corner])
+    assert np.abs(a - b).mean() > 0.01
+    two = make_styles(seed=0, n_styles=2)
+    assert np.abs(two[0][0] - two[1][0]).mean() > 0.01  # styles differ from each other

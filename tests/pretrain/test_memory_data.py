@@ -19,9 +19,9 @@ from pretrain.train import train
 
 def test_images_are_decoded_once_into_one_uint8_tensor(tiny_demo_data):
     images = load_images(tiny_demo_data["unlabeled_train"])
-    assert images.dtype == torch.uint8 and images.shape == (160, 3, 64, 64)
+    assert images.dtype == torch.uint8 and images.shape == (640, 3, 64, 64)
     assert images.float().std() > 10  # real pictures, not an empty buffer
-    assert load_images(tiny_demo_data["unlabeled_train"], size=32).shape == (160, 3, 32, 32)
+    assert load_images(tiny_demo_data["unlabeled_train"], size=32).shape == (640, 3, 32, 32)
 
 
 def test_mixed_sizes_without_memory_size_are_a_clear_error(tiny_demo_data, tmp_path):
@@ -104,7 +104,7 @@ def tiny_cfg(**top):
 
 
 def test_an_in_memory_run_resumes_exactly(tiny_demo_data, tmp_path, one_thread):
-    data = tiny_demo_data["unlabeled_root"]  # 160 images: 20 iterations per epoch
+    data = tiny_demo_data["unlabeled_root"]  # 640 images (4 renders of 160 scans): 80 iterations per epoch
     straight = train(tiny_cfg(max_iters=5), data, tmp_path / "straight")
     train(tiny_cfg(max_iters=3), data, tmp_path / "resumed")
     second = train(tiny_cfg(max_iters=5), data, tmp_path / "resumed", resume="auto")
@@ -122,3 +122,31 @@ def test_an_in_memory_run_resumes_exactly(tiny_demo_data, tmp_path, one_thread):
 def test_in_memory_with_device_decoding_is_refused():
     with pytest.raises(ConfigError, match="in_memory"):
         load_config(None, {"data": {"in_memory": True, "decode": "device"}})
+
+
+def test_queue_of_real_keys_before_the_first_step(tiny_demo_data, tmp_path, one_thread):
+    from pretrain.moco import MoCo
+    from pretrain.queue_fill import fill_queue_with_keys
+
+    torch.manual_seed(0)
+    model = MoCo(arch="resnet18", dim=16, K=40, mlp=True, bn_splits=2)
+    random_cos = (model.queue.T @ model.queue).mean()
+    data = MemoryPretrainLoader(load_images(tiny_demo_data["unlabeled_train"]), crop_size=32, batch_size=8)
+    rng = torch.get_rng_state()
+    assert fill_queue_with_keys(model, data, epoch=2, views=lambda q, k: (q, k)) == 40
+    assert torch.equal(torch.get_rng_state(), rng)  # the run's global stream is untouched
+    assert model.queue_ptr.item() == 0
+    assert torch.allclose(model.queue.norm(dim=0), torch.ones(40), atol=1e-5)
+    # A random network's keys of real images lie in a narrow cone; random unit vectors do not.
+    assert (model.queue.T @ model.queue).mean() > random_cos + 0.3
+    # In a run: the queue is filled once, before step 1, and the run still resumes exactly.
+    cfg = {"model": {"arch": "resnet18", "dim": 16, "K": 40, "mlp": True, "T": 0.2, "bn_splits": 2,
+                     "queue_init": "keys"}}
+    straight = train(tiny_cfg(max_iters=4, **cfg), tiny_demo_data["unlabeled_root"], tmp_path / "straight")
+    train(tiny_cfg(max_iters=2, **cfg), tiny_demo_data["unlabeled_root"], tmp_path / "resumed")
+    second = train(tiny_cfg(max_iters=4, **cfg), tiny_demo_data["unlabeled_root"], tmp_path / "resumed",
+                   resume=str(tmp_path / "resumed" / "checkpoint_0000002.pth"))
+    assert straight["global_step"] == second["global_step"] == 4
+    a = safe_torch_load(tmp_path / "straight" / "checkpoint_0000004.pth")["state_dict"]
+    b = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000004.pth")["state_dict"]
+    assert all(torch.equal(a[n], b[n]) for n in a)
