@@ -43,7 +43,7 @@ class Budget:
     det_test: int = 100
     pretrain_epochs: int = 12  # MoCo epochs over the unlabeled renders (4 per train scan)
     knn_every: int = 3
-    supervised_epochs: int = 40
+    supervised_epochs: int = 30  # measured: 87.5 % val top-1 (README status)
     det_iters: int = 300
     det_trials: int = 3
 

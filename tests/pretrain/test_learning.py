@@ -19,6 +19,15 @@ pytestmark = pytest.mark.slow
 FROZEN_LR = 1e-9  # lr must be positive; at this one the weights do not move
 
 
+@pytest.fixture(scope="module")
+def digits200(tmp_path_factory):
+    """The demo's data at 200 scans, with its 4 unlabeled renders per train scan (640 images)."""
+    from detection.demo_data import make_demo_data
+
+    return make_demo_data(tmp_path_factory.mktemp("digits200"), seed=0, limit=200, n_det_trainval=2,
+                          n_det_test=2, verbose=False)
+
+
 def moco_cfg(lr, max_iters=None):
     return load_config(None, {
         "model": {"arch": "resnet18", "dim": 64, "K": 128, "m": 0.99, "T": 0.2, "mlp": True, "bn_splits": 4},
@@ -38,9 +47,9 @@ def late_stats(out_dir, last=3):
     return mean(lambda r: r["loss"]), mean(lambda r: r["pos_top1"]), mean(lambda r: r["sim_pos"] - r["sim_neg"])
 
 
-def test_moco_learns_its_pretext_task(tiny_demo_data, tmp_path, one_thread):
+def test_moco_learns_its_pretext_task(digits200, tmp_path, one_thread):
     # 640 unlabeled renders / 32 = 20 steps per epoch, 6 epochs; the demo's lr (0.06 per 256).
-    data = tiny_demo_data["unlabeled_root"]
+    data = digits200["unlabeled_root"]
     train(moco_cfg(0.06), data, tmp_path / "moco")
     # At lr ~0 the statistics are stationary once the queue holds real keys (4 steps): 30 steps do.
     train(moco_cfg(FROZEN_LR, max_iters=30), data, tmp_path / "frozen")
@@ -52,12 +61,23 @@ def test_moco_learns_its_pretext_task(tiny_demo_data, tmp_path, one_thread):
     assert gap > gap_0 + 0.03, (gap, gap_0)  # measured 0.087 vs 0.015
 
 
-def test_supervised_baseline_learns_far_above_chance(tiny_demo_data, tmp_path, one_thread):
-    # 160 train / 40 val digits; the demo's recipe (no mirror, crops 0.5-1, warm-up) at 32 px.
-    metrics = train_supervised(tiny_demo_data["cls_root"], tmp_path / "sup", arch="resnet18", epochs=30,
-                               image_size=32, batch_size=32, lr=0.4, weight_decay=5e-4, num_workers=0,
+@pytest.fixture(scope="module")
+def digits600(tmp_path_factory):
+    """600 digit scans: 480 train / 120 val renders (a few seconds to generate). The 160 train
+    digits of ``tiny_demo_data`` are memorised (train loss 0.9, val 15 % measured), not learned."""
+    from detection.demo_data import make_demo_data
+
+    return make_demo_data(tmp_path_factory.mktemp("digits600"), seed=0, limit=600, n_det_trainval=2,
+                          n_det_test=2, unlabeled_styles=0, verbose=False)
+
+
+def test_supervised_baseline_learns_far_above_chance(digits600, tmp_path, one_thread):
+    # The demo's recipe (48 px, no mirror, crops 0.5-1, lr 0.2 per 256 with warm-up), 375 steps:
+    # measured 27.5 % (19 % at 225 steps: the first ~150 steps of this recipe stay near chance).
+    metrics = train_supervised(digits600["cls_root"], tmp_path / "sup", arch="resnet18", epochs=25,
+                               image_size=48, batch_size=32, lr=0.2, weight_decay=5e-4, num_workers=0,
                                device="cpu", crop_scale=(0.5, 1.0), warmup_epochs=2, hflip=False,
                                printer=lambda *a, **k: None)
     print(f"supervised val top-1 {metrics['top1']:.1f} % (chance 10 %)")
-    # 12 of 40 right: P < 1e-3 for a chance-level classifier
-    assert metrics["top1"] >= 30, metrics
+    # 24 of 120 right: P < 1e-3 for a chance-level classifier (10 %: 12 expected, sd 3.3)
+    assert metrics["top1"] >= 20, metrics

@@ -19,9 +19,9 @@ from pretrain.train import train
 
 def test_images_are_decoded_once_into_one_uint8_tensor(tiny_demo_data):
     images = load_images(tiny_demo_data["unlabeled_train"])
-    assert images.dtype == torch.uint8 and images.shape == (640, 3, 64, 64)
+    assert images.dtype == torch.uint8 and images.shape == (160, 3, 64, 64)
     assert images.float().std() > 10  # real pictures, not an empty buffer
-    assert load_images(tiny_demo_data["unlabeled_train"], size=32).shape == (640, 3, 32, 32)
+    assert load_images(tiny_demo_data["unlabeled_train"], size=32).shape == (160, 3, 32, 32)
 
 
 def test_mixed_sizes_without_memory_size_are_a_clear_error(tiny_demo_data, tmp_path):
@@ -104,7 +104,7 @@ def tiny_cfg(**top):
 
 
 def test_an_in_memory_run_resumes_exactly(tiny_demo_data, tmp_path, one_thread):
-    data = tiny_demo_data["unlabeled_root"]  # 640 images (4 renders of 160 scans): 80 iterations per epoch
+    data = tiny_demo_data["unlabeled_root"]  # 160 images: 20 iterations per epoch
     straight = train(tiny_cfg(max_iters=5), data, tmp_path / "straight")
     train(tiny_cfg(max_iters=3), data, tmp_path / "resumed")
     second = train(tiny_cfg(max_iters=5), data, tmp_path / "resumed", resume="auto")
