@@ -7,7 +7,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 
 # Tiny demo data: enough for every split and class to be present, fast to generate (< 1 s).
-TINY_DEMO_DATA = dict(seed=0, limit=200, n_det_trainval=24, n_det_test=8)
+# One unlabeled render per train scan (the demo has 4): 160 unlabeled images, as tests count on.
+TINY_DEMO_DATA = dict(seed=0, limit=200, n_det_trainval=24, n_det_test=8, unlabeled_renders=1)
 
 
 @pytest.fixture(scope="session")

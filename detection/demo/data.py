@@ -6,7 +6,7 @@ coloured stroke on a coloured, textured background with a small random affine, s
 that MoCo's colour jitter, crops and blur have something to do. From these renders:
 
     out_dir/
-      digits_unlabeled/train/unlabeled/digit_NNNNN.jpg   pretraining set (ImageFolder, one pseudo-class)
+      digits_unlabeled/train/unlabeled/digit_NNNNN_rR.jpg pretraining set (ImageFolder, one pseudo-class)
       digits_cls/{train,val}/<class>/digit_NNNNN.jpg      labeled, stratified split (linear / kNN / supervised)
       VOCdigits/VOC2007/JPEGImages/NNNNNN.jpg             "digit scenes": 1..max_digits digits on a background
       VOCdigits/VOC2007/Annotations/NNNNNN.xml            Pascal VOC XML (1-based inclusive pixel boxes)
@@ -14,8 +14,16 @@ that MoCo's colour jitter, crops and blur have something to do. From these rende
       digits_coco/annotations/instances_{trainval,test}.json   the same scenes as COCO (boxes + stroke masks, RLE)
       MANIFEST.json                                        written last: parameters, counts, sha256 of every file
 
-The unlabeled set holds the *train* split's renders only (as ImageNet pretraining never
-sees ImageNet val). Detection scenes of ``trainval`` paste digits of the classification
+The unlabeled set renders the *train* split's scans only (as ImageNet pretraining never
+sees ImageNet val), ``unlabeled_renders`` times each, so that instance identity is content: each
+render puts its digit (own affine) on one of only ``unlabeled_styles`` shared styles (a textured
+background and a stroke colour). With a background and colour of its own per image, as the labeled
+renders have, the two crops of one image share a pattern no other image has, and instance
+discrimination is solved by it without looking at the digit (measured: MoCo's kNN fell below the
+random network's); with few shared styles, telling an image from the many negatives of its style
+takes its digit. ``unlabeled_styles=0`` writes the labeled train renders instead (the old set).
+
+Detection scenes of ``trainval`` paste digits of the classification
 train split, ``test`` scenes digits of the val split, so no digit scan is in both.
 
 Determinism: every image is drawn from its own ``numpy`` Generator seeded by
@@ -49,7 +57,7 @@ MANIFEST_NAME = "MANIFEST.json"
 # own half-written output and may be regenerated without --force.
 INCOMPLETE_MARKER = ".demo_data_incomplete"
 # Bump when the rendering changes, so an old folder is not taken for a current one.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the unlabeled set's shared styles
 JPEG_QUALITY = 90
 
 # Top-level entries this generator owns inside out_dir (the only ones --force replaces).
@@ -57,7 +65,7 @@ _OWNED = ("digits_unlabeled", "digits_cls", "VOCdigits", "digits_coco", MANIFEST
 
 # Independent random streams, so that e.g. changing the number of scenes leaves the
 # classification images unchanged.
-_STREAM_SPLIT, _STREAM_DIGIT, _STREAM_SCENE = 0, 1, 2
+_STREAM_SPLIT, _STREAM_DIGIT, _STREAM_SCENE, _STREAM_STYLE, _STREAM_UNLABELED = 0, 1, 2, 3, 4
 
 
 class DemoDataError(RuntimeError):
@@ -176,6 +184,27 @@ def render_digit_image(digit, seed, index, image_size=64):
     center = (image_size / 2 + rng.uniform(-jitter, jitter), image_size / 2 + rng.uniform(-jitter, jitter))
     alpha = _digit_alpha(digit, (image_size, image_size), glyph, center, rng.uniform(-15, 15), rng.uniform(-0.15, 0.15))
     colour = _contrasting_colour(rng, bg[alpha > 0.5].mean(0) if (alpha > 0.5).any() else bg.mean((0, 1)))
+    return _composite(bg, alpha, colour)
+
+
+def make_styles(seed, n_styles, image_size=64):
+    """The unlabeled set's shared styles: ``n_styles`` (background, stroke colour) pairs."""
+    styles = []
+    for style in range(n_styles):
+        rng = _rng(seed, _STREAM_STYLE, style)
+        bg = _random_background(rng, image_size, image_size)
+        styles.append((bg, _contrasting_colour(rng, bg.mean((0, 1)))))
+    return styles
+
+
+def render_unlabeled_image(digit, styles, seed, index, image_size=64):
+    """One pretraining image: ``digit`` with its own affine on a style drawn from ``styles``."""
+    rng = _rng(seed, _STREAM_UNLABELED, index)
+    bg, colour = styles[int(rng.integers(len(styles)))]
+    glyph = image_size * rng.uniform(0.6, 0.85)
+    jitter = image_size * 0.06
+    center = (image_size / 2 + rng.uniform(-jitter, jitter), image_size / 2 + rng.uniform(-jitter, jitter))
+    alpha = _digit_alpha(digit, (image_size, image_size), glyph, center, rng.uniform(-15, 15), rng.uniform(-0.15, 0.15))
     return _composite(bg, alpha, colour)
 
 
@@ -338,8 +367,11 @@ class _Progress:
 # ----------------------------------------------------------------------------- folder state
 
 
-def _params(seed, image_size, n_det_trainval, n_det_test, scene_size, max_digits_per_scene, cls_val_fraction, limit):
+def _params(seed, image_size, n_det_trainval, n_det_test, scene_size, max_digits_per_scene, cls_val_fraction, limit,
+            unlabeled_styles=32, unlabeled_renders=4):
     return {
+        "unlabeled_styles": int(unlabeled_styles),
+        "unlabeled_renders": int(unlabeled_renders),
         "format_version": FORMAT_VERSION,
         "seed": int(seed),
         "image_size": int(image_size),
@@ -466,12 +498,16 @@ def make_demo_data(
     max_digits_per_scene=4,
     cls_val_fraction=0.2,
     limit=None,
+    unlabeled_styles=32,
+    unlabeled_renders=4,
     force=False,
     verbose=True,
 ):
     """Generate the demo data sets under ``out_dir`` (see the module docstring) and return their paths.
 
     ``limit`` caps the number of digit scans used (class-balanced), for tiny test versions.
+    ``unlabeled_styles`` / ``unlabeled_renders``: see the module docstring (0 styles: the labeled
+    train renders are the unlabeled set).
     A folder already generated with the same parameters is returned as is. A non-empty
     folder is refused unless ``force`` (then only this generator's outputs are replaced);
     a half-written folder of ours (crash mid-generation) is regenerated.
@@ -479,8 +515,12 @@ def make_demo_data(
     from sklearn.datasets import load_digits
 
     _validate(seed, image_size, n_det_trainval, n_det_test, scene_size, max_digits_per_scene, cls_val_fraction, limit)
+    if unlabeled_styles < 0 or (unlabeled_styles and unlabeled_renders < 1):
+        raise DemoDataError(f"unlabeled_styles={unlabeled_styles}, unlabeled_renders={unlabeled_renders}: "
+                            f"styles must be >= 0 (0: the labeled renders) and renders >= 1")
     root = os.path.abspath(os.fspath(out_dir))
-    params = _params(seed, image_size, n_det_trainval, n_det_test, scene_size, max_digits_per_scene, cls_val_fraction, limit)
+    params = _params(seed, image_size, n_det_trainval, n_det_test, scene_size, max_digits_per_scene, cls_val_fraction, limit,
+                     unlabeled_styles, unlabeled_renders)
     paths = demo_data_paths(root)
     if _prepare_out_dir(root, params, force) == "done":
         if verbose:
@@ -506,9 +546,19 @@ def make_demo_data(
         name = f"digit_{i:05d}.jpg"
         split = "val" if i in val_set else "train"
         writer.write(os.path.join("digits_cls", split, DIGIT_CLASSES[labels[i]], name), jpeg)
-        if split == "train":
+        if split == "train" and not unlabeled_styles:
             writer.write(os.path.join("digits_unlabeled", "train", "unlabeled", name), jpeg)
         progress.update(done)
+    n_unlabeled = len(train_idx)
+    if unlabeled_styles:
+        styles = make_styles(seed, unlabeled_styles, image_size)
+        progress = _Progress("unlabeled images", len(train_idx) * unlabeled_renders, verbose)
+        for done, (i, r) in enumerate(((i, r) for i in train_idx.tolist() for r in range(unlabeled_renders)), 1):
+            image = render_unlabeled_image(scans[i], styles, seed, i * unlabeled_renders + r, image_size)
+            writer.write(os.path.join("digits_unlabeled", "train", "unlabeled", f"digit_{i:05d}_r{r}.jpg"),
+                         _to_jpeg(image))
+            progress.update(done)
+        n_unlabeled = len(train_idx) * unlabeled_renders
 
     voc_rel = os.path.join("VOCdigits", "VOC2007")
     scene_splits = (("trainval", n_det_trainval, train_idx), ("test", n_det_test, val_idx))
@@ -540,7 +590,7 @@ def make_demo_data(
             "digits": int(len(chosen)),
             "cls_train": int(len(train_idx)),
             "cls_val": int(len(val_idx)),
-            "unlabeled_train": int(len(train_idx)),
+            "unlabeled_train": int(n_unlabeled),
             "det_trainval_images": int(n_det_trainval),
             "det_test_images": int(n_det_test),
             "det_trainval_objects": int(n_objects["trainval"]),

@@ -26,6 +26,9 @@ def main(argv=None):
     p.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                    help="RandomResizedCrop area range (default torchvision's 0.08 1); the demo uses "
                         "its MoCo recipe's range so both pretrainings see the same crops")
+    p.add_argument("--warmup-epochs", type=float, default=0.0,
+                   help="linear lr warm-up over these epochs before the cosine (default 0)")
+    p.add_argument("--no-hflip", action="store_true", help="no mirrored crops (classes a mirror changes: digits)")
     p.add_argument("--no-resume", action="store_true", help="ignore OUT/checkpoint.pth")
     p.add_argument("--force", action="store_true",
                    help="train again over a finished OUT (without it, a finished OUT with the same "
@@ -38,7 +41,7 @@ def main(argv=None):
                                 weight_decay=args.wd, num_workers=args.workers, device=args.device,
                                 resume=not args.no_resume, force=args.force, print_freq=args.print_freq,
                                 crop_scale=tuple(args.crop_scale) if args.crop_scale else None,
-                                seed=args.seed)
+                                warmup_epochs=args.warmup_epochs, hflip=not args.no_hflip, seed=args.seed)
     except (FileExistsError, ClassMismatchError) as e:  # user errors: no traceback
         sys.exit(f"train_supervised: error: {e}")
 

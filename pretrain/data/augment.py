@@ -124,11 +124,13 @@ def build_eval_transform(image_size=224):
 LABELED_CROP_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop default, as the reference lincls
 
 
-def build_labeled_train_transform(image_size=224, scale=LABELED_CROP_SCALE):
-    """Training view of the linear protocol and the supervised baseline: crop + flip."""
+def build_labeled_train_transform(image_size=224, scale=LABELED_CROP_SCALE, hflip=True):
+    """Training view of the linear protocol and the supervised baseline: crop + flip.
+
+    ``hflip=False`` for classes a mirror changes (digits: a mirrored 3 is no digit)."""
     return transforms.Compose([
         transforms.RandomResizedCrop(image_size, scale=tuple(scale)),
-        transforms.RandomHorizontalFlip(),
+        *([transforms.RandomHorizontalFlip()] if hflip else []),
         transforms.ToTensor(),
         normalize(),
     ])

@@ -142,13 +142,13 @@ def build_pretrain_loader(path, *, aug="v2", crop_size=224, batch_size, num_work
     return PretrainLoader(dl, sampler, iters, kind, len(paths))
 
 
-def build_labeled_loader(path, *, image_size, batch_size, train, num_workers=0, crop_scale=None):
+def build_labeled_loader(path, *, image_size, batch_size, train, num_workers=0, crop_scale=None, hflip=True):
     """Images in ``path/<class>/`` with labels: train = RandomResizedCrop + flip (shuffled);
     eval = resize 1.14x + center crop. Both ImageNet-normalised. ``crop_scale``: the train
     crops' area range (default torchvision's (0.08, 1))."""
     samples, classes = scan_class_folders(path)
     if train:
-        transform = build_labeled_train_transform(image_size, *([crop_scale] if crop_scale else []))
+        transform = build_labeled_train_transform(image_size, *([crop_scale] if crop_scale else []), hflip=hflip)
     else:
         transform = build_eval_transform(image_size)
     dataset = LabeledImageDataset(samples, transform, classes)

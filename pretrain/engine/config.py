@@ -20,6 +20,9 @@ DEFAULTS = {
         "mlp": False,        # MoCo v2 MLP head
         "bn_splits": 1,      # >1: SplitBatchNorm groups (shuffling BN on one process)
         "shuffle": "auto",   # auto | ddp | single | off
+        # random (the paper): K random unit vectors; keys: filled with real keys before the first
+        # step (pretrain/model/queue_fill.py), a deviation for short runs such as the demo
+        "queue_init": "random",
     },
     "data": {
         "aug": "v1",         # v1 | v2 ("aug+")
@@ -37,6 +40,11 @@ DEFAULTS = {
         # device: workers only read bytes and draw crops; the training process decodes each batch
         # on its device (nvJPEG on a GPU; needs the fast pipeline, which auto then selects).
         "decode": "workers",
+        # true: decode every image once into memory and augment each batch on tensors in the
+        # training process (pretrain/data/memory.py): for small sets (the demo, CIFAR-sized);
+        # no loader workers, data.pipeline/decode do not apply. memory_size: resize to S x S.
+        "in_memory": False,
+        "memory_size": None,
     },
     "optim": {
         "lr": 0.03,                  # for a total batch of base_batch_size
@@ -73,6 +81,7 @@ DEFAULTS = {
 
 CHOICES = {
     "model.shuffle": ("auto", "ddp", "single", "off"),
+    "model.queue_init": ("random", "keys"),
     "data.aug": ("v1", "v2"),
     "data.pipeline": ("auto", "reference", "fast"),
     "data.decode": ("workers", "device"),
@@ -228,6 +237,9 @@ def validate(cfg: dict) -> None:
     if cfg["data"]["decode"] == "device" and cfg["data"]["pipeline"] == "reference":
         raise ConfigError("data.decode=device needs the fast data pipeline: set data.pipeline to fast "
                           "or auto (the reference pipeline decodes and augments with PIL in the workers)")
+    if cfg["data"]["in_memory"] and cfg["data"]["decode"] == "device":
+        raise ConfigError("data.in_memory=true decodes every image once up front: data.decode=device "
+                          "does not apply; set data.decode=workers or data.in_memory=false")
     if not isinstance(cfg["compile"], (bool, str)):
         raise ConfigError(f"compile must be true, false or a torch.compile backend name, got {cfg['compile']!r}")
     if cfg["knn"]["every_epochs"] and not cfg["knn"]["path"]:

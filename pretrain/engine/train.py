@@ -22,6 +22,7 @@ from pretrain.engine.progress import ProgressLogger, plot_curves
 from pretrain.io import atomic_write_bytes
 from pretrain.model.backbone import pooled_backbone
 from pretrain.model.moco import MoCo, contrast_stats, info_nce_loss
+from pretrain.model.queue_fill import fill_queue_with_keys
 
 
 def lr_at(cfg: dict, epoch_float: float, base_lr: float) -> float:
@@ -47,6 +48,8 @@ def resolve_precision(cfg: dict, device: torch.device):
 def fast_pipeline(cfg: dict, device: torch.device) -> bool:
     """Whether augmentation is split between uint8 crops in the workers and the device."""
     choice = cfg["data"]["pipeline"]
+    if cfg["data"]["in_memory"]:  # it augments whole batches itself (pretrain/data/memory.py)
+        return False
     if choice == "auto":
         return device.type == "cuda" or cfg["data"]["decode"] == "device"
     return choice == "fast"
@@ -58,6 +61,12 @@ def build_loader(cfg: dict, data_path, ctx):
 
     d = cfg["data"]
     scale = tuple(d["crop_scale"])
+    if d["in_memory"]:
+        from pretrain.data.memory import build_memory_loader
+
+        return build_memory_loader(data_path, aug=d["aug"], crop_size=d["crop_size"], scale=scale,
+                                   batch_size=cfg["batch_size"], rank=ctx.rank, world_size=ctx.world_size,
+                                   seed=cfg["seed"], device=ctx.device, size=d["memory_size"])
     if fast_pipeline(cfg, ctx.device):
         from pretrain.data.fast_augment import FastTwoCropTransform
 
@@ -293,7 +302,8 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
         atomic_write_bytes(os.path.join(out_dir, "config.yaml"), dump(cfg).encode())
         print(f"MoCo {cfg['model']['arch']} on {device} x{ctx.world_size}: {iters_per_epoch} it/epoch, "
               f"batch {images_per_step}, lr {base_lr:g}, amp {amp_dtype}, "
-              f"{'fast' if device_augment is not None else 'reference'} data pipeline, out {out_dir}")
+              f"{'in-memory' if cfg['data']['in_memory'] else 'fast' if device_augment is not None else 'reference'} "
+              f"data pipeline, out {out_dir}")
 
     def save(ep, it):
         check_finite(model, global_step, last_path or resumed_from)  # every rank: their weights are identical
@@ -314,6 +324,25 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
             path = None
         du.barrier()  # nobody runs ahead of (or exits before) the write
         return path
+
+    def views(im_q, im_k):
+        """A loader batch -> the two augmented views on the device, as the model takes them."""
+        if cfg["data"]["decode"] == "device":  # bytes + crop boxes -> uint8 views on the device
+            im_q, im_k, failed = decode_two_crops_on_device(im_q, im_k, cfg["data"]["crop_size"], device)
+            if failed:
+                loader.report_skipped(failed)
+        if device_augment is not None:  # uint8 crops -> colour, blur, normalise on the device
+            return (device_augment(im_q.to(device, non_blocking=True)),
+                    device_augment(im_k.to(device, non_blocking=True)))
+        mf = torch.channels_last if channels_last else torch.contiguous_format
+        return (im_q.to(device, non_blocking=True, memory_format=mf),
+                im_k.to(device, non_blocking=True, memory_format=mf))
+
+    if cfg["model"]["queue_init"] == "keys" and global_step == 0:
+        n = fill_queue_with_keys(model, loader, epochs, views)
+        if ctx.is_main:
+            print(f"queue filled with {n} keys of real images (model.queue_init=keys; the paper starts "
+                  f"from random vectors)")
 
     knn_history, last_path, last_loss = [], None, float("nan")
 
@@ -342,17 +371,7 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
             lr = lr_at(cfg, epoch + it / iters_per_epoch, base_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            if cfg["data"]["decode"] == "device":  # bytes + crop boxes -> uint8 views on the device
-                im_q, im_k, failed = decode_two_crops_on_device(im_q, im_k, cfg["data"]["crop_size"], device)
-                if failed:
-                    loader.report_skipped(failed)
-            if device_augment is not None:  # uint8 crops -> colour, blur, normalise on the device
-                im_q = device_augment(im_q.to(device, non_blocking=True))
-                im_k = device_augment(im_k.to(device, non_blocking=True))
-            else:
-                mf = torch.channels_last if channels_last else torch.contiguous_format
-                im_q = im_q.to(device, non_blocking=True, memory_format=mf)
-                im_k = im_k.to(device, non_blocking=True, memory_format=mf)
+            im_q, im_k = views(im_q, im_k)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 logits, labels = model(im_q, im_k)
                 loss = info_nce_loss(logits, labels)

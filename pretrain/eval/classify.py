@@ -87,14 +87,14 @@ def check_same_classes(train_classes, val_classes):
     return train_classes
 
 
-def labeled_loaders(data, *, image_size, batch_size, num_workers, crop_scale=None):
+def labeled_loaders(data, *, image_size, batch_size, num_workers, crop_scale=None, hflip=True):
     """Train (crop + flip) and val (resize + center crop) loaders of ``data/{train,val}/<class>/``,
     checked to hold the same classes."""
     from pretrain.data import build_labeled_loader
 
     train = build_labeled_loader(os.path.join(data, "train"), image_size=image_size,
                                  batch_size=batch_size, train=True, num_workers=num_workers,
-                                 crop_scale=crop_scale)
+                                 crop_scale=crop_scale, hflip=hflip)
     val = build_labeled_loader(os.path.join(data, "val"), image_size=image_size,
                                batch_size=batch_size, train=False, num_workers=num_workers)
     check_same_classes(train.dataset.classes, val.dataset.classes)

@@ -28,7 +28,8 @@ FINAL = "model_final.pth"
 
 def train_supervised(data, out_dir, *, arch="resnet18", epochs=100, image_size=224, batch_size=256,
                      lr=0.1, momentum=0.9, weight_decay=1e-4, num_workers=4, device=None, resume=True,
-                     force=False, print_freq=50, seed=0, crop_scale=None, printer=print):
+                     force=False, print_freq=50, seed=0, crop_scale=None, warmup_epochs=0.0,
+                     hflip=True, printer=print):
     """Train ``arch`` on ``data/train`` (class folders), evaluate on ``data/val`` every epoch.
 
     Writes ``out_dir/checkpoint.pth`` (resume state, every epoch), ``metrics.jsonl`` and, at
@@ -39,11 +40,15 @@ def train_supervised(data, out_dir, *, arch="resnet18", epochs=100, image_size=2
     ``lr`` is per 256 images and scales linearly with ``batch_size`` (Goyal et al.), as the
     pretraining recipes do: 0.1 at 256, 0.025 at 64 (ResNet-18 from scratch stalls at chance on
     the demo digits with 0.1 at a batch of 64).
+    ``warmup_epochs``: the lr rises linearly from 0 over these epochs, then follows the cosine
+    (Goyal et al.: a from-scratch network at a high lr otherwise diverges or stalls early).
+    ``hflip=False``: no mirrored crops (digits).
     """
     device = default_device(device)
     lr = lr * batch_size / 256
     final_path, ckpt_path = os.path.join(out_dir, FINAL), os.path.join(out_dir, CHECKPOINT)
-    settings = _settings(arch, epochs, image_size, batch_size, lr, weight_decay, seed, crop_scale)
+    settings = _settings(arch, epochs, image_size, batch_size, lr, weight_decay, seed, crop_scale,
+                         warmup_epochs, hflip)
     if os.path.exists(final_path) and not force:
         # A run killed after writing its final weights (e.g. the demo, before its stage marker)
         # is finished: its rerun must return that result, not fail.
@@ -58,7 +63,7 @@ def train_supervised(data, out_dir, *, arch="resnet18", epochs=100, image_size=2
         os.remove(ckpt_path)
     torch.manual_seed(seed)
     train_loader, val_loader = labeled_loaders(data, image_size=image_size, batch_size=batch_size,
-                                               num_workers=num_workers, crop_scale=crop_scale)
+                                               num_workers=num_workers, crop_scale=crop_scale, hflip=hflip)
     classes = train_loader.dataset.classes
     model = torchvision.models.get_model(arch, weights=None, num_classes=len(classes)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr, momentum=momentum, weight_decay=weight_decay)
@@ -77,7 +82,7 @@ def train_supervised(data, out_dir, *, arch="resnet18", epochs=100, image_size=2
     for epoch in range(start_epoch, epochs):
         model.train()
         for it, (images, target) in enumerate(train_loader):
-            step_lr = cosine_lr(lr, epoch * iters + it, epochs * iters)
+            step_lr = warmup_cosine_lr(lr, epoch * iters + it, epochs * iters, warmup_epochs * iters)
             for group in optimizer.param_groups:
                 group["lr"] = step_lr
             images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
@@ -104,10 +109,23 @@ def train_supervised(data, out_dir, *, arch="resnet18", epochs=100, image_size=2
     return dict(records[-1]) if records else {}
 
 
-def _settings(arch, epochs, image_size, batch_size, lr, weight_decay, seed, crop_scale):
+def warmup_cosine_lr(base_lr, step, total_steps, warmup_steps):
+    """Linear warm-up from 0 over ``warmup_steps``, then the cosine over the remaining steps."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    return cosine_lr(base_lr, step - warmup_steps, total_steps - warmup_steps)
+
+
+def _settings(arch, epochs, image_size, batch_size, lr, weight_decay, seed, crop_scale, warmup_epochs=0.0,
+              hflip=True):
     """What determines the final weights (besides the data): a finished run is reused only if they match."""
-    return dict(arch=arch, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
-                weight_decay=weight_decay, seed=seed, crop_scale=list(crop_scale) if crop_scale else None)
+    out = dict(arch=arch, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
+               weight_decay=weight_decay, seed=seed, crop_scale=list(crop_scale) if crop_scale else None)
+    if warmup_epochs:  # recorded only when used: runs from before they existed keep matching
+        out["warmup_epochs"] = warmup_epochs
+    if not hflip:
+        out["hflip"] = False
+    return out
 
 
 def _finished_run(out_dir, settings):

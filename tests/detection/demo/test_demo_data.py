@@ -45,7 +45,11 @@ def test_classification_folders_are_imagenet_layout_and_stratified(tiny_demo_dat
 
     unlabeled = ImageFolder(tiny_demo_data["unlabeled_train"])
     assert unlabeled.classes == ["unlabeled"]
-    assert names(unlabeled) == names(train)
+    # Every train scan (and no val scan) rendered unlabeled_renders times (1 here), on shared styles.
+    renders = _manifest(tiny_demo_data)["params"]["unlabeled_renders"]
+    assert len(unlabeled) == renders * len(train) == counts["unlabeled_train"]
+    scans = {n.rsplit("_r", 1)[0] + ".jpg" for n in names(unlabeled)}
+    assert scans == names(train)
     image = Image.open(train.samples[0][0])
     assert (image.mode, image.size) == ("RGB", (64, 64))
     # Coloured, not grey: colour jitter must have something to act on.
@@ -246,3 +250,31 @@ def test_detectron2_evaluators_score_the_ground_truth_perfectly(tiny_demo_data, 
     results = coco_eval.evaluate()
     assert results["bbox"]["AP"] == pytest.approx(100.0) and results["segm"]["AP"] == pytest.approx(100.0)
     assert MetadataCatalog.get(coco_name).thing_classes == list(DIGIT_CLASSES)
+
+
+def test_unlabeled_renders_share_a_few_styles_and_differ_by_digit():
+    """Instance identity is content: two renders on one style differ where the digits are only."""
+    from sklearn.datasets import load_digits
+
+    from detection.demo.data import make_styles, render_unlabeled_image
+
+    scans = load_digits().images
+    styles = make_styles(seed=0, n_styles=1)
+    a, b = (render_unlabeled_image(scans[i], styles, seed=0, index=i) for i in (0, 1))
+    corner = (slice(0, 4), slice(0, 4))  # outside every glyph (glyphs <= 85 % of the side, centred)
+    assert np.array_equal(a[corner], b[corner]) and np.array_equal(a[corner], styles[0][0][corner])
+    assert np.abs(a - b).mean() > 0.01
+    two = make_styles(seed=0, n_styles=2)
+    assert np.abs(two[0][0] - two[1][0]).mean() > 0.01  # styles differ from each other
+
+
+def test_the_demo_renders_each_train_scan_four_times(tmp_path):
+    paths = make_demo_data(tmp_path / "d", limit=40, n_det_trainval=2, n_det_test=2, verbose=False)
+    files = sorted(os.listdir(os.path.join(paths["unlabeled_train"], "unlabeled")))
+    counts = _manifest(paths)["counts"]
+    assert len(files) == 4 * counts["cls_train"] == counts["unlabeled_train"]
+    first = [f for f in files if f.startswith(files[0].rsplit("_r", 1)[0])]
+    assert len(first) == 4
+    a, b = (np.asarray(Image.open(os.path.join(paths["unlabeled_train"], "unlabeled", f)), np.float32)
+            for f in first[:2])
+    assert np.abs(a - b).mean() > 1.0, "the renders of one scan must differ"

@@ -23,7 +23,7 @@ def recipe(name, overrides=None):
 def test_moco_v1_recipe_matches_paper():
     c = recipe("moco_v1.yaml")
     assert c["model"] == {"arch": "resnet50", "dim": 128, "K": 65536, "m": 0.999, "T": 0.07, "mlp": False,
-                          "bn_splits": 1, "shuffle": "auto"}
+                          "bn_splits": 1, "shuffle": "auto", "queue_init": "random"}  # random: Sec. 3.2
     assert c["data"]["aug"] == "v1" and c["data"]["crop_size"] == 224
     o = c["optim"]
     assert (o["lr"], o["momentum"], o["weight_decay"], o["schedule"], o["milestones"], o["epochs"]) == \
