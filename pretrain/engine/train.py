@@ -1,7 +1,7 @@
 """The MoCo pretraining loop: one function, :func:`train`, for one process or many.
 
 Order of work: read the data (clear errors before anything expensive), build the
-model, resume if asked, then epochs of SGD steps with atomic checkpoints every
+model (``build.py``), resume if asked (``resume.py``), then epochs of SGD steps with atomic checkpoints every
 ``checkpoint.every_iters`` iterations and every epoch. The step never waits for the
 device except at log intervals.
 """
@@ -17,11 +17,20 @@ from pretrain import distributed as du
 from pretrain import schedule
 from pretrain.data.fast_augment import decode_two_crops_on_device
 from pretrain.engine import checkpoint as ckpt
-from pretrain.engine.config import ConfigError, check_for_world, dump, resume_differences, scaled_lr
+from pretrain.engine.build import (
+    build_device_augment,
+    build_loader,
+    build_model,
+    build_optimizer,
+    compile_encoders,
+    resolve_precision,
+)
+from pretrain.engine.config import check_for_world, dump, resume_differences, scaled_lr
 from pretrain.engine.progress import ProgressLogger, plot_curves
+from pretrain.engine.resume import check_resumable, restore_rank_state
 from pretrain.io import atomic_write_bytes
 from pretrain.model.backbone import pooled_backbone
-from pretrain.model.moco import MoCo, contrast_stats, info_nce_loss
+from pretrain.model.moco import contrast_stats, info_nce_loss
 from pretrain.model.queue_fill import fill_queue_with_keys
 
 
@@ -32,94 +41,18 @@ def lr_at(cfg: dict, epoch_float: float, base_lr: float) -> float:
                           warmup_epochs=o["warmup_epochs"], milestones=o["milestones"], gamma=o["gamma"])
 
 
-def resolve_precision(cfg: dict, device: torch.device):
-    """-> (autocast dtype or None, channels_last). Both are CUDA-only."""
-    amp, cl = cfg["amp"], cfg["channels_last"]
-    if device.type != "cuda":
-        if amp in ("bf16", "fp16"):
-            print(f"amp={amp} ignored: mixed precision is used on CUDA only (running fp32 on {device})")
-        return None, False
-    if amp == "auto":
-        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return dtype, (cl == "auto" or cl is True)
 
 
-def fast_pipeline(cfg: dict, device: torch.device) -> bool:
-    """Whether augmentation is split between uint8 crops in the workers and the device."""
-    choice = cfg["data"]["pipeline"]
-    if cfg["data"]["in_memory"]:  # it augments whole batches itself (pretrain/data/memory.py)
-        return False
-    if choice == "auto":
-        return device.type == "cuda" or cfg["data"]["decode"] == "device"
-    return choice == "fast"
 
 
-def build_loader(cfg: dict, data_path, ctx):
-    from pretrain.data import build_pretrain_loader
-    from pretrain.data.augment import build_pretrain_transform
-
-    d = cfg["data"]
-    scale = tuple(d["crop_scale"])
-    if d["in_memory"]:
-        from pretrain.data.memory import build_memory_loader
-
-        return build_memory_loader(data_path, aug=d["aug"], crop_size=d["crop_size"], scale=scale,
-                                   batch_size=cfg["batch_size"], rank=ctx.rank, world_size=ctx.world_size,
-                                   seed=cfg["seed"], device=ctx.device, size=d["memory_size"])
-    if fast_pipeline(cfg, ctx.device):
-        from pretrain.data.fast_augment import FastTwoCropTransform
-
-        decode = "device" if d["decode"] == "device" else "cpu"
-        transform = FastTwoCropTransform(d["aug"], d["crop_size"], scale=scale, decode=decode)
-    else:
-        transform = build_pretrain_transform(d["aug"], d["crop_size"], scale=scale)
-    return build_pretrain_loader(
-        data_path, aug=d["aug"], crop_size=d["crop_size"], batch_size=cfg["batch_size"],
-        num_workers=d["num_workers"], rank=ctx.rank, world_size=ctx.world_size, seed=cfg["seed"],
-        kind={"list": "filelist"}.get(d["kind"], d["kind"]), samples_per_epoch=d["samples_per_epoch"],
-        drop_last=True, transform=transform,
-    )
 
 
-def build_device_augment(cfg: dict, ctx, channels_last: bool):
-    """The device half of the fast pipeline, or None; its generator goes into checkpoints."""
-    if not fast_pipeline(cfg, ctx.device):
-        return None
-    from pretrain.data.device_augment import DeviceAugment
-
-    d = cfg["data"]
-    return DeviceAugment(d["aug"], d["crop_size"], seed=cfg["seed"] + 104729 * (ctx.rank + 1),
-                         channels_last=channels_last).to(ctx.device)
 
 
-def build_model(cfg: dict) -> MoCo:
-    m = cfg["model"]
-    return MoCo(arch=m["arch"], dim=m["dim"], K=m["K"], m=m["m"], T=m["T"], mlp=m["mlp"],
-                bn_splits=m["bn_splits"], shuffle=m["shuffle"])
 
 
-def compile_encoders(cfg: dict, model: MoCo) -> None:
-    """``torch.compile`` both encoders in place (parameter names, hence checkpoints, unchanged)."""
-    choice = cfg["compile"]
-    if choice is False:
-        return
-    backend = "inductor" if choice is True else choice
-    import torch._dynamo
-
-    known = torch._dynamo.list_backends(exclude_tags=())
-    if backend not in known:
-        raise ValueError(f"compile={choice!r}: unknown torch.compile backend; known: {sorted(known)}")
-    model.encoder_q.compile(backend=backend)
-    model.encoder_k.compile(backend=backend)
 
 
-def build_optimizer(cfg: dict, model: MoCo, device: torch.device) -> torch.optim.Optimizer:
-    """SGD on the query encoder only (the key encoder follows by momentum). Fused on CUDA."""
-    o = cfg["optim"]
-    impl = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return torch.optim.SGD(model.encoder_q.parameters(), lr=o["lr"], momentum=o["momentum"],
-                           weight_decay=o["weight_decay"], **impl)
 
 
 def _prepare_out_dir(out_dir, resume, force, is_main):
@@ -161,47 +94,8 @@ def _knn(cfg, model, device, precise_bn=False):
         model.train(was_training)
 
 
-def check_resumable(state, cfg, world_size, iters_per_epoch, path):
-    """A checkpoint taken mid-epoch continues only with the same data layout (batch x processes,
-    iterations per epoch): its position is an iteration count of that layout. At an epoch
-    boundary anything may change."""
-    if not state["iter"]:
-        return
-    saved_world = state.get("world_size", world_size)
-    saved_batch = (state.get("config") or {}).get("batch_size", cfg["batch_size"])
-    saved_iters = state.get("iters_per_epoch", iters_per_epoch)
-    if (saved_world, saved_batch, saved_iters) != (world_size, cfg["batch_size"], iters_per_epoch) \
-            or state["iter"] > iters_per_epoch:
-        raise ConfigError(
-            f"{path} was written at iteration {state['iter']} of epoch {state['epoch']} with batch_size "
-            f"{saved_batch} x {saved_world} processes, {saved_iters} iterations per epoch; this run has "
-            f"batch_size {cfg['batch_size']} x {world_size} processes, {iters_per_epoch} iterations per epoch "
-            f"(batch size, process count or data changed), so its position in the epoch means nothing here.\n"
-            f"  Fix: resume with the same batch_size, number of processes and data, or from a checkpoint "
-            f"written at the end of an epoch (checkpoint.every_iters aside, one is written after every epoch).")
 
 
-def restore_rank_state(state, ctx, generators, loader, global_step):
-    """Each rank's own augmentation/shuffle streams and skip count; fresh streams if the process
-    count changed (the trajectory cannot continue then), offset by the step so they do not repeat."""
-    ranks = state.get("ranks")
-    if ranks is not None and len(ranks) == ctx.world_size:
-        mine = ranks[ctx.rank]
-        for name, g in generators.items():
-            if name in mine["generators"]:
-                g.set_state(mine["generators"][name])
-        loader.restore_skipped(mine["skipped_images"])
-        return
-    if ranks is None and state.get("world_size", 1) == ctx.world_size == 1 and "rng" in state:
-        ckpt.set_rng_state(state["rng"], generators)  # older one-process checkpoints: streams in "rng"
-    else:
-        for g in generators.values():
-            g.manual_seed(g.initial_seed() + 1_000_003 * global_step)
-        if ctx.is_main:
-            why = (f"the checkpoint was written by {state.get('world_size')} processes, this run has {ctx.world_size}"
-                   if ranks is not None else "the checkpoint does not hold each process's streams (older format)")
-            print(f"note: {why}: augmentation and shuffling streams restart (the run goes on, on another path)")
-    loader.restore_skipped(state.get("skipped_images", 0) if ctx.is_main else 0)
 
 
 def check_finite(model, global_step, last_path):

@@ -112,7 +112,7 @@ def test_checkpoints_carry_the_whole_runs_skip_count(tiny_demo_data, tmp_path, c
 def test_mid_epoch_checkpoint_refuses_another_batch_size(tiny_demo_data, tmp_path, capsys):
     """...another process count or other data too; from an epoch end anything goes, and is listed."""
     from pretrain.engine.config import ConfigError
-    from pretrain.engine.train import check_resumable
+    from pretrain.engine.resume import check_resumable
 
     data, out = tiny_demo_data["unlabeled_root"], tmp_path / "run"
     train(tiny_cfg(max_iters=3), data, out)  # step 3 of 4 in epoch 0
