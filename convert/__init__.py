@@ -5,6 +5,7 @@ to Detectron2's names for the chosen target and writes a model-zoo pickle;
 ``detection.verify`` proves the result loads into a Detectron2 model and computes
 the same features. Importing this package does not import Detectron2.
 """
+
 from convert.conversion import ConversionReport, convert_checkpoint
 from convert.mapping import MappingError
 from convert.writer import OutputExistsError

@@ -1,4 +1,5 @@
 """One conversion: read a checkpoint, extract the ResNet, rename it, write Detectron2 weights."""
+
 import os
 from dataclasses import dataclass, field
 
@@ -14,7 +15,9 @@ from pretrain.weights.reader import extract_backbone, load_checkpoint_file
 class ConversionReport:
     input_path: str
     output_path: str
-    source_format: str  # a pretrain.weights.layouts name ("moco", "swav", "dino" ...) or "prefix:<P>"
+    source_format: (
+        str  # a pretrain.weights.layouts name ("moco", "swav", "dino" ...) or "prefix:<P>"
+    )
     target: str  # "c4", "fpn", "heuristic"
     arch: str  # e.g. "ResNet-50 (bottleneck blocks [3, 4, 6, 3])"
     depth: int
@@ -49,16 +52,24 @@ class ConversionReport:
             table = tabulate(rows, headers=["why", "count", "examples"], tablefmt="simple")
             lines += ["    " + line for line in table.splitlines()]
         if self.other_entries:
-            lines.append(f"  also in the file, not weights (not converted): "
-                         f"{', '.join(self.other_entries)}")
+            lines.append(
+                f"  also in the file, not weights (not converted): {', '.join(self.other_entries)}"
+            )
         if self.detectron2_config:
             lines.append(f"  Detectron2 config for this file: {self.detectron2_config}")
         return "\n".join(lines)
 
 
 def convert_checkpoint(
-    input_path, output_path, *, target="c4", source="auto", prefix=None, momentum_encoder=False,
-    student=False, force=False,
+    input_path,
+    output_path,
+    *,
+    target="c4",
+    source="auto",
+    prefix=None,
+    momentum_encoder=False,
+    student=False,
+    force=False,
 ):
     """Convert a ResNet pretraining checkpoint into Detectron2 weights at ``output_path`` (.pkl).
 
@@ -74,8 +85,11 @@ def convert_checkpoint(
     input_path, output_path = os.fspath(input_path), os.fspath(output_path)
     check_output_path(output_path, force)  # fail before reading a large file
     extracted = extract_backbone(
-        load_checkpoint_file(input_path), source=source, prefix=prefix,
-        momentum_encoder=momentum_encoder, student=student,
+        load_checkpoint_file(input_path),
+        source=source,
+        prefix=prefix,
+        momentum_encoder=momentum_encoder,
+        student=student,
     )
     origin = extracted.origin
     check_resnet(extracted.backbone, _where(origin))
@@ -104,7 +118,7 @@ def convert_checkpoint(
 
 
 def _where(origin):
-    """"under 'module.encoder_q.' " from the file keys of the kept tensors, for messages."""
+    """ "under 'module.encoder_q.' " from the file keys of the kept tensors, for messages."""
     for name, key in origin.items():
         if key.endswith(name) and key != name:
             return f"under {key[: -len(name)]!r} "

@@ -1,6 +1,7 @@
 """A converted file's own checksum: the SHA-256 of its tensors, stored in it as ``tensor_sha256``
 when it is written (``convert.writer``) and checked again when training loads it
 (``detection.checks``), so bit rot or a broken copy after conversion is refused."""
+
 import hashlib
 
 import numpy as np
@@ -29,6 +30,8 @@ def digest_problem(data):
         return None
     if tensor_digest(data["model"]) == data[DIGEST_KEY]:
         return None
-    return ("is damaged: its tensors no longer match the tensor_sha256 recorded when it was "
-            "converted (bit rot or a broken copy).\n  Fix: copy it again, or convert the "
-            "checkpoint again (python tools/convert.py).")
+    return (
+        "is damaged: its tensors no longer match the tensor_sha256 recorded when it was "
+        "converted (bit rot or a broken copy).\n  Fix: copy it again, or convert the "
+        "checkpoint again (python tools/convert.py)."
+    )

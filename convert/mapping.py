@@ -12,6 +12,7 @@ Where the names live depends on the model: R50-C4 keeps res2-res4 in
 backbone is the whole ResNet (R50-DC5, dilated FCN) keep res2-res5 in ``backbone.``.
 The "heuristic" target leaves bare names for Detectron2's suffix matching.
 """
+
 import re
 from dataclasses import dataclass
 
@@ -25,11 +26,15 @@ _RULES = [
     (r"^conv1\.weight$", r"stem.conv1.weight"),
     (r"^bn1\.(weight|bias|running_mean|running_var)$", r"stem.conv1.norm.\1"),
     (r"^layer([1-4])\.(\d+)\.conv([1-3])\.weight$", r"res{stage}.\2.conv\3.weight"),
-    (r"^layer([1-4])\.(\d+)\.bn([1-3])\.(weight|bias|running_mean|running_var)$",
-     r"res{stage}.\2.conv\3.norm.\4"),
+    (
+        r"^layer([1-4])\.(\d+)\.bn([1-3])\.(weight|bias|running_mean|running_var)$",
+        r"res{stage}.\2.conv\3.norm.\4",
+    ),
     (r"^layer([1-4])\.(\d+)\.downsample\.0\.weight$", r"res{stage}.\2.shortcut.weight"),
-    (r"^layer([1-4])\.(\d+)\.downsample\.1\.(weight|bias|running_mean|running_var)$",
-     r"res{stage}.\2.shortcut.norm.\3"),
+    (
+        r"^layer([1-4])\.(\d+)\.downsample\.1\.(weight|bias|running_mean|running_var)$",
+        r"res{stage}.\2.shortcut.norm.\3",
+    ),
 ]
 _RULES = [(re.compile(p), r) for p, r in _RULES]
 
@@ -37,8 +42,11 @@ _RULES = [(re.compile(p), r) for p, r in _RULES]
 BN_COUNTER_REASON = "BN step counter: Detectron2's BN/FrozenBN recreate it when loading"
 HEAD_REASON = "classifier/projection head (replaced by the detection heads)"
 
+
 def torchvision_to_detectron2_name(name):
-    """``layer3.5.bn2.running_var`` -> ``res4.5.conv2.norm.running_var``; None if not a ResNet key."""
+    """``layer3.5.bn2.running_var`` -> ``res4.5.conv2.norm.running_var``; None if not a
+    ResNet key.
+    """
     for pattern, replacement in _RULES:
         m = pattern.match(name)
         if m:
@@ -115,5 +123,8 @@ def detectron2_resnet_keys(arch):
     """The ``MODEL.RESNETS`` keys a Detectron2 config needs to build ``arch``, as KEY VALUE text."""
     keys = [("DEPTH", arch.depth), ("RES2_OUT_CHANNELS", arch.res2_out_channels)]
     if arch.block == "bottleneck":  # basic blocks (R18/R34) have no bottleneck width
-        keys += [("NUM_GROUPS", arch.groups), ("WIDTH_PER_GROUP", arch.bottleneck_channels // arch.groups)]
+        keys += [
+            ("NUM_GROUPS", arch.groups),
+            ("WIDTH_PER_GROUP", arch.bottleneck_channels // arch.groups),
+        ]
     return " ".join(f"MODEL.RESNETS.{k} {v}" for k, v in keys)

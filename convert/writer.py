@@ -4,6 +4,7 @@ Detectron2's ``DetectionCheckpointer`` reads ``.pkl`` files holding
 ``{"model": {name: numpy array}, "__author__": ...}`` and applies its
 name-matching heuristics only when ``matching_heuristics`` is true.
 """
+
 import hashlib
 import os
 
@@ -30,7 +31,9 @@ def check_output_path(output_path, force):
             f"  Fix: name it e.g. {os.path.splitext(output_path)[0]}.pkl"
         )
     if os.path.isdir(output_path):
-        raise IsADirectoryError(f"output {output_path!r} is a folder; give a file name ending in .pkl.")
+        raise IsADirectoryError(
+            f"output {output_path!r} is a folder; give a file name ending in .pkl."
+        )
     if os.path.exists(output_path) and not force:
         raise OutputExistsError(
             f"output {output_path!r} already exists; it was left untouched.\n"

@@ -6,11 +6,14 @@ demo datasets. Sub-packages: ``modeling`` (the parts),
 ``data`` (dataset registration), ``transfer`` (grids, results, tables), ``demo`` (``make demo``),
 ``cli`` (the command-line mains behind ``tools/``).
 """
+
 import warnings
 
 # Detectron2 scripts a few ops with torch.jit at import; torch 2.x warns about it on every run,
 # which no user of ours can act on (and which would push our one-line errors off the screen).
-warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+warnings.filterwarnings(
+    "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+)
 
 from detection.data.datasets import register_demo_datasets  # noqa: E402
 from detection.modeling import (  # noqa: E402, F401  (registration)

@@ -8,6 +8,7 @@ finds a checkpoint in one of the layouts the converter reads (ours, the official
 backbone check has passed, compares the converted model's features with the source ResNet's
 (``detection.verify``). A ``.pkl`` that is already converted is used as it is.
 """
+
 import os
 from dataclasses import dataclass
 
@@ -38,10 +39,12 @@ class Conversion:
         how = "found already converted" if self.reused else "converted"
         diffs = ", ".join(f"{k} {v:.1e}" for k, v in features.max_rel_diff.items())
         total = len(fit.backbone_names)
-        return (f"MODEL.WEIGHTS {self.weights} is a {self.layout} pretraining checkpoint: "
-                f"{how} for --target {self.target} (this config's model) into {self.output_path}; "
-                f"verified: {total - len(fit.missing)}/{total} backbone tensors loaded, features "
-                f"equal the source ResNet's (max relative difference {diffs}); training from it.")
+        return (
+            f"MODEL.WEIGHTS {self.weights} is a {self.layout} pretraining checkpoint: "
+            f"{how} for --target {self.target} (this config's model) into {self.output_path}; "
+            f"verified: {total - len(fit.missing)}/{total} backbone tensors loaded, features "
+            f"equal the source ResNet's (max relative difference {diffs}); training from it."
+        )
 
 
 def converted_path(cfg, weights, target):
@@ -65,12 +68,15 @@ def convert_for_config(weights, local_path, layout, cfg, error):
         raise error(
             f"{out} exists but was converted from another file ({made_from.get('file')}, sha256 "
             f"{str(made_from.get('sha256'))[:12]}), not from MODEL.WEIGHTS {weights} (sha256 "
-            f"{digest[:12]}). Fix: give another OUTPUT_DIR, or delete {out}.")
+            f"{digest[:12]}). Fix: give another OUTPUT_DIR, or delete {out}."
+        )
     try:
         convert_checkpoint(local_path, out, target=target)
     except (ConversionError, MappingError, ValueError) as e:
-        raise error(f"MODEL.WEIGHTS {weights} is a {layout} checkpoint that cannot be converted "
-                    f"for this config's model (--target {target}): {one_line(e)}") from e
+        raise error(
+            f"MODEL.WEIGHTS {weights} is a {layout} checkpoint that cannot be converted "
+            f"for this config's model (--target {target}): {one_line(e)}"
+        ) from e
     return Conversion(weights, local_path, layout, out, target, reused=False)
 
 
@@ -91,5 +97,7 @@ def verify_features(conversion, cfg, error):
     try:
         return compare_with_source(conversion.local_path, conversion.output_path, cfg)
     except VerifyError as e:
-        raise error(f"MODEL.WEIGHTS {conversion.weights} was converted into "
-                    f"{conversion.output_path} but verification failed: {one_line(e)}") from e
+        raise error(
+            f"MODEL.WEIGHTS {conversion.weights} was converted into "
+            f"{conversion.output_path} but verification failed: {one_line(e)}"
+        ) from e

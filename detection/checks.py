@@ -3,6 +3,7 @@
 A Detectron2 run that starts with a missing dataset or the wrong weights fails minutes (or
 hours, for pixel-format mistakes: nothing fails, AP is just low) later. These checks fail first.
 """
+
 import contextlib
 import difflib
 import logging
@@ -17,9 +18,11 @@ from detection.pixel_styles import CAFFE_STYLE, TORCHVISION_STYLE
 from pretrain.io import CorruptCheckpointError, UnsafeCheckpointError
 
 TORCHVISION_AUTHORS = ("moco-transfer", "MOCO", "torchvision")
-# Detectron2's own model-zoo catalog (files on dl.fbaipublicfiles.com): not downloaded to be checked.
+# Detectron2's own model-zoo catalog (files on dl.fbaipublicfiles.com): not downloaded to be
+# checked.
 TRUSTED_URL_PREFIXES = ("detectron2://", "catalog://")
-# Layouts pretrain.weights.reader recognises as pretraining checkpoints Detectron2 cannot load as they are.
+# Layouts pretrain.weights.reader recognises as pretraining checkpoints Detectron2 cannot load as
+# they are.
 UNCONVERTED_LAYOUTS = {"moco": "MoCo v1/v2", "mocov3": "MoCo v3", "torchvision": "torchvision"}
 # The MSRA Caffe2 ResNets (stride in the 1x1 conv) by file name; FAIR's are R-50-GN, X-101-32x8d...
 MSRA_FILE_NAME = re.compile(r"^R-(50|101|152)\.pkl$")
@@ -30,33 +33,68 @@ DEMO_LAYOUT_DOC = "detection/demo/data.py (module docstring)"
 
 # How to obtain each builtin family, keyed by dataset-name prefix (first match wins).
 HOW_TO_GET = [
-    ("digits_", "the embedded digit scenes: `make data` (writes ./data) or "
-                "`python tools/make_demo_data.py --out DIR`"),
-    ("voc_", "Pascal VOC from http://host.robots.ox.ac.uk/pascal/VOC/ (VOCtrainval_06-Nov-2007.tar, "
-             "VOCtest_06-Nov-2007.tar, VOCtrainval_11-May-2012.tar), extracted so that "
-             "$DETECTRON2_DATASETS/VOC2007 and VOC2012 each hold Annotations/, ImageSets/, JPEGImages/"),
-    ("keypoints_coco_", "COCO 2017 from https://cocodataset.org/#download (train2017.zip, val2017.zip, "
-                        "annotations_trainval2017.zip) as $DETECTRON2_DATASETS/coco/{train2017,val2017,annotations}"),
-    ("coco_", "COCO 2017 from https://cocodataset.org/#download (train2017.zip, val2017.zip, "
-              "annotations_trainval2017.zip) as $DETECTRON2_DATASETS/coco/{train2017,val2017,annotations}"),
-    ("lvis_", "LVIS annotations from https://www.lvisdataset.org/dataset as $DETECTRON2_DATASETS/lvis/*.json; "
-              "the images are COCO 2017's, in $DETECTRON2_DATASETS/coco/{train2017,val2017}"),
-    ("cityscapes_", "Cityscapes from https://www.cityscapes-dataset.com/downloads/ (gtFine_trainvaltest.zip, "
-                    "leftImg8bit_trainvaltest.zip) as $DETECTRON2_DATASETS/cityscapes/{gtFine,leftImg8bit}; "
-                    "semantic segmentation also needs `CITYSCAPES_DATASET=$DETECTRON2_DATASETS/cityscapes "
-                    "csCreateTrainIdLabelImgs` (from cityscapesscripts)"),
-    ("densepose_", "the DensePose-COCO annotations (densepose_train2014.json, "
-                   "densepose_minival2014.json, densepose_valminusminival2014.json; the DensePose "
-                   "project's doc/DENSEPOSE_DATASETS.md) "
-                   "in $DETECTRON2_DATASETS/coco/annotations, with the COCO 2014 images in "
-                   "$DETECTRON2_DATASETS/coco/{train2014,val2014}"),
-    ("ade20k_", "ADE20K (ADEChallengeData2016.zip) as $DETECTRON2_DATASETS/ADEChallengeData2016, then "
-                "Detectron2's datasets/prepare_ade20k_sem_seg.py"),
+    (
+        "digits_",
+        "the embedded digit scenes: `make data` (writes ./data) or "
+        "`python tools/make_demo_data.py --out DIR`",
+    ),
+    (
+        "voc_",
+        "Pascal VOC from http://host.robots.ox.ac.uk/pascal/VOC/ (VOCtrainval_06-Nov-2007.tar, "
+        "VOCtest_06-Nov-2007.tar, VOCtrainval_11-May-2012.tar), extracted so that "
+        "$DETECTRON2_DATASETS/VOC2007 and VOC2012 each hold Annotations/, ImageSets/, JPEGImages/",
+    ),
+    (
+        "keypoints_coco_",
+        "COCO 2017 from https://cocodataset.org/#download (train2017.zip, val2017.zip, "
+        "annotations_trainval2017.zip) as "
+        "$DETECTRON2_DATASETS/coco/{train2017,val2017,annotations}",
+    ),
+    (
+        "coco_",
+        "COCO 2017 from https://cocodataset.org/#download (train2017.zip, val2017.zip, "
+        "annotations_trainval2017.zip) as "
+        "$DETECTRON2_DATASETS/coco/{train2017,val2017,annotations}",
+    ),
+    (
+        "lvis_",
+        "LVIS annotations from https://www.lvisdataset.org/dataset as "
+        "$DETECTRON2_DATASETS/lvis/*.json; "
+        "the images are COCO 2017's, in $DETECTRON2_DATASETS/coco/{train2017,val2017}",
+    ),
+    (
+        "cityscapes_",
+        "Cityscapes from https://www.cityscapes-dataset.com/downloads/ (gtFine_trainvaltest.zip, "
+        "leftImg8bit_trainvaltest.zip) as $DETECTRON2_DATASETS/cityscapes/{gtFine,leftImg8bit}; "
+        "semantic segmentation also needs `CITYSCAPES_DATASET=$DETECTRON2_DATASETS/cityscapes "
+        "csCreateTrainIdLabelImgs` (from cityscapesscripts)",
+    ),
+    (
+        "densepose_",
+        "the DensePose-COCO annotations (densepose_train2014.json, "
+        "densepose_minival2014.json, densepose_valminusminival2014.json; the DensePose "
+        "project's doc/DENSEPOSE_DATASETS.md) "
+        "in $DETECTRON2_DATASETS/coco/annotations, with the COCO 2014 images in "
+        "$DETECTRON2_DATASETS/coco/{train2014,val2014}",
+    ),
+    (
+        "ade20k_",
+        "ADE20K (ADEChallengeData2016.zip) as $DETECTRON2_DATASETS/ADEChallengeData2016, then "
+        "Detectron2's datasets/prepare_ade20k_sem_seg.py",
+    ),
 ]
 
 # Metadata keys through which Detectron2's registrations name files and folders.
-PATH_KEYS = ("dirname", "json_file", "image_root", "image_dir", "gt_dir", "sem_seg_root",
-             "panoptic_root", "panoptic_json")
+PATH_KEYS = (
+    "dirname",
+    "json_file",
+    "image_root",
+    "image_dir",
+    "gt_dir",
+    "sem_seg_root",
+    "panoptic_root",
+    "panoptic_json",
+)
 
 
 class CheckError(RuntimeError):
@@ -87,11 +125,16 @@ class UnsafeWeightsError(WeightsError, UnsafeCheckpointError):
 def expected_paths(dataset_name):
     """The files/folders a registered dataset reads, from its metadata."""
     meta = MetadataCatalog.get(dataset_name)
-    paths = [meta.get(k) for k in PATH_KEYS if isinstance(meta.get(k), str) and "://" not in meta.get(k)]
+    paths = [
+        meta.get(k) for k in PATH_KEYS if isinstance(meta.get(k), str) and "://" not in meta.get(k)
+    ]
     if meta.get("dirname") and meta.get("split"):  # Pascal VOC layout
         d = meta.dirname
-        paths += [os.path.join(d, "Annotations"), os.path.join(d, "JPEGImages"),
-                  os.path.join(d, "ImageSets", "Main", meta.split + ".txt")]
+        paths += [
+            os.path.join(d, "Annotations"),
+            os.path.join(d, "JPEGImages"),
+            os.path.join(d, "ImageSets", "Main", meta.split + ".txt"),
+        ]
     return list(dict.fromkeys(paths))
 
 
@@ -108,27 +151,37 @@ def check_dataset(dataset_name, hint=""):
         close = difflib.get_close_matches(dataset_name, DatasetCatalog.list(), n=5, cutoff=0.6)
         raise DatasetNotFoundError(
             f"dataset {dataset_name!r} is not registered"
-            + (f"; close names: {', '.join(close)}" if close else "") + ".\n"
+            + (f"; close names: {', '.join(close)}" if close else "")
+            + ".\n"
             "  Fix: use a registered name (DatasetCatalog.list()), or register it before training "
-            "(detectron2.data.datasets.register_coco_instances / register_pascal_voc; the digit scenes: "
+            "(detectron2.data.datasets.register_coco_instances / "
+            "register_pascal_voc; the digit scenes: "
             "detection.data.datasets.register_demo_datasets)."
         )
     missing = [p for p in expected_paths(dataset_name) if not os.path.exists(p)]
     # Name the top-most missing folder, not also everything inside it.
-    missing = [p for p in missing if not any(q != p and p.startswith(q.rstrip(os.sep) + os.sep) for q in missing)]
+    missing = [
+        p
+        for p in missing
+        if not any(q != p and p.startswith(q.rstrip(os.sep) + os.sep) for q in missing)
+    ]
     meta = MetadataCatalog.get(dataset_name)
     if not missing and meta.get("dirname") and meta.get("split"):
         missing = _missing_voc_files(meta.dirname, meta.split)
     if missing:
         where = ", ".join(os.path.abspath(p) for p in missing)
         when = "read when the datasets are registered at import: set it before starting"
-        if meta.get("demo_data_root"):  # ours, registered under $DEMO_DATA (detection.data.datasets)
+        if meta.get(
+            "demo_data_root"
+        ):  # ours, registered under $DEMO_DATA (detection.data.datasets)
             env, default, layout = "DEMO_DATA", "./data", DEMO_LAYOUT_DOC
         else:  # Detectron2's builtins and datasets registered like them
             env, default, layout = DATASETS_ENV, "./datasets", LAYOUT_DOC
         if dataset_name.startswith("densepose_"):
-            when = ("read when a DensePose config is loaded (detection.densepose."
-                    "register_densepose_datasets): set it before starting")
+            when = (
+                "read when a DensePose config is loaded (detection.densepose."
+                "register_densepose_datasets): set it before starting"
+            )
             if not meta.get("densepose_data_root"):
                 raise DatasetNotFoundError(
                     f"dataset {dataset_name!r}: missing {where}\n"
@@ -155,8 +208,10 @@ def _missing_voc_files(dirname, split):
     if not ids:
         return [os.path.join(dirname, "ImageSets", "Main", split + ".txt") + " (empty)"]
     first = ids[0]
-    files = [os.path.join(dirname, "Annotations", first + ".xml"),
-             os.path.join(dirname, "JPEGImages", first + ".jpg")]
+    files = [
+        os.path.join(dirname, "Annotations", first + ".xml"),
+        os.path.join(dirname, "JPEGImages", first + ".jpg"),
+    ]
     return [p for p in files if not os.path.exists(p)]
 
 
@@ -172,7 +227,8 @@ def check_weights_path(weights, cfg=None):
         if marker in weights:
             raise WeightsError(
                 f"MODEL.WEIGHTS is still a placeholder: {weights!r} (contains {marker!r}).\n"
-                "  Fix: convert the MoCo checkpoint (python tools/convert.py moco.pth.tar moco_r50.pkl) "
+                "  Fix: convert the MoCo checkpoint (python tools/convert.py "
+                "moco.pth.tar moco_r50.pkl) "
                 "and add `MODEL.WEIGHTS moco_r50.pkl` at the end of the command line; for the "
                 "supervised baseline use the *_supervised config instead."
             )
@@ -249,7 +305,8 @@ def check_weights_content(weights, cfg=None):
             f"MODEL.WEIGHTS {weights!r} is an unconverted {layout} checkpoint: "
             f"Detectron2 would not recognise its names and would train from random initialisation "
             f"(or fail to load it).\n  Fix: {_convert_command(weights, cfg)}",
-            layout, local,
+            layout,
+            local,
         )
     return data
 
@@ -258,13 +315,18 @@ def _convert_command(weights, cfg):
     """The tools/convert.py command line that turns ``weights`` into what ``cfg`` can load."""
     stem = os.path.basename(weights.split("?")[0]).split(".")[0] or "weights"
     if cfg is None:
-        return (f"convert it first: python tools/convert.py {weights} {stem}.pkl --target c4|fpn "
-                f"(c4 for R50-C4 configs, fpn for FPN ones), then set MODEL.WEIGHTS {stem}.pkl.")
+        return (
+            f"convert it first: python tools/convert.py {weights} {stem}.pkl --target c4|fpn "
+            f"(c4 for R50-C4 configs, fpn for FPN ones), then set MODEL.WEIGHTS {stem}.pkl."
+        )
     from detection.verify import target_for_config
 
     target = target_for_config(cfg)
-    return (f"convert it first: python tools/convert.py {weights} {stem}_{target}.pkl --target {target} "
-            f"(the names this config's model uses), then set MODEL.WEIGHTS {stem}_{target}.pkl.")
+    return (
+        f"convert it first: python tools/convert.py {weights} "
+        f"{stem}_{target}.pkl --target {target} "
+        f"(the names this config's model uses), then set MODEL.WEIGHTS {stem}_{target}.pkl."
+    )
 
 
 def _style_from_url(weights):
@@ -292,12 +354,21 @@ def weights_pixel_style(weights, data=None):
     if data is None:
         from pretrain.weights.safe_pickle import safe_pickle_load
 
-        data = safe_pickle_load(os.path.expanduser(weights))  # refuses anything but numpy/containers
+        data = safe_pickle_load(
+            os.path.expanduser(weights)
+        )  # refuses anything but numpy/containers
     author = data.get("__author__") if isinstance(data, dict) else None
     if author in TORCHVISION_AUTHORS:
         source = data.get("source") or {}
-        extra = f" converted from {source.get('file')}" if isinstance(source, dict) and source.get("file") else ""
-        return "torchvision", f"{weights} was written by {author!r}{extra} (torchvision-style ResNet)"
+        extra = (
+            f" converted from {source.get('file')}"
+            if isinstance(source, dict) and source.get("file")
+            else ""
+        )
+        return (
+            "torchvision",
+            f"{weights} was written by {author!r}{extra} (torchvision-style ResNet)",
+        )
     if isinstance(data, dict) and "model" in data and author is not None:
         return None, ""  # someone else's {"model", "__author__"} pickle: no convention known
     return "caffe", f"{weights} is a Caffe2 model-zoo pickle (no __author__; e.g. MSRA R-50.pkl)"
@@ -322,7 +393,9 @@ def _cfg_value(cfg, dotted):
 
 def _matches(key, value, expected):
     if key in ("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD"):
-        return np.allclose(np.asarray(value, dtype=float), np.asarray(expected, dtype=float), atol=1.0)
+        return np.allclose(
+            np.asarray(value, dtype=float), np.asarray(expected, dtype=float), atol=1.0
+        )
     return value == expected
 
 
@@ -342,13 +415,20 @@ def check_pixel_format(cfg, data=None):
             expected.pop("MODEL.RESNETS.STRIDE_IN_1X1")
         else:
             expected["MODEL.RESNETS.STRIDE_IN_1X1"] = stride_in_1x1
-    wrong = [(k, _cfg_value(cfg, k), v) for k, v in expected.items() if not _matches(k, _cfg_value(cfg, k), v)]
+    wrong = [
+        (k, _cfg_value(cfg, k), v)
+        for k, v in expected.items()
+        if not _matches(k, _cfg_value(cfg, k), v)
+    ]
     if wrong:
-        lines = "\n".join(f"    {k}: config has {got!r}, the weights need {want!r}" for k, got, want in wrong)
+        lines = "\n".join(
+            f"    {k}: config has {got!r}, the weights need {want!r}" for k, got, want in wrong
+        )
         fix = " ".join(f"{k} {str(v).replace(' ', '')}" for k, v in expected.items())
         raise WeightsError(
             f"MODEL.WEIGHTS does not match the config's pixel format: {why}.\n{lines}\n"
-            f"  Fix: use the config made for these weights (the *_moco configs for MoCo weights, the "
+            "  Fix: use the config made for these weights (the *_moco configs "
+            "for MoCo weights, the "
             f"supervised ones for MSRA R-50), or add: {fix}"
         )
 
@@ -398,14 +478,18 @@ def check_weights_fit(cfg):
     has = file_layout(names)
     target = target_for_config(cfg)
     source = data.get("source") if isinstance(data, dict) else None
-    src = source.get("file") if isinstance(source, dict) and source.get("file") else \
-        "YOUR_PRETRAINING_CHECKPOINT.pth.tar"
+    src = (
+        source.get("file")
+        if isinstance(source, dict) and source.get("file")
+        else "YOUR_PRETRAINING_CHECKPOINT.pth.tar"
+    )
     stem = os.path.basename((src if source else weights).split("?")[0]).split(".")[0] or "weights"
     holds = f"names for --target {has}" if has else "no names of our converter's targets"
     if fit.wrong_shape and has in (target, "heuristic"):
         # The names fit: the file is another network (depth, widths) than the config builds.
         name, file_shape, model_shape = next(
-            (n, tuple(a), tuple(b)) for n, a, b in fit.report.incorrect_shapes if n in fit.missing)
+            (n, tuple(a), tuple(b)) for n, a, b in fit.report.incorrect_shapes if n in fit.missing
+        )
         r = cfg.MODEL.RESNETS
         raise WeightsError(
             f"MODEL.WEIGHTS {weights} would leave {len(fit.missing)} of {len(fit.backbone_names)} "
@@ -417,7 +501,8 @@ def check_weights_fit(cfg):
             f"RES2_OUT_CHANNELS {r.RES2_OUT_CHANNELS}). Fix: set MODEL.RESNETS to the file's "
             f"network (R18/R34: DEPTH 18/34 and RES2_OUT_CHANNELS 64), or convert a checkpoint "
             f"of the config's network: python tools/convert.py CHECKPOINT {stem}_{target}.pkl "
-            f"--target {target}.")
+            f"--target {target}."
+        )
     raise WeightsError(
         f"MODEL.WEIGHTS {weights} would leave {len(fit.missing)} of {len(fit.backbone_names)} "
         f"backbone tensors of this config's model at random init ({len(fit.wrong_shape)} of them "
@@ -425,7 +510,8 @@ def check_weights_fit(cfg):
         f"({cfg.MODEL.META_ARCHITECTURE}, {cfg.MODEL.BACKBONE.NAME}, {cfg.MODEL.ROI_HEADS.NAME}) "
         f"needs --target {target}. Fix: python tools/convert.py {src} {stem}_{target}.pkl "
         f"--target {target}, then MODEL.WEIGHTS {stem}_{target}.pkl "
-        f"(or give the pretraining checkpoint itself as MODEL.WEIGHTS: train_net converts it).")
+        f"(or give the pretraining checkpoint itself as MODEL.WEIGHTS: train_net converts it)."
+    )
 
 
 def run_checks(cfg, *, eval_only=False, resume=False):
@@ -449,8 +535,9 @@ def run_checks(cfg, *, eval_only=False, resume=False):
     except UnconvertedWeightsError as e:
         from detection.auto_convert import convert_for_config
 
-        conversion = convert_for_config(cfg.MODEL.WEIGHTS, e.local_path, e.layout, cfg,
-                                        WeightsError)
+        conversion = convert_for_config(
+            cfg.MODEL.WEIGHTS, e.local_path, e.layout, cfg, WeightsError
+        )
         frozen = cfg.is_frozen()
         cfg.defrost()
         cfg.MODEL.WEIGHTS = conversion.output_path

@@ -1,4 +1,5 @@
 """Whether Detectron2's compiled extension ``detectron2._C`` loads (the registry wheel has none)."""
+
 import functools
 
 

@@ -1,4 +1,5 @@
 """Our config keys on top of Detectron2's (``add_moco_config``), as Detectron2 projects do."""
+
 from detectron2.config import CfgNode as CN
 
 

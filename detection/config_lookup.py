@@ -4,6 +4,7 @@ Detectron2's ``get_cfg()``, our keys, the YAML (with its ``_BASE_`` chain), then
 overrides, exactly like Detectron2's ``tools/train_net.py`` setup. A bare name is looked up in
 every folder of ``configs/``.
 """
+
 import difflib
 import os
 from pathlib import Path
@@ -51,10 +52,19 @@ def resolve_config_path(name_or_path):
         )
     stems = {k: k[: -len(".yaml")] for k in known}
     close = difflib.get_close_matches(candidates[0], known, n=5, cutoff=0.5)
-    close += [k for k in difflib.get_close_matches(name, list(stems.values()), n=5, cutoff=0.5)
-              if k + ".yaml" not in close]
-    hint = ("did you mean: " + ", ".join(close)) if close else (
-        f"{len(known)} configs exist there" + (f", e.g. {', '.join(known[:5])}" if known else ""))
+    close += [
+        k
+        for k in difflib.get_close_matches(name, list(stems.values()), n=5, cutoff=0.5)
+        if k + ".yaml" not in close
+    ]
+    hint = (
+        ("did you mean: " + ", ".join(close))
+        if close
+        else (
+            f"{len(known)} configs exist there"
+            + (f", e.g. {', '.join(known[:5])}" if known else "")
+        )
+    )
     raise FileNotFoundError(
         f"config {name!r} not found: it is not a file, nor a name under {CONFIG_DIR}; {hint}.\n"
         f"  Fix: pass a YAML path, or one of the names in configs/ (ls {CONFIG_DIR})."

@@ -18,6 +18,7 @@ hits with the project as it is, and what this module does about it:
   handler rejects (``ValueError: Unused arguments``) after all of training:
   ``accept_timeout_sec`` registers a handler that takes the argument.
 """
+
 import importlib
 import os
 
@@ -92,8 +93,10 @@ def _densepose_registrars():
     """[(register(info, root), [CocoDatasetInfo])] of DensePose's image datasets (COCO, LVIS)."""
     from densepose.data.datasets import coco, lvis
 
-    return [(coco.register_dataset, list(coco.DATASETS) + list(coco.BASE_DATASETS)),
-            (lvis.register_dataset, list(lvis.DATASETS))]
+    return [
+        (coco.register_dataset, list(coco.DATASETS) + list(coco.BASE_DATASETS)),
+        (lvis.register_dataset, list(lvis.DATASETS)),
+    ]
 
 
 def register_densepose_datasets(root=None, registrars=None):
@@ -106,7 +109,7 @@ def register_densepose_datasets(root=None, registrars=None):
 
     root = datasets_root(root)
     names = []
-    for register, infos in (registrars if registrars is not None else _densepose_registrars()):
+    for register, infos in registrars if registrars is not None else _densepose_registrars():
         for info in infos:
             names.append(info.name)
             if MetadataCatalog.get(info.name).get("densepose_data_root") == root:
@@ -138,15 +141,18 @@ def cached_path(url):
     from iopath.common.file_io import get_cache_dir
 
     parsed = urlparse(url)
-    return os.path.join(get_cache_dir(), os.path.dirname(parsed.path.lstrip("/")),
-                        os.path.basename(parsed.path))
+    return os.path.join(
+        get_cache_dir(), os.path.dirname(parsed.path.lstrip("/")), os.path.basename(parsed.path)
+    )
 
 
 def prefetch_command(urls, cache="dp_cache"):
     """A shell line that downloads ``urls`` into ``cache``/densepose/data/ (iopath's layout)."""
     quoted = ", ".join(repr(u) for u in urls)
-    return (f"FVCORE_CACHE={cache} python -c \"from detectron2.utils.file_io import PathManager; "
-            f"[PathManager.get_local_path(u) for u in ({quoted},)]\"")
+    return (
+        f'FVCORE_CACHE={cache} python -c "from detectron2.utils.file_io import PathManager; '
+        f'[PathManager.get_local_path(u) for u in ({quoted},)]"'
+    )
 
 
 def ensure_runtime_files(eval_only=False, fetch=None):

@@ -4,6 +4,7 @@ Same convention as Detectron2's ``tools/train_net.py``; the difference is that t
 tasks come from the config (bbox, + segm if MASK_ON, + keypoints if KEYPOINT_ON), and the fast
 COCO evaluation is used only when Detectron2's compiled ``_C`` extension exists.
 """
+
 import logging
 import os
 
@@ -85,7 +86,9 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
     if evaluator_type == "lvis":
         _patch_lvis_for_numpy()
         return LVISEvaluator(
-            dataset_name, instance_tasks(cfg), output_dir=output_folder,
+            dataset_name,
+            instance_tasks(cfg),
+            output_dir=output_folder,
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
         )
     evaluators = []
@@ -93,13 +96,19 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
         evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
     if evaluator_type in ("coco", "coco_panoptic_seg"):
         if not has_compiled_ops():
-            logger.info("detectron2._C not built: COCO evaluation uses pycocotools (slower, same numbers).")
-        evaluators.append(COCOEvaluator(
-            dataset_name, instance_tasks(cfg), output_dir=output_folder,
-            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
-            use_fast_impl=has_compiled_ops(),
-            kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
-        ))
+            logger.info(
+                "detectron2._C not built: COCO evaluation uses pycocotools (slower, same numbers)."
+            )
+        evaluators.append(
+            COCOEvaluator(
+                dataset_name,
+                instance_tasks(cfg),
+                output_dir=output_folder,
+                max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+                use_fast_impl=has_compiled_ops(),
+                kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
+            )
+        )
     if evaluator_type == "coco_panoptic_seg":
         evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
     if not evaluators:
@@ -122,4 +131,3 @@ def _patch_lvis_for_numpy():
 
     if not hasattr(np, "float"):
         np.float = float
-

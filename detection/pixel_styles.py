@@ -4,6 +4,7 @@ Torchvision-style weights (MoCo, our converter, torchvision) see RGB input norma
 ImageNet mean/std (0-255 units) and stride in the 3x3 conv; MSRA Caffe2 pickles see BGR with the
 mean subtracted only and stride in the 1x1 conv.
 """
+
 TORCHVISION_PIXEL_MEAN = [123.675, 116.280, 103.530]
 TORCHVISION_PIXEL_STD = [58.395, 57.120, 57.375]
 

@@ -7,6 +7,7 @@ scales batch and LR linearly and iterations inversely. ``apply_protocol`` applie
 the trainer, labels it in ``MOCO.PROTOCOL`` and returns the line train_net prints, so nothing
 changes silently; ``provenance(cfg)`` is what ``eval_results.json`` records beside the numbers.
 """
+
 import functools
 import hashlib
 import json
@@ -44,7 +45,8 @@ def apply_protocol(cfg, world_size):
         raise ProtocolError(
             f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not a multiple of "
             f"SOLVER.REFERENCE_WORLD_SIZE {ref}. Fix: SOLVER.REFERENCE_WORLD_SIZE 0 (keep the "
-            f"total batch) or a divisor of the batch.")
+            f"total batch) or a divisor of the batch."
+        )
     label = _label(cfg, world_size)
     scaled = DefaultTrainer.auto_scale_workers(cfg, world_size)  # Detectron2's rule, not ours
     batch = scaled.SOLVER.IMS_PER_BATCH
@@ -52,31 +54,45 @@ def apply_protocol(cfg, world_size):
         raise ProtocolError(
             f"SOLVER.IMS_PER_BATCH {batch} cannot be split evenly over {world_size} processes. "
             f"Fix: a process count that divides {batch} (--num-gpus), or SOLVER.IMS_PER_BATCH a "
-            f"multiple of {world_size} (and BASE_LR scaled with it).")
+            f"multiple of {world_size} (and BASE_LR scaled with it)."
+        )
     scaled.defrost()
     scaled.MOCO.PROTOCOL = label
     scaled.freeze()
     if label == LINEAR:
-        how = (f"LINEAR-SCALED by Detectron2's SOLVER.REFERENCE_WORLD_SIZE rule from {ref} to "
-               f"{world_size} processes (x{world_size / ref:g}; not the paper's protocol, whose "
-               f"total batch is the config's {cfg.SOLVER.IMS_PER_BATCH})")
+        how = (
+            f"LINEAR-SCALED by Detectron2's SOLVER.REFERENCE_WORLD_SIZE rule from {ref} to "
+            f"{world_size} processes (x{world_size / ref:g}; not the paper's protocol, whose "
+            f"total batch is the config's {cfg.SOLVER.IMS_PER_BATCH})"
+        )
     else:
-        how = ("the config's total batch on any number of processes (for our task configs the "
-               "paper's protocol; SOLVER.REFERENCE_WORLD_SIZE is 0 or this world size)")
+        how = (
+            "the config's total batch on any number of processes (for our task configs the "
+            "paper's protocol; SOLVER.REFERENCE_WORLD_SIZE is 0 or this world size)"
+        )
     s = scaled.SOLVER
-    line = (f"effective protocol: {how}: {world_size} process(es) x {batch // world_size} images = "
-            f"total batch {batch}, BASE_LR {s.BASE_LR:g}, MAX_ITER {s.MAX_ITER}, "
-            f"STEPS {tuple(s.STEPS)}, WARMUP_ITERS {s.WARMUP_ITERS}")
+    line = (
+        f"effective protocol: {how}: {world_size} process(es) x {batch // world_size} images = "
+        f"total batch {batch}, BASE_LR {s.BASE_LR:g}, MAX_ITER {s.MAX_ITER}, "
+        f"STEPS {tuple(s.STEPS)}, WARMUP_ITERS {s.WARMUP_ITERS}"
+    )
     return scaled, line
 
 
 def protocol_record(cfg, world_size):
     """The effective protocol as data (``cfg``: the config the trainer runs)."""
     s = cfg.SOLVER
-    return {"label": cfg.MOCO.get("PROTOCOL") or _label(cfg, world_size), "world_size": world_size,
-            "reference_world_size": s.REFERENCE_WORLD_SIZE, "ims_per_batch": s.IMS_PER_BATCH,
-            "ims_per_process": s.IMS_PER_BATCH // max(world_size, 1), "base_lr": s.BASE_LR,
-            "max_iter": s.MAX_ITER, "steps": list(s.STEPS), "warmup_iters": s.WARMUP_ITERS}
+    return {
+        "label": cfg.MOCO.get("PROTOCOL") or _label(cfg, world_size),
+        "world_size": world_size,
+        "reference_world_size": s.REFERENCE_WORLD_SIZE,
+        "ims_per_batch": s.IMS_PER_BATCH,
+        "ims_per_process": s.IMS_PER_BATCH // max(world_size, 1),
+        "base_lr": s.BASE_LR,
+        "max_iter": s.MAX_ITER,
+        "steps": list(s.STEPS),
+        "warmup_iters": s.WARMUP_ITERS,
+    }
 
 
 def config_sha256(cfg):
@@ -118,19 +134,31 @@ def weights_record(weights):
 
         data = safe_pickle_load(local)
         source = data.get("source") if isinstance(data, dict) else None
-    return {"path": weights if "://" in weights else local,
-            "sha256": _file_sha256(local, st.st_size, st.st_mtime_ns), "source": source}
+    return {
+        "path": weights if "://" in weights else local,
+        "sha256": _file_sha256(local, st.st_size, st.st_mtime_ns),
+        "source": source,
+    }
 
 
 @functools.lru_cache(maxsize=1)
 def code_version():
     """``{"commit", "dirty"}`` of this checkout, or ``"unknown"`` (an installed copy, no git)."""
     try:
-        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", REPO, "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
         status = subprocess.run(
             ["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True).stdout
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return {"commit": commit, "dirty": bool(status.strip())}
@@ -147,7 +175,13 @@ def detectron2_variant():
 def provenance(cfg, world_size=None):
     """Everything ``eval_results.json`` records about how its numbers were made."""
     world_size = comm.get_world_size() if world_size is None else world_size
-    return {"config_file": cfg.MOCO.get("CONFIG_FILE") or None, "config_sha256": config_sha256(cfg),
-            "weights": weights_record(cfg.MODEL.WEIGHTS), "code": code_version(),
-            "detectron2": detectron2_variant(), "world_size": world_size,
-            "protocol": protocol_record(cfg, world_size), "seed": cfg.SEED}
+    return {
+        "config_file": cfg.MOCO.get("CONFIG_FILE") or None,
+        "config_sha256": config_sha256(cfg),
+        "weights": weights_record(cfg.MODEL.WEIGHTS),
+        "code": code_version(),
+        "detectron2": detectron2_variant(),
+        "world_size": world_size,
+        "protocol": protocol_record(cfg, world_size),
+        "seed": cfg.SEED,
+    }

@@ -10,6 +10,7 @@ What differs from Detectron2's ``tools/train_net.py``:
   rejects ``device_ids`` for CPU models, which ``DefaultTrainer`` always passes); AMP is turned
   off on CPU where the config is built (``detection.cli.train_net``);
 """
+
 import json
 import logging
 import os
@@ -61,7 +62,9 @@ class Trainer(DefaultTrainer):
         model = create_ddp_model(model, broadcast_buffers=False, device_ids=None)
         self._trainer = SimpleTrainer(model, data_loader, optimizer)  # AMP is CUDA-only
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = DetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -76,7 +79,8 @@ class Trainer(DefaultTrainer):
         if densepose_on(cfg):  # DensePose annotations need DensePose's dataset mapper
             return densepose_trainer_class().build_train_loader(cfg)
         if cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor":
-            # The paper's scale-then-crop augmentation, labels read as class ids (detection/modeling/semantic_seg.py).
+            # The paper's scale-then-crop augmentation, labels read as class ids
+            # (detection/modeling/semantic_seg.py).
             from detection.modeling.semantic_seg import build_sem_seg_train_loader
 
             return build_sem_seg_train_loader(cfg)

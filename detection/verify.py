@@ -10,6 +10,7 @@ same RGB image (each with its own preprocessing) and fails unless res4/res5
 equal torchvision's layer3/layer4: the renaming, the stride placement
 (``STRIDE_IN_1X1``) and the pixel format/mean/std are all right.
 """
+
 import contextlib
 import os
 import re
@@ -38,7 +39,9 @@ class VerifyError(ValueError):
 
 # ------------------------------------------------------------------ configs
 def load_detection_config(config, overrides=()):
-    """A CfgNode from a CfgNode or our config name/path (``detection.config_lookup.load_config``)."""
+    """A CfgNode from a CfgNode or our config name/path
+    (``detection.config_lookup.load_config``).
+    """
     if isinstance(config, CfgNode):
         cfg = config.clone()
         cfg.merge_from_list(list(overrides))
@@ -78,7 +81,10 @@ def target_for_config(cfg):
     """The --target whose names a config's model uses: "fpn", "c4" or "dc5"."""
     if "fpn" in cfg.MODEL.BACKBONE.NAME.lower():
         return "fpn"
-    if "Res5ROIHeads" in cfg.MODEL.ROI_HEADS.NAME and cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
+    if (
+        "Res5ROIHeads" in cfg.MODEL.ROI_HEADS.NAME
+        and cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
+    ):
         return "c4"
     return "dc5"
 
@@ -102,12 +108,18 @@ def backbone_prefixes(model):
     ``backbone.bottom_up.`` in FPN; not the DC5 backbone's new ``neck``) and the residual
     blocks of a C4 ROI head's ``res5`` (not its extra norm, which is new).
     """
-    prefixes = [f"{name}.{child}." for name, m in model.named_modules() if isinstance(m, ResNet)
-                for child, _ in m.named_children() if child not in NEW_CHILDREN]
+    prefixes = [
+        f"{name}.{child}."
+        for name, m in model.named_modules()
+        if isinstance(m, ResNet)
+        for child, _ in m.named_children()
+        if child not in NEW_CHILDREN
+    ]
     res5 = getattr(getattr(model, "roi_heads", None), "res5", None)
     if res5 is not None:
-        prefixes += [f"roi_heads.res5.{n}." for n, m in res5.named_children()
-                     if isinstance(m, CNNBlockBase)]
+        prefixes += [
+            f"roi_heads.res5.{n}." for n, m in res5.named_children() if isinstance(m, CNNBlockBase)
+        ]
     return prefixes
 
 
@@ -141,26 +153,35 @@ class VerifyReport:
 
     @property
     def ok(self):
-        return not (self.missing_backbone or self.unexpected or self.incorrect_shapes
-                    or self.config_errors)
+        return not (
+            self.missing_backbone or self.unexpected or self.incorrect_shapes or self.config_errors
+        )
 
     def table(self):
         rows = {}
-        for status, names in (("loaded", self.loaded), ("MISSING (backbone)", self.missing_backbone),
-                              ("new layer (not in file)", self.missing_new),
-                              ("UNEXPECTED (not in model)", self.unexpected),
-                              ("WRONG SHAPE", [n for n, *_ in self.incorrect_shapes])):
+        for status, names in (
+            ("loaded", self.loaded),
+            ("MISSING (backbone)", self.missing_backbone),
+            ("new layer (not in file)", self.missing_new),
+            ("UNEXPECTED (not in model)", self.unexpected),
+            ("WRONG SHAPE", [n for n, *_ in self.incorrect_shapes]),
+        ):
             for n in names:
                 rows.setdefault((_group(n), status), 0)
                 rows[(_group(n), status)] += 1
-        body = tabulate([(g, s, c) for (g, s), c in sorted(rows.items())],
-                        headers=["module", "status", "tensors"], tablefmt="simple")
+        body = tabulate(
+            [(g, s, c) for (g, s), c in sorted(rows.items())],
+            headers=["module", "status", "tensors"],
+            tablefmt="simple",
+        )
         notes = [f"config error: {e}" for e in self.config_errors]
         notes += [f"config warning: {w}" for w in self.config_warnings]
         verdict = "OK" if self.ok else "FAILED"
-        head = (f"{verdict}: {len(self.loaded)} tensors loaded from {self.weights_path}, "
-                f"{len(self.missing_backbone)} backbone tensors missing, "
-                f"{len(self.missing_new)} new-layer tensors initialised fresh")
+        head = (
+            f"{verdict}: {len(self.loaded)} tensors loaded from {self.weights_path}, "
+            f"{len(self.missing_backbone)} backbone tensors missing, "
+            f"{len(self.missing_new)} new-layer tensors initialised fresh"
+        )
         return "\n".join([head, body] + notes)
 
 
@@ -224,12 +245,16 @@ def backbone_fit(weights_path, cfg):
     cfg.MODEL.DEVICE = "cpu"  # a pre-flight check: no GPU memory, same names and shapes
     model, report = load_into_model(weights_path, cfg)
     prefixes = tuple(backbone_prefixes(model))
-    names = [n for n in model.state_dict()
-             if n.startswith(prefixes) and not n.endswith("num_batches_tracked")]
+    names = [
+        n
+        for n in model.state_dict()
+        if n.startswith(prefixes) and not n.endswith("num_batches_tracked")
+    ]
     wrong = {n for n, *_ in report.incorrect_shapes}
     not_loaded = set(report.missing_backbone) | wrong
-    return BackboneFit(report, names, [n for n in names if n in not_loaded],
-                       [n for n in names if n in wrong])
+    return BackboneFit(
+        report, names, [n for n in names if n in not_loaded], [n for n in names if n in wrong]
+    )
 
 
 def file_layout(names):
@@ -246,7 +271,7 @@ def file_layout(names):
 
 
 def describe_resnet(names):
-    """"ResNet-18" etc. from Detectron2 names (blocks per stage, conv3 or not); None if unclear."""
+    """ "ResNet-18" etc. from Detectron2 names (blocks per stage, conv3 or not); None if unclear."""
     blocks = {}
     for n in names:
         m = re.search(r"(?:^|\.)res([2-5])\.(\d+)\.", n)
@@ -268,16 +293,19 @@ def _mismatch_hint(report, cfg, file_names):
         layout = "a C4 model (--target c4)"
     else:
         layout = "name matching (--target heuristic)"
-    return (f"  The file holds {in_file} for {layout}; the config builds MODEL.RESNETS.DEPTH "
-            f"{cfg.MODEL.RESNETS.DEPTH} with {cfg.MODEL.BACKBONE.NAME} and "
-            f"{cfg.MODEL.ROI_HEADS.NAME}.\n"
-            f"  Fix: convert with the --target of the config (c4: Res5ROIHeads*, fpn: "
-            f"build_resnet_fpn_backbone) and set MODEL.RESNETS.DEPTH (R18/R34 also "
-            f"RES2_OUT_CHANNELS 64) to the file's depth.")
+    return (
+        f"  The file holds {in_file} for {layout}; the config builds MODEL.RESNETS.DEPTH "
+        f"{cfg.MODEL.RESNETS.DEPTH} with {cfg.MODEL.BACKBONE.NAME} and "
+        f"{cfg.MODEL.ROI_HEADS.NAME}.\n"
+        f"  Fix: convert with the --target of the config (c4: Res5ROIHeads*, fpn: "
+        f"build_resnet_fpn_backbone) and set MODEL.RESNETS.DEPTH (R18/R34 also "
+        f"RES2_OUT_CHANNELS 64) to the file's depth."
+    )
 
 
 def verify_converted(weights_path, config, overrides=()):
-    """Load converted weights into ``config``'s model; raise VerifyError unless the backbone fully loaded.
+    """Load converted weights into ``config``'s model; raise VerifyError unless the backbone fully
+    loaded.
 
     ``config``: a CfgNode, one of our configs (name or path) or a Detectron2 YAML.
     Prints the table of what was loaded / missing and returns the VerifyReport.
@@ -374,8 +402,9 @@ def _full_fp32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def compare_features(reference, weights_path, config, *, overrides=(), image_size=64, seed=0,
-                     tolerance=1e-4):
+def compare_features(
+    reference, weights_path, config, *, overrides=(), image_size=64, seed=0, tolerance=1e-4
+):
     """Run ``reference`` (torchvision ResNet) and the Detectron2 model on one random RGB image.
 
     Raises VerifyError unless res4/res5 match layer3/layer4 within ``tolerance``
@@ -399,8 +428,10 @@ def compare_features(reference, weights_path, config, *, overrides=(), image_siz
     compared = ("res4",) if cfg.MODEL.RESNETS.RES5_DILATION != 1 else ("res4", "res5")
     for name in compared:
         if d2[name].shape != tv[name].shape:
-            raise VerifyError(f"{name}: Detectron2 shape {tuple(d2[name].shape)} != torchvision "
-                              f"{tuple(tv[name].shape)}")
+            raise VerifyError(
+                f"{name}: Detectron2 shape {tuple(d2[name].shape)} != torchvision "
+                f"{tuple(tv[name].shape)}"
+            )
         scale = tv[name].abs().max().clamp_min(1e-12)
         diffs[name] = float((d2[name] - tv[name]).abs().max() / scale)
     result = FeatureReport(diffs, tolerance)
@@ -410,10 +441,25 @@ def compare_features(reference, weights_path, config, *, overrides=(), image_siz
     return result
 
 
-def compare_with_source(input_path, weights_path, config, *, source="auto", prefix=None,
-                        momentum_encoder=False, student=False, overrides=()):
+def compare_with_source(
+    input_path,
+    weights_path,
+    config,
+    *,
+    source="auto",
+    prefix=None,
+    momentum_encoder=False,
+    student=False,
+    overrides=(),
+):
     """``compare_features`` against the ResNet read back from the original checkpoint."""
-    extracted = extract_backbone(load_checkpoint_file(input_path), source=source, prefix=prefix,
-                                 momentum_encoder=momentum_encoder, student=student)
-    return compare_features(torchvision_reference(extracted.backbone), weights_path, config,
-                            overrides=overrides)
+    extracted = extract_backbone(
+        load_checkpoint_file(input_path),
+        source=source,
+        prefix=prefix,
+        momentum_encoder=momentum_encoder,
+        student=student,
+    )
+    return compare_features(
+        torchvision_reference(extracted.backbone), weights_path, config, overrides=overrides
+    )

@@ -5,6 +5,7 @@ SLURM_STEP_NUM_TASKS / SLURM_LOCALID, with MASTER_ADDR / MASTER_PORT exported by
 script) and submitit (pretrain/slurm.py sets the torchrun variables). A plain
 ``python`` run is one process without a process group.
 """
+
 import dataclasses
 import os
 
@@ -31,7 +32,9 @@ def choose_device(preference: str = "auto", local_rank: int = 0) -> torch.device
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         if preference == "cuda":
-            raise RuntimeError("device=cuda was asked for but torch sees no CUDA device; use device=auto or cpu")
+            raise RuntimeError(
+                "device=cuda was asked for but torch sees no CUDA device; use device=auto or cpu"
+            )
         return torch.device("cpu")
     raise ValueError(f"device must be auto, cpu or cuda, got {preference!r}")
 
@@ -47,8 +50,11 @@ def launch_env(env=None):
     if "WORLD_SIZE" in env:
         return int(env.get("RANK", 0)), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
     if "SLURM_STEP_NUM_TASKS" in env:
-        return (int(env.get("SLURM_PROCID", 0)), int(env["SLURM_STEP_NUM_TASKS"]),
-                int(env.get("SLURM_LOCALID", 0)))
+        return (
+            int(env.get("SLURM_PROCID", 0)),
+            int(env["SLURM_STEP_NUM_TASKS"]),
+            int(env.get("SLURM_LOCALID", 0)),
+        )
     return 0, 1, 0
 
 
@@ -61,13 +67,15 @@ def init_distributed(device: str = "auto") -> DistContext:
             if var not in os.environ:
                 raise RuntimeError(
                     f"{world_size} processes but {var} is not set: launch with torchrun, "
-                    f"or export MASTER_ADDR/MASTER_PORT in the srun job script (see pretrain/slurm.py)"
+                    "or export MASTER_ADDR/MASTER_PORT in the srun job script (see "
+                    "pretrain/slurm.py)"
                 )
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group(
             backend="nccl" if dev.type == "cuda" else "gloo",
-            rank=rank, world_size=world_size,
+            rank=rank,
+            world_size=world_size,
             device_id=dev if dev.type == "cuda" else None,
         )
     return DistContext(rank, world_size, local_rank, dev)
@@ -96,7 +104,9 @@ def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
     """Concatenate equal-shaped tensors of all ranks along dim 0, in rank order (no gradient)."""
     if world_size() == 1:
         return x
-    out = torch.empty((world_size() * x.shape[0],) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
+    out = torch.empty(
+        (world_size() * x.shape[0],) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device
+    )
     _gather_into(out, x.contiguous())
     return out
 
@@ -112,7 +122,9 @@ def _cpu_group():
     Created on first use, which every rank reaches together (new_group is collective)."""
     global _size_group
     if _size_group is None:
-        _size_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+        _size_group = (
+            dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+        )
     return _size_group
 
 

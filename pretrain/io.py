@@ -2,6 +2,7 @@
 
 Shared by pretraining checkpoints, the converter and every tool that writes results.
 """
+
 import argparse
 import io
 import json
@@ -90,7 +91,13 @@ def safe_torch_load(path, map_location="cpu"):
             f"  Fix: re-save it from a trusted environment with only tensors, e.g. "
             f"torch.save({{'state_dict': model.state_dict()}}, path)."
         ) from e
-    except (RuntimeError, EOFError, KeyError, ValueError, IndexError) as e:  # what torch raises on bad bytes
+    except (
+        RuntimeError,
+        EOFError,
+        KeyError,
+        ValueError,
+        IndexError,
+    ) as e:  # what torch raises on bad bytes
         raise _corrupt(path, e) from e
 
 
@@ -108,7 +115,8 @@ def _corrupt(path, e):
         f"{path!r} is not a readable checkpoint ({os.path.getsize(path)} bytes): it is empty, cut "
         f"short (an interrupted download or copy?) or not a torch.save file.\n"
         f"  torch said: {_reason(e)}\n"
-        f"  Fix: download or copy it again.")
+        f"  Fix: download or copy it again."
+    )
 
 
 def read_json_lines(path):

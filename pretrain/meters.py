@@ -1,4 +1,5 @@
 """Progress figures every long job prints: items per second since a start, and the time left."""
+
 import time
 
 

@@ -3,6 +3,7 @@
 One function: an optional linear warm-up, then a cosine decay to 0 (MoCo v2) or steps of ``gamma``
 at milestones (MoCo v1: x0.1 at epochs 120 and 160; linear protocol: at 60 and 80).
 """
+
 import math
 
 

@@ -3,6 +3,7 @@
 Library code runs a tool as ``python -m <package>.cli.<tool>`` (never by a path into ``tools/``),
 with our packages importable from any working directory.
 """
+
 import os
 import subprocess
 import sys
@@ -28,8 +29,9 @@ def tool_env(extra=None):
 def run_logged(cmd, log, *, echo=None, env=None, cwd=None):
     """Run ``cmd``; every output line goes to the open file ``log``, and to stdout where
     ``echo(line)`` is true. Returns the exit code; the child is killed if we are interrupted."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=tool_env(env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=tool_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         for line in proc.stdout:
             log.write(line)

@@ -1,4 +1,5 @@
 """Shared fixtures. Keep minimal: data is generated here, never committed."""
+
 import os
 
 # Tests never open windows; set before anything imports matplotlib.
@@ -13,20 +14,24 @@ TINY_DEMO_DATA = dict(seed=0, limit=200, n_det_trainval=24, n_det_test=8, unlabe
 
 @pytest.fixture(scope="session")
 def tiny_demo_data(tmp_path_factory):
-    """Paths (see ``detection.demo.data.demo_data_paths``) of a tiny demo data set, generated once per session.
+    """Paths (see ``detection.demo.data.demo_data_paths``) of a tiny demo data set, generated once
+    per session.
 
     200 digit scans (160 train / 40 val, 64x64 RGB), 24 trainval and 8 test 160x160 scenes.
     Treat it as read-only: it is shared by every test in the session.
     """
     from detection.demo.data import make_demo_data
 
-    return make_demo_data(tmp_path_factory.mktemp("tiny_demo_data"), verbose=False, **TINY_DEMO_DATA)
+    return make_demo_data(
+        tmp_path_factory.mktemp("tiny_demo_data"), verbose=False, **TINY_DEMO_DATA
+    )
 
 
 @pytest.fixture
 def one_thread():
     """Tiny tensors: OpenMP threads only add synchronisation (on a busy 2-core machine, whole
-    seconds of spin-waiting per step); one intra-op thread runs these models several times faster."""
+    seconds of spin-waiting per step); one intra-op thread runs these models several times faster.
+    """
     import torch
 
     threads = torch.get_num_threads()
@@ -44,8 +49,13 @@ def repo_stays_clean():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def status():
-        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo,
-                              capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     before = status()
     yield
@@ -70,13 +80,16 @@ def pytest_collection_modifyitems(config, items):
 def pytest_terminal_summary(terminalreporter, config):
     n = getattr(config, "_gpu_deselected", 0)
     if n:
-        terminalreporter.write_line(f"{n} gpu test(s) deselected: torch sees no CUDA device "
-                                    f"(on a GPU machine they run; -m gpu makes them fail without one)")
+        terminalreporter.write_line(
+            f"{n} gpu test(s) deselected: torch sees no CUDA device "
+            f"(on a GPU machine they run; -m gpu makes them fail without one)"
+        )
 
 
 @pytest.fixture(autouse=True)
 def _detectron2_catalogs_restored():
-    """Dataset names a test registers (or re-registers elsewhere) in Detectron2's global catalogs are
+    """Dataset names a test registers (or re-registers elsewhere) in Detectron2's global catalogs
+    are
     put back as they were after it, so no test sees another's datasets, or its deleted tmp folders.
     Only once Detectron2 is imported (the detection test modules import it at collection)."""
     import copy
@@ -87,7 +100,10 @@ def _detectron2_catalogs_restored():
         return
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    datasets, metadata = dict(DatasetCatalog), {k: copy.deepcopy(v) for k, v in MetadataCatalog.items()}
+    datasets, metadata = (
+        dict(DatasetCatalog),
+        {k: copy.deepcopy(v) for k, v in MetadataCatalog.items()},
+    )
     yield
     DatasetCatalog.clear()
     DatasetCatalog.update(datasets)

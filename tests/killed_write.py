@@ -6,6 +6,7 @@ kill or a power cut would, with the file half written. Smaller files (logs, metr
 as usual. Python ignores SIGXFSZ at start-up (a write would fail with EFBIG instead, which code
 could catch and clean up after), so the child restores the default first.
 """
+
 import signal
 import subprocess
 import sys
@@ -24,9 +25,16 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def run_killed_mid_write(script, args, *, limit_bytes, cwd, timeout=600):
     """Run ``python script *args`` with files capped at ``limit_bytes``; assert it was killed by
     SIGXFSZ (i.e. inside a write) and return the ``CompletedProcess``."""
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(int(limit_bytes)), str(script), *map(str, args)],
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(int(limit_bytes)), str(script), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert proc.returncode == -signal.SIGXFSZ, (
         f"expected the child to die inside a write (SIGXFSZ), got return code {proc.returncode}\n"
-        f"stdout: {proc.stdout[-3000:]}\nstderr: {proc.stderr[-3000:]}")
+        f"stdout: {proc.stdout[-3000:]}\nstderr: {proc.stderr[-3000:]}"
+    )
     return proc

@@ -1,5 +1,6 @@
 """The architecture as a check: imports run one way (pretrain <- convert <- detection), no module
 imports itself through others, and the lower packages load without Detectron2."""
+
 import ast
 import os
 import subprocess
@@ -38,7 +39,9 @@ def imports_of(path, name, modules):
                 parent = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(parent + ([base] if base else []))
             # "from pkg import sub" imports the module pkg.sub when there is one.
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            targets = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names
+            ]
         for target in targets:
             while target and target not in modules:
                 target = target.rpartition(".")[0]
@@ -92,8 +95,12 @@ def test_the_cycle_check_finds_a_cycle():
 
 
 def test_imports_run_one_way():
-    wrong = [f"{m} imports {t}" for m, targets in import_graph().items() for t in targets
-             if LAYER[t.split(".")[0]] > LAYER[m.split(".")[0]]]
+    wrong = [
+        f"{m} imports {t}"
+        for m, targets in import_graph().items()
+        for t in targets
+        if LAYER[t.split(".")[0]] > LAYER[m.split(".")[0]]
+    ]
     assert wrong == []
 
 
@@ -106,6 +113,12 @@ def test_pretrain_and_convert_load_without_detectron2():
         "        importlib.import_module(m.name)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'detectron2'))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=REPO), check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        check=True,
+    ).stdout
     assert out.strip() == "[]"

@@ -4,6 +4,7 @@
 and ``tools/convert.py`` would shadow the packages of the same name. Replacing that entry with
 the repository root makes the packages win, and lets the tools run from a plain checkout.
 """
+
 import importlib
 import os
 import sys
@@ -17,6 +18,8 @@ def run(module, function="main"):
 
     A main may return an exit code, or a result (a summary, an accuracy): that is success.
     """
-    sys.path[:] = [REPO] + [p for p in sys.path if os.path.abspath(p or os.curdir) not in (TOOLS, REPO)]
+    sys.path[:] = [REPO] + [
+        p for p in sys.path if os.path.abspath(p or os.curdir) not in (TOOLS, REPO)
+    ]
     result = getattr(importlib.import_module(module), function)()
     sys.exit(result if isinstance(result, int) and not isinstance(result, bool) else 0)

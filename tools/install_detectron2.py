@@ -11,6 +11,7 @@ Detectron2 has no official release on PyPI. Order of preference:
 
 Idempotent: a second run finds the installed copy and does nothing.
 """
+
 import base64
 import hashlib
 import importlib.util
@@ -32,7 +33,9 @@ def installed_variant():
     compiled = subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
     if compiled:
         return "official"
-    show = subprocess.run([sys.executable, "-m", "pip", "show", PACKAGE], capture_output=True, text=True)
+    show = subprocess.run(
+        [sys.executable, "-m", "pip", "show", PACKAGE], capture_output=True, text=True
+    )
     return "registry" if f"Version: {VERSION}" in show.stdout else "other"
 
 
@@ -54,9 +57,13 @@ def retag_pure(src, dst_dir):
             data = zin.read(item.filename)
             if item.filename.endswith(".dist-info/WHEEL"):
                 text = data.decode().replace("Root-Is-Purelib: false", "Root-Is-Purelib: true")
-                text = "\n".join(
-                    "Tag: py3-none-any" if line.startswith("Tag:") else line for line in text.splitlines()
-                ) + "\n"
+                text = (
+                    "\n".join(
+                        "Tag: py3-none-any" if line.startswith("Tag:") else line
+                        for line in text.splitlines()
+                    )
+                    + "\n"
+                )
                 data = text.encode()
             zout.writestr(item.filename, data)
             records.append(_record_line(item.filename, data))
@@ -83,8 +90,16 @@ def main():
         print("Detectron2: a non-compiled Detectron2 of another origin is installed; keeping it.")
         return
     with tempfile.TemporaryDirectory() as tmp:
-        pip("download", "--no-deps", "--only-binary=:all:", "--python-version", "3.10",
-            "-d", tmp, f"{PACKAGE}=={VERSION}")
+        pip(
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.10",
+            "-d",
+            tmp,
+            f"{PACKAGE}=={VERSION}",
+        )
         wheel = next(os.path.join(tmp, f) for f in os.listdir(tmp) if f.endswith(".whl"))
         pure = retag_pure(wheel, tmp)
         # Its dependencies are declared (with working ranges) in our pyproject.toml.

@@ -1,10 +1,12 @@
 """What this environment can run: Python, torch, devices, which Detectron2 and what it lacks.
 
 ``collect_env()`` returns plain data (JSON-serialisable); ``format_env()`` turns it into the
-text ``tools/env_info.py`` prints (``main``). Detectron2's own ``collect_env_info`` does not say which
+text ``tools/env_info.py`` prints (``main``). Detectron2's own ``collect_env_info`` does not say
+which
 *kind* of Detectron2 is installed (official compiled build or the pure-Python registry
 package) nor which of our features that disables; this report does.
 """
+
 import argparse
 import importlib.metadata
 import importlib.util
@@ -20,7 +22,8 @@ REGISTRY_DISTRIBUTION = "sal-detectron2"
 
 # What needs Detectron2's compiled extension ``detectron2._C``, and what happens without it.
 C_OPS_FEATURES = (
-    "fast COCO evaluation (COCOeval_opt): COCOEvaluator falls back to pycocotools' COCOeval (same numbers, slower)",
+    "fast COCO evaluation (COCOeval_opt): COCOEvaluator falls back to "
+    "pycocotools' COCOeval (same numbers, slower)",
     "deformable convolution (DeformConv / ModulatedDeformConv, MODEL.RESNETS.DEFORM_ON_PER_STAGE)",
     "rotated boxes ops (nms_rotated, box_iou_rotated, ROIAlignRotated: RRPN / RROIHeads)",
 )
@@ -33,7 +36,15 @@ _PACKAGES = (
     ("lvis", ("lvis",)),
     ("cityscapesscripts", ("cityscapesScripts", "cityscapesscripts")),
     ("webdataset", ("webdataset",)),
-    ("opencv", ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python")),
+    (
+        "opencv",
+        (
+            "opencv-python-headless",
+            "opencv-python",
+            "opencv-contrib-python-headless",
+            "opencv-contrib-python",
+        ),
+    ),
     ("numpy", ("numpy",)),
     ("pillow", ("pillow", "Pillow")),
 )
@@ -90,7 +101,9 @@ def _detectron2_info():
         info["compiled_ops"] = True
         info["compiled_ops_error"] = None
         info["variant"] = "official compiled"
-        info["compiled_with_cuda"] = _C.get_cuda_version() if hasattr(_C, "get_cuda_version") else None
+        info["compiled_with_cuda"] = (
+            _C.get_cuda_version() if hasattr(_C, "get_cuda_version") else None
+        )
         info["disabled_features"] = []
     else:
         info["compiled_ops"] = False
@@ -115,7 +128,11 @@ def _densepose_info():
     dist = _distribution_of("densepose")
     version = importlib.metadata.version(dist) if dist else None
     # A namespace package (e.g. the DensePose project folder on sys.path) has no origin file.
-    path = os.path.dirname(spec.origin) if spec.origin else next(iter(spec.submodule_search_locations or []), None)
+    path = (
+        os.path.dirname(spec.origin)
+        if spec.origin
+        else next(iter(spec.submodule_search_locations or []), None)
+    )
     return {"installed": True, "version": version, "path": path}
 
 
@@ -154,7 +171,10 @@ def format_env(d):
     add("torchvision", d["torchvision"]["version"])
     cuda = d["cuda"]
     add("CUDA available", cuda["cuda_available"])
-    add("CUDA devices", f"{cuda['device_count']}" + (f": {', '.join(cuda['devices'])}" if cuda["devices"] else ""))
+    add(
+        "CUDA devices",
+        f"{cuda['device_count']}" + (f": {', '.join(cuda['devices'])}" if cuda["devices"] else ""),
+    )
     add("torch built for CUDA", cuda["torch_cuda_version"])
     add("cuDNN", cuda["cudnn_version"])
     add("CPU threads (torch)", d["cpu_threads"])
@@ -165,7 +185,10 @@ def format_env(d):
         add("detectron2 version", d2["version"])
         add("detectron2 path", d2["path"])
         add("detectron2 distribution", d2["distribution"])
-        add("detectron2._C ops", "available" if d2["compiled_ops"] else f"unavailable ({d2['compiled_ops_error']})")
+        add(
+            "detectron2._C ops",
+            "available" if d2["compiled_ops"] else f"unavailable ({d2['compiled_ops_error']})",
+        )
         for i, feature in enumerate(d2["disabled_features"]):
             add("disabled without _C" if i == 0 else "", feature)
     else:

@@ -1,13 +1,15 @@
 """Fine-tune / evaluate a Detectron2 model with the MoCo transfer configs.
 
     python tools/train_net.py --config voc0712_R50_C4_24k_moco --num-gpus 8 MODEL.WEIGHTS moco.pkl
-    python tools/train_net.py --config voc0712_R50_C4_24k_moco --eval-only MODEL.WEIGHTS out/model_final.pth
+    python tools/train_net.py --config voc0712_R50_C4_24k_moco --eval-only MODEL.WEIGHTS
+    out/model_final.pth
     python tools/train_net.py --config-file configs/x.yaml --num-gpus 0 --resume OUTPUT_DIR out
 
 Detectron2's standard arguments (--num-gpus, --num-machines, --machine-rank, --dist-url, --resume,
 --eval-only, trailing KEY VALUE overrides); --config also takes a bare name from configs/.
 Without GPUs, --num-gpus 0 runs one CPU process and --num-gpus N runs N gloo processes.
 """
+
 import argparse
 import logging
 import sys
@@ -26,17 +28,24 @@ from detection.trainer import Trainer, on_cuda
 
 logger = logging.getLogger(__name__)
 
+
 def argument_parser():
     """Detectron2's ``default_argument_parser`` plus ``--config`` (a name under configs/ or a path)
     and ``--num-gpus`` that also takes 0 (one CPU process) and ``auto``."""
     parser = default_argument_parser()
-    parser.add_argument("--config", dest="config_file", metavar="NAME_OR_FILE",
-                        help="alias of --config-file; a bare name is looked up in configs/")
+    parser.add_argument(
+        "--config",
+        dest="config_file",
+        metavar="NAME_OR_FILE",
+        help="alias of --config-file; a bare name is looked up in configs/",
+    )
     # Detectron2's --num-gpus is int-only; keep the option, widen what it accepts.
     num_gpus = next(a for a in parser._actions if a.dest == "num_gpus")
     num_gpus.type = _num_gpus
-    num_gpus.help = ("processes per machine: N (GPUs, or gloo processes on a machine without GPUs), "
-                     "0 (one process on CPU), or 'auto' (all visible GPUs, else one CPU process)")
+    num_gpus.help = (
+        "processes per machine: N (GPUs, or gloo processes on a machine without GPUs), "
+        "0 (one process on CPU), or 'auto' (all visible GPUs, else one CPU process)"
+    )
     return parser
 
 
@@ -46,7 +55,9 @@ def _num_gpus(text):
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--num-gpus must be an integer >= 0 or 'auto', got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--num-gpus must be an integer >= 0 or 'auto', got {text!r}"
+        ) from None
     if n < 0:
         raise argparse.ArgumentTypeError(f"--num-gpus must be >= 0, got {n}")
     return n
@@ -60,8 +71,10 @@ def num_processes(args):
     if args.num_gpus == 0:
         return 1
     if gpus and args.num_gpus > gpus:
-        raise UsageError(f"--num-gpus {args.num_gpus} but only {gpus} GPU(s) are visible. "
-                         f"Fix: --num-gpus {gpus} (or --num-gpus auto).")
+        raise UsageError(
+            f"--num-gpus {args.num_gpus} but only {gpus} GPU(s) are visible. "
+            f"Fix: --num-gpus {gpus} (or --num-gpus auto)."
+        )
     return args.num_gpus
 
 
@@ -72,15 +85,19 @@ class UsageError(ValueError):
 def build_config(args):
     """The config ``args`` ask for (resolved name, overrides, device), checked, frozen."""
     if not args.config_file:
-        raise UsageError("no config given. Fix: --config NAME (a file in configs/) or --config-file PATH.")
+        raise UsageError(
+            "no config given. Fix: --config NAME (a file in configs/) or --config-file PATH."
+        )
     args.config_file = resolve_config_path(args.config_file)
     cfg = load_config(args.config_file, args.opts or ())
     if args.num_gpus == 0 or not torch.cuda.is_available():
         if on_cuda(cfg):
             cfg.MODEL.DEVICE = "cpu"  # configs say cuda; a machine without GPUs still runs them
     if cfg.SOLVER.AMP.ENABLED and not on_cuda(cfg):
-        logger.warning("SOLVER.AMP.ENABLED is ignored on %s: mixed precision is CUDA-only here.",
-                       cfg.MODEL.DEVICE)
+        logger.warning(
+            "SOLVER.AMP.ENABLED is ignored on %s: mixed precision is CUDA-only here.",
+            cfg.MODEL.DEVICE,
+        )
         cfg.SOLVER.AMP.ENABLED = False
     cfg.MOCO.CONFIG_FILE = args.config_file  # provenance: which file this merged config came from
     cfg.freeze()
@@ -104,16 +121,27 @@ def setup(args):
 
 
 # What a user can fix from the message alone: printed without a traceback by tools/train_net.py.
-USER_ERRORS = (UsageError, checks.CheckError, FileNotFoundError, DensePoseMissingError,
-               ProtocolError)
+USER_ERRORS = (
+    UsageError,
+    checks.CheckError,
+    FileNotFoundError,
+    DensePoseMissingError,
+    ProtocolError,
+)
 
 
 def run(args):
     """Check the config in this process, then ``launch(main, ...)``."""
     cfg = build_config(args)  # fail here, once, before any worker process starts
     apply_protocol(cfg, num_processes(args) * args.num_machines)  # a batch that cannot be split
-    launch(main, num_processes(args), num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    launch(
+        main,
+        num_processes(args),
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
 
 
 def main(args):
@@ -122,7 +150,8 @@ def main(args):
     if args.eval_only:
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)

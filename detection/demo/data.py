@@ -6,13 +6,19 @@ coloured stroke on a coloured, textured background with a small random affine, s
 that MoCo's colour jitter, crops and blur have something to do. From these renders:
 
     out_dir/
-      digits_unlabeled/train/unlabeled/digit_NNNNN_rR.jpg pretraining set (ImageFolder, one pseudo-class)
-      digits_cls/{train,val}/<class>/digit_NNNNN.jpg      labeled, stratified split (linear / kNN / supervised)
-      VOCdigits/VOC2007/JPEGImages/NNNNNN.jpg             "digit scenes": 1..max_digits digits on a background
-      VOCdigits/VOC2007/Annotations/NNNNNN.xml            Pascal VOC XML (1-based inclusive pixel boxes)
+      digits_unlabeled/train/unlabeled/digit_NNNNN_rR.jpg pretraining set (ImageFolder, one
+      pseudo-class)
+      digits_cls/{train,val}/<class>/digit_NNNNN.jpg      labeled, stratified split (linear / kNN /
+      supervised)
+      VOCdigits/VOC2007/JPEGImages/NNNNNN.jpg             "digit scenes": 1..max_digits digits on a
+      background
+      VOCdigits/VOC2007/Annotations/NNNNNN.xml            Pascal VOC XML (1-based inclusive pixel
+      boxes)
       VOCdigits/VOC2007/ImageSets/Main/{trainval,test}.txt
-      digits_coco/annotations/instances_{trainval,test}.json   the same scenes as COCO (boxes + stroke masks, RLE)
-      MANIFEST.json                                        written last: parameters, counts, sha256 of every file
+      digits_coco/annotations/instances_{trainval,test}.json   the same scenes as COCO (boxes +
+      stroke masks, RLE)
+      MANIFEST.json                                        written last: parameters, counts, sha256
+      of every file
 
 The unlabeled set renders the *train* split's scans only (as ImageNet pretraining never
 sees ImageNet val), ``unlabeled_renders`` times each, so that instance identity is content: each
@@ -30,6 +36,7 @@ Determinism: every image is drawn from its own ``numpy`` Generator seeded by
 ``(seed, stream, index)``; JPEG quality is fixed; JSON keys are sorted; no timestamps or
 absolute paths are written. The same seed gives byte-identical files.
 """
+
 import hashlib
 import io
 import json
@@ -61,7 +68,14 @@ FORMAT_VERSION = 2  # 2: the unlabeled set's shared styles
 JPEG_QUALITY = 90
 
 # Top-level entries this generator owns inside out_dir (the only ones --force replaces).
-_OWNED = ("digits_unlabeled", "digits_cls", "VOCdigits", "digits_coco", MANIFEST_NAME, INCOMPLETE_MARKER)
+_OWNED = (
+    "digits_unlabeled",
+    "digits_cls",
+    "VOCdigits",
+    "digits_coco",
+    MANIFEST_NAME,
+    INCOMPLETE_MARKER,
+)
 
 # Independent random streams, so that e.g. changing the number of scenes leaves the
 # classification images unchanged.
@@ -100,7 +114,9 @@ def _rng(seed, stream, index):
 
 
 def _random_background(rng, height, width):
-    """A coloured gradient, low-frequency blotches or soft stripes, plus pixel noise (float32 HxWx3 in [0, 1])."""
+    """A coloured gradient, low-frequency blotches or soft stripes, plus pixel noise (float32 HxWx3
+    in [0, 1]).
+    """
     kind = rng.integers(3)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     c0 = rng.random(3).astype(np.float32)
@@ -119,7 +135,9 @@ def _random_background(rng, height, width):
         c1 = np.clip(c0 + rng.uniform(-0.3, 0.3, 3), 0, 1).astype(np.float32)
         phi = rng.uniform(0, math.pi)
         freq = rng.uniform(2, 8) / max(height, width)
-        t = 0.5 + 0.5 * np.sin(2 * math.pi * freq * (xx * math.cos(phi) + yy * math.sin(phi)) + rng.uniform(0, 6.3))
+        t = 0.5 + 0.5 * np.sin(
+            2 * math.pi * freq * (xx * math.cos(phi) + yy * math.sin(phi)) + rng.uniform(0, 6.3)
+        )
         bg = c0 * (1 - t[..., None]) + c1 * t[..., None]
     noise = rng.normal(0.0, rng.uniform(0.0, 0.06), (height, width, 3)).astype(np.float32)
     return np.clip(bg + noise, 0, 1).astype(np.float32)
@@ -134,7 +152,9 @@ def _contrasting_colour(rng, against):
     return (1.0 - against).astype(np.float32)  # the complement always contrasts enough
 
 
-_UPSAMPLE = 8  # the 8x8 scan (plus a 1-pixel empty border) is first upsampled smoothly by this factor
+_UPSAMPLE = (
+    8  # the 8x8 scan (plus a 1-pixel empty border) is first upsampled smoothly by this factor
+)
 
 
 def _glyph_source(digit):
@@ -159,7 +179,9 @@ def _digit_alpha(digit, out_hw, glyph_size, center, angle_deg, shear):
     offset = np.asarray(center, np.float64) - lin @ np.array([src_c, src_c])
     matrix = np.hstack([lin, offset[:, None]])
     h, w = out_hw
-    warped = cv2.warpAffine(src, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warped = cv2.warpAffine(
+        src, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
     return np.clip((warped - 0.2) / 0.45, 0, 1)
 
 
@@ -176,14 +198,28 @@ def _to_jpeg(image01):
 
 
 def render_digit_image(digit, seed, index, image_size=64):
-    """One classification / pretraining image of ``digit`` (8x8 in [0, 16]) as float32 HxWx3 in [0, 1]."""
+    """One classification / pretraining image of ``digit`` (8x8 in [0, 16]) as float32 HxWx3 in [0,
+    1].
+    """
     rng = _rng(seed, _STREAM_DIGIT, index)
     bg = _random_background(rng, image_size, image_size)
     glyph = image_size * rng.uniform(0.6, 0.85)
     jitter = image_size * 0.06
-    center = (image_size / 2 + rng.uniform(-jitter, jitter), image_size / 2 + rng.uniform(-jitter, jitter))
-    alpha = _digit_alpha(digit, (image_size, image_size), glyph, center, rng.uniform(-15, 15), rng.uniform(-0.15, 0.15))
-    colour = _contrasting_colour(rng, bg[alpha > 0.5].mean(0) if (alpha > 0.5).any() else bg.mean((0, 1)))
+    center = (
+        image_size / 2 + rng.uniform(-jitter, jitter),
+        image_size / 2 + rng.uniform(-jitter, jitter),
+    )
+    alpha = _digit_alpha(
+        digit,
+        (image_size, image_size),
+        glyph,
+        center,
+        rng.uniform(-15, 15),
+        rng.uniform(-0.15, 0.15),
+    )
+    colour = _contrasting_colour(
+        rng, bg[alpha > 0.5].mean(0) if (alpha > 0.5).any() else bg.mean((0, 1))
+    )
     return _composite(bg, alpha, colour)
 
 
@@ -203,8 +239,18 @@ def render_unlabeled_image(digit, styles, seed, index, image_size=64):
     bg, colour = styles[int(rng.integers(len(styles)))]
     glyph = image_size * rng.uniform(0.6, 0.85)
     jitter = image_size * 0.06
-    center = (image_size / 2 + rng.uniform(-jitter, jitter), image_size / 2 + rng.uniform(-jitter, jitter))
-    alpha = _digit_alpha(digit, (image_size, image_size), glyph, center, rng.uniform(-15, 15), rng.uniform(-0.15, 0.15))
+    center = (
+        image_size / 2 + rng.uniform(-jitter, jitter),
+        image_size / 2 + rng.uniform(-jitter, jitter),
+    )
+    alpha = _digit_alpha(
+        digit,
+        (image_size, image_size),
+        glyph,
+        center,
+        rng.uniform(-15, 15),
+        rng.uniform(-0.15, 0.15),
+    )
     return _composite(bg, alpha, colour)
 
 
@@ -228,11 +274,15 @@ class ClassCycle:
 
 
 def _boxes_within(a, b, gap):
-    """Whether inclusive pixel boxes ``a`` and ``b`` (x0, y0, x1, y1) overlap or are closer than ``gap`` pixels."""
+    """Whether inclusive pixel boxes ``a`` and ``b`` (x0, y0, x1, y1) overlap or are closer than
+    ``gap`` pixels.
+    """
     return a[0] <= b[2] + gap and b[0] <= a[2] + gap and a[1] <= b[3] + gap and b[1] <= a[3] + gap
 
 
-def render_scene(pool_digits, pool_labels, seed, index, scene_size=(160, 160), max_digits=4, classes=None):
+def render_scene(
+    pool_digits, pool_labels, seed, index, scene_size=(160, 160), max_digits=4, classes=None
+):
     """One detection scene: 1..max_digits non-overlapping digits on a textured background.
 
     Returns (image float32 HxWx3, list of objects {"label", "box" (x0, y0, x1, y1) inclusive
@@ -250,16 +300,23 @@ def render_scene(pool_digits, pool_labels, seed, index, scene_size=(160, 160), m
     while len(objects) < wanted and attempts < 60:
         attempts += 1
         glyph = rng.uniform(g_lo, g_hi)
-        margin = 0.65 * glyph  # half-extent of the glyph square after a 15 degree rotation, rounded up
+        margin = (
+            0.65 * glyph
+        )  # half-extent of the glyph square after a 15 degree rotation, rounded up
         if w - 2 * margin <= 0 or h - 2 * margin <= 0:
-            raise DemoDataError(f"scene_size={scene_size} is too small for digits of {glyph:.0f} px; use at least (64, 64)")
+            raise DemoDataError(
+                f"scene_size={scene_size} is too small for digits of {glyph:.0f} "
+                "px; use at least (64, 64)"
+            )
         center = (rng.uniform(margin, w - margin), rng.uniform(margin, h - margin))
         if classes is None:
             k = int(rng.integers(len(pool_labels)))
         else:
             members = np.flatnonzero(pool_labels == classes.peek())
             k = int(members[rng.integers(len(members))])
-        alpha = _digit_alpha(pool_digits[k], (h, w), glyph, center, rng.uniform(-15, 15), rng.uniform(-0.15, 0.15))
+        alpha = _digit_alpha(
+            pool_digits[k], (h, w), glyph, center, rng.uniform(-15, 15), rng.uniform(-0.15, 0.15)
+        )
         mask = alpha > 0.5
         ys, xs = np.nonzero(mask)
         if len(xs) == 0:
@@ -312,25 +369,39 @@ def _coco_json(split, images):
 
     coco_images, coco_anns = [], []
     for image_id, (file_id, height, width, objects) in enumerate(images, start=1):
-        coco_images.append({"id": image_id, "file_name": f"{file_id}.jpg", "height": height, "width": width})
+        coco_images.append(
+            {"id": image_id, "file_name": f"{file_id}.jpg", "height": height, "width": width}
+        )
         for obj in objects:
             rle = mask_utils.encode(np.asfortranarray(obj["mask"].astype(np.uint8)))
             rle["counts"] = rle["counts"].decode("ascii")
             x0, y0, x1, y1 = obj["box"]
-            coco_anns.append({
-                "id": len(coco_anns) + 1,
-                "image_id": image_id,
-                "category_id": obj["label"] + 1,
-                # COCO boxes are [x, y, w, h] in continuous coordinates: pixel i spans [i, i + 1).
-                "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
-                "area": float(mask_utils.area(rle)),
-                "iscrowd": 0,
-                "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"]},
-            })
+            coco_anns.append(
+                {
+                    "id": len(coco_anns) + 1,
+                    "image_id": image_id,
+                    "category_id": obj["label"] + 1,
+                    # COCO boxes are [x, y, w, h] in continuous coordinates: pixel i spans [i, i +
+                    # 1).
+                    "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
+                    "area": float(mask_utils.area(rle)),
+                    "iscrowd": 0,
+                    "segmentation": {
+                        "size": [int(s) for s in rle["size"]],
+                        "counts": rle["counts"],
+                    },
+                }
+            )
     data = {
-        "info": {"description": f"MoCo-transfer demo digit scenes, split {split}", "version": str(FORMAT_VERSION)},
+        "info": {
+            "description": f"MoCo-transfer demo digit scenes, split {split}",
+            "version": str(FORMAT_VERSION),
+        },
         "licenses": [],
-        "categories": [{"id": i + 1, "name": name, "supercategory": "digit"} for i, name in enumerate(DIGIT_CLASSES)],
+        "categories": [
+            {"id": i + 1, "name": name, "supercategory": "digit"}
+            for i, name in enumerate(DIGIT_CLASSES)
+        ],
         "images": coco_images,
         "annotations": coco_anns,
     }
@@ -360,15 +431,29 @@ class _Progress:
 
     def update(self, done):
         if self.verbose and (done % self.step == 0 or done == self.total):
-            print(f"[demo_data] {self.what}: {done}/{self.total} ({self.rate.per_second(done):.0f}/s, "
-                  f"ETA {self.rate.eta(done)})", flush=True)
+            print(
+                f"[demo_data] {self.what}: {done}/{self.total} "
+                f"({self.rate.per_second(done):.0f}/s, "
+                f"ETA {self.rate.eta(done)})",
+                flush=True,
+            )
 
 
 # ----------------------------------------------------------------------------- folder state
 
 
-def _params(seed, image_size, n_det_trainval, n_det_test, scene_size, max_digits_per_scene, cls_val_fraction, limit,
-            unlabeled_styles=32, unlabeled_renders=4):
+def _params(
+    seed,
+    image_size,
+    n_det_trainval,
+    n_det_test,
+    scene_size,
+    max_digits_per_scene,
+    cls_val_fraction,
+    limit,
+    unlabeled_styles=32,
+    unlabeled_renders=4,
+):
     return {
         "unlabeled_styles": int(unlabeled_styles),
         "unlabeled_renders": int(unlabeled_renders),
@@ -397,47 +482,72 @@ def _read_manifest(root):
 
 def _is_demo_data(path):
     """A folder this generator wrote (finished or half-written)."""
-    return os.path.isdir(path) and (_read_manifest(path) is not None
-                                    or os.path.exists(os.path.join(path, INCOMPLETE_MARKER)))
+    return os.path.isdir(path) and (
+        _read_manifest(path) is not None or os.path.exists(os.path.join(path, INCOMPLETE_MARKER))
+    )
 
 
-def _validate(seed, image_size, n_det_trainval, n_det_test, scene_size, max_digits_per_scene, cls_val_fraction, limit):
+def _validate(
+    seed,
+    image_size,
+    n_det_trainval,
+    n_det_test,
+    scene_size,
+    max_digits_per_scene,
+    cls_val_fraction,
+    limit,
+):
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise DemoDataError(f"seed must be a non-negative integer, got {seed!r}")
     if image_size < 16:
-        raise DemoDataError(f"image_size={image_size} is too small to render a digit; use 16 or more (default 64)")
+        raise DemoDataError(
+            f"image_size={image_size} is too small to render a digit; use 16 or more (default 64)"
+        )
     # Detectron2's load_voc_instances reads the split file with np.loadtxt, which cannot
     # iterate a single line: two scenes per split is the least that loads.
     if n_det_trainval < 2 or n_det_test < 2:
         raise DemoDataError(
-            f"n_det_trainval={n_det_trainval}, n_det_test={n_det_test}: each split needs at least 2 scenes "
+            f"n_det_trainval={n_det_trainval}, n_det_test={n_det_test}: each "
+            "split needs at least 2 scenes "
             f"(Detectron2's VOC loader cannot read a one-line split file)"
         )
     if len(scene_size) != 2 or min(scene_size) < 64:
-        raise DemoDataError(f"scene_size={tuple(scene_size)} must be (height, width), each at least 64")
+        raise DemoDataError(
+            f"scene_size={tuple(scene_size)} must be (height, width), each at least 64"
+        )
     if max_digits_per_scene < 1:
         raise DemoDataError(f"max_digits_per_scene={max_digits_per_scene} must be at least 1")
     if not 0 < cls_val_fraction < 1:
-        raise DemoDataError(f"cls_val_fraction={cls_val_fraction} must be strictly between 0 and 1 (default 0.2)")
+        raise DemoDataError(
+            f"cls_val_fraction={cls_val_fraction} must be strictly between 0 and 1 (default 0.2)"
+        )
     if limit is not None and limit < 40:
-        raise DemoDataError(f"limit={limit} is too small: a stratified split of 10 classes needs at least 40 digits")
+        raise DemoDataError(
+            f"limit={limit} is too small: a stratified split of 10 classes needs at least 40 digits"
+        )
 
 
 def _prepare_out_dir(root, params, force):
-    """Decide what to do with ``root``: returns "done" (already generated, same parameters) or "write"."""
+    """Decide what to do with ``root``: returns "done" (already generated, same parameters) or
+    "write".
+    """
     if not os.path.exists(root):
         return "write"
     if not os.path.isdir(root):
         raise DemoDataError(f"--out {root!r} exists and is not a folder; pass another path")
-    # Other demo data sets nested inside (the demo keeps each budget's in data/demo_<budget>_s<seed>)
+    # Other demo data sets nested inside (the demo keeps each budget's in
+    # data/demo_<budget>_s<seed>)
     # are not a user's files: data/ holding only those is as good as empty, and they are kept.
     entries = [e for e in os.listdir(root) if not _is_demo_data(os.path.join(root, e))]
     manifest = _read_manifest(root)
     if manifest is not None and manifest.get("params") == params and not force:
-        missing = [p for p in manifest.get("files", {}) if not os.path.isfile(os.path.join(root, p))]
+        missing = [
+            p for p in manifest.get("files", {}) if not os.path.isfile(os.path.join(root, p))
+        ]
         if missing:
             raise DemoDataError(
-                f"{root!r} was generated with these parameters but {len(missing)} files are missing "
+                f"{root!r} was generated with these parameters but {len(missing)} "
+                "files are missing "
                 f"(e.g. {missing[0]!r}). Regenerate it with --force (force=True)."
             )
         return "done"
@@ -445,14 +555,22 @@ def _prepare_out_dir(root, params, force):
     if entries and not force and not ours_half_written:
         if manifest is not None:
             old = manifest.get("params", {})
-            changed = ", ".join(f"{k}: {old.get(k)!r} there, {v!r} asked" for k, v in params.items() if old.get(k) != v)
+            changed = ", ".join(
+                f"{k}: {old.get(k)!r} there, {v!r} asked"
+                for k, v in params.items()
+                if old.get(k) != v
+            )
             why = f"it holds demo data generated with different parameters ({changed})"
         else:
-            why = f"it is not empty ({len(entries)} entries, e.g. {sorted(entries)[0]!r}) and holds no demo data manifest"
+            why = (
+                f"it is not empty ({len(entries)} entries, e.g. "
+                f"{sorted(entries)[0]!r}) and holds no demo data manifest"
+            )
         raise DemoDataError(
             f"refusing to write demo data into {root!r}: {why}. "
             f"Pass an empty or new folder, or --force (force=True) to replace the demo data there "
-            f"(only {', '.join(_OWNED[:4])} and {MANIFEST_NAME} are replaced; other files are kept)."
+            f"(only {', '.join(_OWNED[:4])} and {MANIFEST_NAME} are replaced; "
+            "other files are kept)."
         )
     for name in _OWNED:
         path = os.path.join(root, name)
@@ -464,11 +582,18 @@ def _prepare_out_dir(root, params, force):
 
 
 def _select_digits(labels, seed, limit):
-    """Indices into load_digits: a seeded order interleaved across classes, cut at ``limit`` (class-balanced)."""
+    """Indices into load_digits: a seeded order interleaved across classes, cut at ``limit``
+    (class-balanced).
+    """
     rng = _rng(seed, _STREAM_SPLIT, 0)
     order = rng.permutation(len(labels))
     per_class = [list(order[labels[order] == c]) for c in range(len(DIGIT_CLASSES))]
-    interleaved = [per_class[c][r] for r in range(max(map(len, per_class))) for c in range(len(per_class)) if r < len(per_class[c])]
+    interleaved = [
+        per_class[c][r]
+        for r in range(max(map(len, per_class)))
+        for c in range(len(per_class))
+        if r < len(per_class[c])
+    ]
     return np.asarray(interleaved if limit is None else interleaved[:limit])
 
 
@@ -503,7 +628,8 @@ def make_demo_data(
     force=False,
     verbose=True,
 ):
-    """Generate the demo data sets under ``out_dir`` (see the module docstring) and return their paths.
+    """Generate the demo data sets under ``out_dir`` (see the module docstring) and return their
+    paths.
 
     ``limit`` caps the number of digit scans used (class-balanced), for tiny test versions.
     ``unlabeled_styles`` / ``unlabeled_renders``: see the module docstring (0 styles: the labeled
@@ -514,22 +640,49 @@ def make_demo_data(
     """
     from sklearn.datasets import load_digits
 
-    _validate(seed, image_size, n_det_trainval, n_det_test, scene_size, max_digits_per_scene, cls_val_fraction, limit)
+    _validate(
+        seed,
+        image_size,
+        n_det_trainval,
+        n_det_test,
+        scene_size,
+        max_digits_per_scene,
+        cls_val_fraction,
+        limit,
+    )
     if unlabeled_styles < 0 or (unlabeled_styles and unlabeled_renders < 1):
-        raise DemoDataError(f"unlabeled_styles={unlabeled_styles}, unlabeled_renders={unlabeled_renders}: "
-                            f"styles must be >= 0 (0: the labeled renders) and renders >= 1")
+        raise DemoDataError(
+            f"unlabeled_styles={unlabeled_styles}, unlabeled_renders={unlabeled_renders}: "
+            f"styles must be >= 0 (0: the labeled renders) and renders >= 1"
+        )
     root = os.path.abspath(os.fspath(out_dir))
-    params = _params(seed, image_size, n_det_trainval, n_det_test, scene_size, max_digits_per_scene, cls_val_fraction, limit,
-                     unlabeled_styles, unlabeled_renders)
+    params = _params(
+        seed,
+        image_size,
+        n_det_trainval,
+        n_det_test,
+        scene_size,
+        max_digits_per_scene,
+        cls_val_fraction,
+        limit,
+        unlabeled_styles,
+        unlabeled_renders,
+    )
     paths = demo_data_paths(root)
     if _prepare_out_dir(root, params, force) == "done":
         if verbose:
-            print(f"[demo_data] {root} already holds demo data with these parameters; nothing to do", flush=True)
+            print(
+                f"[demo_data] {root} already holds demo data with these parameters; nothing to do",
+                flush=True,
+            )
         return paths
 
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, INCOMPLETE_MARKER), "w") as f:
-        f.write("demo data generation in progress or interrupted; rerun tools/make_demo_data.py to regenerate\n")
+        f.write(
+            "demo data generation in progress or interrupted; rerun "
+            "tools/make_demo_data.py to regenerate\n"
+        )
     start = time.perf_counter()
     writer = _Writer(root)
 
@@ -553,10 +706,16 @@ def make_demo_data(
     if unlabeled_styles:
         styles = make_styles(seed, unlabeled_styles, image_size)
         progress = _Progress("unlabeled images", len(train_idx) * unlabeled_renders, verbose)
-        for done, (i, r) in enumerate(((i, r) for i in train_idx.tolist() for r in range(unlabeled_renders)), 1):
-            image = render_unlabeled_image(scans[i], styles, seed, i * unlabeled_renders + r, image_size)
-            writer.write(os.path.join("digits_unlabeled", "train", "unlabeled", f"digit_{i:05d}_r{r}.jpg"),
-                         _to_jpeg(image))
+        for done, (i, r) in enumerate(
+            ((i, r) for i in train_idx.tolist() for r in range(unlabeled_renders)), 1
+        ):
+            image = render_unlabeled_image(
+                scans[i], styles, seed, i * unlabeled_renders + r, image_size
+            )
+            writer.write(
+                os.path.join("digits_unlabeled", "train", "unlabeled", f"digit_{i:05d}_r{r}.jpg"),
+                _to_jpeg(image),
+            )
             progress.update(done)
         n_unlabeled = len(train_idx) * unlabeled_renders
 
@@ -570,16 +729,33 @@ def make_demo_data(
         coco_images, ids = [], []
         for done in range(1, count + 1):
             file_id = f"{scene_id:06d}"
-            image, objects = render_scene(scans[pool], labels[pool], seed, scene_id, tuple(scene_size), max_digits_per_scene, classes)
+            image, objects = render_scene(
+                scans[pool],
+                labels[pool],
+                seed,
+                scene_id,
+                tuple(scene_size),
+                max_digits_per_scene,
+                classes,
+            )
             height, width = image.shape[:2]
             writer.write(os.path.join(voc_rel, "JPEGImages", f"{file_id}.jpg"), _to_jpeg(image))
-            writer.write(os.path.join(voc_rel, "Annotations", f"{file_id}.xml"), _voc_xml(file_id, width, height, objects))
+            writer.write(
+                os.path.join(voc_rel, "Annotations", f"{file_id}.xml"),
+                _voc_xml(file_id, width, height, objects),
+            )
             coco_images.append((file_id, height, width, objects))
             ids.append(file_id)
             scene_id += 1
             progress.update(done)
-        writer.write(os.path.join(voc_rel, "ImageSets", "Main", f"{split}.txt"), ("\n".join(ids) + "\n").encode())
-        writer.write(os.path.join("digits_coco", "annotations", f"instances_{split}.json"), _coco_json(split, coco_images))
+        writer.write(
+            os.path.join(voc_rel, "ImageSets", "Main", f"{split}.txt"),
+            ("\n".join(ids) + "\n").encode(),
+        )
+        writer.write(
+            os.path.join("digits_coco", "annotations", f"instances_{split}.json"),
+            _coco_json(split, coco_images),
+        )
         n_objects[split] = sum(len(o) for _, _, _, o in coco_images)
 
     manifest = {
@@ -599,12 +775,15 @@ def make_demo_data(
         "files": dict(sorted(writer.hashes.items())),
     }
     # The manifest is written last and atomically: its presence means the folder is complete.
-    atomic_write_bytes(paths["manifest"], json.dumps(manifest, sort_keys=True, indent=1).encode("utf-8") + b"\n")
+    atomic_write_bytes(
+        paths["manifest"], json.dumps(manifest, sort_keys=True, indent=1).encode("utf-8") + b"\n"
+    )
     os.unlink(os.path.join(root, INCOMPLETE_MARKER))
     if verbose:
         c = manifest["counts"]
         print(
-            f"[demo_data] wrote {len(writer.hashes)} files to {root} in {time.perf_counter() - start:.1f} s: "
+            f"[demo_data] wrote {len(writer.hashes)} files to {root} in "
+            f"{time.perf_counter() - start:.1f} s: "
             f"{c['cls_train']} train / {c['cls_val']} val digit images, "
             f"{c['det_trainval_images']} trainval / {c['det_test_images']} test scenes "
             f"({c['det_trainval_objects']} / {c['det_test_objects']} digits)",

@@ -14,8 +14,10 @@
 Every stage runs our own command-line tools in a subprocess, so the demo exercises exactly what a
 user runs, and each tool's own resume logic continues an interrupted stage. A finished stage
 leaves ``stages/<name>.done`` with the settings it ran with (budget, seed); a rerun with the same
-settings skips it, one with other settings stops (``force`` deletes the stage outputs and redoes them).
+settings skips it, one with other settings stops (``force`` deletes the stage outputs and redoes
+them).
 """
+
 import dataclasses
 import json
 import os
@@ -52,15 +54,30 @@ class Budget:
 BUDGETS = {
     "full": Budget(),
     "long": Budget(pretrain_epochs=25, knn_every=5, det_iters=600),
-    "quick": Budget(digits_limit=160, det_trainval=16, det_test=8, pretrain_epochs=1, knn_every=1,
-                    supervised_epochs=1, det_iters=4, det_trials=1),
+    "quick": Budget(
+        digits_limit=160,
+        det_trainval=16,
+        det_test=8,
+        pretrain_epochs=1,
+        knn_every=1,
+        supervised_epochs=1,
+        det_iters=4,
+        det_trials=1,
+    ),
 }
 
 # The supervised baseline's own recipe (tools/train_supervised.py): light augmentation (crops of
 # 50-100 % of the image, no mirror: a mirrored digit is no digit), lr 0.2 per 256 (0.05 at 64) with
 # a 2-epoch warm-up, cosine, wd 5e-4; 48 px (at 32 px it learned more slowly, search log in README).
-SUPERVISED = {"image_size": 48, "crop_scale": (0.5, 1.0), "lr": 0.2, "warmup_epochs": 2, "wd": 5e-4,
-              "batch_size": 64, "hflip": False}
+SUPERVISED = {
+    "image_size": 48,
+    "crop_scale": (0.5, 1.0),
+    "lr": 0.2,
+    "warmup_epochs": 2,
+    "wd": 5e-4,
+    "batch_size": 64,
+    "hflip": False,
+}
 
 
 def default_data_dir(budget="full", seed=0):
@@ -86,18 +103,26 @@ def _lr_steps(max_iter):
 
 # Detectron2 prints its whole config and environment per run: on the console the fine-tuning
 # stage keeps the lines that show progress and results (the log file has everything).
-DETECTRON2_PROGRESS = re.compile(r"run \d+/\d+|iter: \d+|copypaste|grid finished|FAILED|Error|error:|Traceback")
+DETECTRON2_PROGRESS = re.compile(
+    r"run \d+/\d+|iter: \d+|copypaste|grid finished|FAILED|Error|error:|Traceback"
+)
 
 
 def _run(cmd, log_path, env=None, show=None):
-    """Run one tool, streaming its output to a log file and (lines matching ``show``) the console."""
+    """Run one tool, streaming its output to a log file and (lines matching ``show``)
+    the console.
+    """
     print("  $ " + " ".join(cmd), flush=True)
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "a") as log:
-        rc = run_logged(cmd, log, echo=lambda line: show is None or bool(show.search(line)), env=env)
+        rc = run_logged(
+            cmd, log, echo=lambda line: show is None or bool(show.search(line)), env=env
+        )
         if rc != 0:
-            raise StageFailed(f"stage command failed (exit {rc}); full log: {log_path}\n"
-                               f"  rerun `make demo` to continue from where it stopped.")
+            raise StageFailed(
+                f"stage command failed (exit {rc}); full log: {log_path}\n"
+                f"  rerun `make demo` to continue from where it stopped."
+            )
 
 
 class StageFailed(RuntimeError):
@@ -105,13 +130,17 @@ class StageFailed(RuntimeError):
 
 
 class SettingsMismatch(RuntimeError):
-    """``--out`` holds finished stages of a demo with other settings; the message says what to do."""
+    """``--out`` holds finished stages of a demo with other settings; the message says
+    what to do.
+    """
 
 
 class Demo:
     def __init__(self, out_dir, data_dir=None, budget="full", seed=0, force=False):
         self.out = os.path.abspath(out_dir)
-        self.data = os.path.abspath(data_dir if data_dir is not None else default_data_dir(budget, seed))
+        self.data = os.path.abspath(
+            data_dir if data_dir is not None else default_data_dir(budget, seed)
+        )
         self.budget_name = budget
         self.budget = BUDGETS[budget]
         self.seed = seed
@@ -131,8 +160,14 @@ class Demo:
         return os.path.join(self.out, "stages", f"{name}.done")
 
     def settings(self):
-        """What a stage's output depends on (besides the code): a marker with other values is stale."""
-        return {"budget": self.budget_name, "seed": self.seed, "budget_params": dataclasses.asdict(self.budget)}
+        """What a stage's output depends on (besides the code): a marker with other
+        values is stale.
+        """
+        return {
+            "budget": self.budget_name,
+            "seed": self.seed,
+            "budget_params": dataclasses.asdict(self.budget),
+        }
 
     def _check_markers(self):
         """Stop before any stage if ``out`` holds stages finished with other settings.
@@ -151,17 +186,25 @@ class Demo:
             except (OSError, ValueError) as e:
                 marker = {"unreadable": str(e)}
             if "seed" not in marker and marker.get("budget") in BUDGETS:
-                marker = dict(marker, seed=0, budget_params=dataclasses.asdict(BUDGETS[marker["budget"]]))
+                marker = dict(
+                    marker, seed=0, budget_params=dataclasses.asdict(BUDGETS[marker["budget"]])
+                )
             theirs = {k: marker.get(k) for k in mine}
             if theirs != mine:
                 raise SettingsMismatch(
-                    f"{self.out} holds demo stages done with {_describe(theirs, mine)} (stage {name!r}), "
-                    f"but this run asks for {_describe(mine, theirs)}. Rerun with those settings to reuse "
-                    f"them, pass another --out (e.g. output/demo_{self.budget_name}_s{self.seed}), or pass "
-                    f"--force to delete the stage outputs in {self.out} and redo every stage.")
+                    f"{self.out} holds demo stages done with {_describe(theirs, mine)} "
+                    f"(stage {name!r}), "
+                    f"but this run asks for {_describe(mine, theirs)}. Rerun with "
+                    "those settings to reuse "
+                    "them, pass another --out (e.g. "
+                    f"output/demo_{self.budget_name}_s{self.seed}), or pass "
+                    f"--force to delete the stage outputs in {self.out} and redo every stage."
+                )
 
     def _clear_stage_outputs(self):
-        """``force``: delete what the stages wrote under ``out`` (only those folders), so none resumes."""
+        """``force``: delete what the stages wrote under ``out`` (only those folders), so none
+        resumes.
+        """
         for name in STAGE_OUTPUTS:
             shutil.rmtree(self.dir(name), ignore_errors=True)
 
@@ -182,7 +225,10 @@ class Demo:
             info = {"stage": name, "seconds": round(time.time() - s0, 1), **self.settings()}
             atomic_write_bytes(self._marker(name), json.dumps(info).encode())
             print(f"[demo {i}/{n}] {name} finished in {info['seconds']:.0f} s", flush=True)
-        print(f"[demo] all stages done in {time.time() - t0:.0f} s; results in {self.out}/table", flush=True)
+        print(
+            f"[demo] all stages done in {time.time() - t0:.0f} s; results in {self.out}/table",
+            flush=True,
+        )
 
     def _log(self, name):
         return os.path.join(self.out, "logs", f"{name}.log")
@@ -192,56 +238,142 @@ class Demo:
         from detection.demo.data import make_demo_data
 
         b = self.budget
-        make_demo_data(self.data, seed=self.seed, limit=b.digits_limit,
-                       n_det_trainval=b.det_trainval, n_det_test=b.det_test, force=self.force)
+        make_demo_data(
+            self.data,
+            seed=self.seed,
+            limit=b.digits_limit,
+            n_det_trainval=b.det_trainval,
+            n_det_test=b.det_test,
+            force=self.force,
+        )
 
     def pretrain_moco(self):
         b = self.budget
-        _run([*tool_command("pretrain.cli.pretrain", self.python), "--config", DEMO_RECIPE,
-              "--data", os.path.join(self.data, "digits_unlabeled", "train"),
-              "--out", self.dir("moco"), "--resume", "auto",
-              f"optim.epochs={b.pretrain_epochs}", f"seed={self.seed}",
-              f"knn.path={os.path.join(self.data, 'digits_cls')}", f"knn.every_epochs={b.knn_every}"],
-             self._log("pretrain_moco"))
+        _run(
+            [
+                *tool_command("pretrain.cli.pretrain", self.python),
+                "--config",
+                DEMO_RECIPE,
+                "--data",
+                os.path.join(self.data, "digits_unlabeled", "train"),
+                "--out",
+                self.dir("moco"),
+                "--resume",
+                "auto",
+                f"optim.epochs={b.pretrain_epochs}",
+                f"seed={self.seed}",
+                f"knn.path={os.path.join(self.data, 'digits_cls')}",
+                f"knn.every_epochs={b.knn_every}",
+            ],
+            self._log("pretrain_moco"),
+        )
 
     def pretrain_supervised(self):
-        """The same network on the labeled digits, with the supervised recipe (:data:`SUPERVISED`)."""
+        """The same network on the labeled digits, with the supervised recipe
+        (:data:`SUPERVISED`).
+        """
         recipe, sup = self._demo_recipe(), SUPERVISED
-        _run([*tool_command("pretrain.cli.train_supervised", self.python),
-              "--data", os.path.join(self.data, "digits_cls"), "--out", self.dir("supervised"),
-              "--arch", recipe["model"]["arch"], "--epochs", str(self.budget.supervised_epochs),
-              "--image-size", str(sup["image_size"]),
-              "--crop-scale", *(str(x) for x in sup["crop_scale"]),
-              "--lr", str(sup["lr"]), "--warmup-epochs", str(sup["warmup_epochs"]), "--wd", str(sup["wd"]),
-              "--batch-size", str(sup["batch_size"]), "--workers", "0",  # small PIL crops: a small part of a step
-              *([] if sup["hflip"] else ["--no-hflip"]), "--seed", str(self.seed)],
-             self._log("pretrain_supervised"))
+        _run(
+            [
+                *tool_command("pretrain.cli.train_supervised", self.python),
+                "--data",
+                os.path.join(self.data, "digits_cls"),
+                "--out",
+                self.dir("supervised"),
+                "--arch",
+                recipe["model"]["arch"],
+                "--epochs",
+                str(self.budget.supervised_epochs),
+                "--image-size",
+                str(sup["image_size"]),
+                "--crop-scale",
+                *(str(x) for x in sup["crop_scale"]),
+                "--lr",
+                str(sup["lr"]),
+                "--warmup-epochs",
+                str(sup["warmup_epochs"]),
+                "--wd",
+                str(sup["wd"]),
+                "--batch-size",
+                str(sup["batch_size"]),
+                "--workers",
+                "0",  # small PIL crops: a small part of a step
+                *([] if sup["hflip"] else ["--no-hflip"]),
+                "--seed",
+                str(self.seed),
+            ],
+            self._log("pretrain_supervised"),
+        )
 
     def convert(self):
-        sources = {"moco": self._last_moco_checkpoint(),
-                   "supervised": os.path.join(self.dir("supervised"), "model_final.pth")}
+        sources = {
+            "moco": self._last_moco_checkpoint(),
+            "supervised": os.path.join(self.dir("supervised"), "model_final.pth"),
+        }
         for init, src in sources.items():
-            _run([*tool_command("detection.cli.convert", self.python), src, self.weights(init), "--target", "fpn",
-                  "--verify", f"demo_digits_R18_FPN_{init}", "--force"],
-                 self._log("convert"))
+            _run(
+                [
+                    *tool_command("detection.cli.convert", self.python),
+                    src,
+                    self.weights(init),
+                    "--target",
+                    "fpn",
+                    "--verify",
+                    f"demo_digits_R18_FPN_{init}",
+                    "--force",
+                ],
+                self._log("convert"),
+            )
 
     def finetune(self):
         b = self.budget
-        _run([*tool_command("detection.cli.run_transfer", self.python),
-              "--configs", f"{TASK}=demo_digits_R18_FPN_{{variant}}",
-              "--weights", f"moco={self.weights('moco')}", f"supervised={self.weights('supervised')}",
-              "random=",
-              "--trials", str(b.det_trials), "--seed-base", str(self.seed),
-              "--out", self.dir("transfer"), "--num-gpus", "auto", "--resume",
-              "--opts", "SOLVER.MAX_ITER", str(b.det_iters), "SOLVER.STEPS", _lr_steps(b.det_iters),
-              "SOLVER.WARMUP_ITERS", str(min(20, b.det_iters // 4))],
-             self._log("finetune"), env={"DEMO_DATA": self.data}, show=DETECTRON2_PROGRESS)
+        _run(
+            [
+                *tool_command("detection.cli.run_transfer", self.python),
+                "--configs",
+                f"{TASK}=demo_digits_R18_FPN_{{variant}}",
+                "--weights",
+                f"moco={self.weights('moco')}",
+                f"supervised={self.weights('supervised')}",
+                "random=",
+                "--trials",
+                str(b.det_trials),
+                "--seed-base",
+                str(self.seed),
+                "--out",
+                self.dir("transfer"),
+                "--num-gpus",
+                "auto",
+                "--resume",
+                "--opts",
+                "SOLVER.MAX_ITER",
+                str(b.det_iters),
+                "SOLVER.STEPS",
+                _lr_steps(b.det_iters),
+                "SOLVER.WARMUP_ITERS",
+                str(min(20, b.det_iters // 4)),
+            ],
+            self._log("finetune"),
+            env={"DEMO_DATA": self.data},
+            show=DETECTRON2_PROGRESS,
+        )
 
     def table(self):
         table_dir = self.dir("table")
-        _run([*tool_command("detection.cli.transfer_table", self.python), self.dir("transfer"), "--baseline", "supervised",
-              "--metrics", "AP50,AP,AP75", "--out", table_dir, "--force"],
-             self._log("table"))
+        _run(
+            [
+                *tool_command("detection.cli.transfer_table", self.python),
+                self.dir("transfer"),
+                "--baseline",
+                "supervised",
+                "--metrics",
+                "AP50,AP,AP75",
+                "--out",
+                table_dir,
+                "--force",
+            ],
+            self._log("table"),
+        )
         # The pretraining curves next to the table: what a reader compares first.
         for name in ("loss_curve.png", "similarity_curve.png", "knn_curve.png"):
             src = os.path.join(self.dir("moco"), name)
@@ -272,12 +404,18 @@ class Demo:
 
 
 def _describe(settings, other):
-    """``budget 'quick', seed 0`` -- plus the budget's numbers where only they differ from ``other``."""
+    """``budget 'quick', seed 0`` -- plus the budget's numbers where only they differ from
+    ``other``.
+    """
     if settings.get("budget") is None and settings.get("seed") is None:
         return "unrecorded settings (an older demo)"
     seed = settings.get("seed")
     text = f"budget {settings.get('budget')!r}, seed {'unrecorded' if seed is None else seed}"
     ours, theirs = settings.get("budget_params") or {}, other.get("budget_params") or {}
     if settings.get("budget") == other.get("budget") and ours != theirs:
-        text += " (" + ", ".join(f"{k}={v}" for k, v in sorted(ours.items()) if theirs.get(k) != v) + ")"
+        text += (
+            " ("
+            + ", ".join(f"{k}={v}" for k, v in sorted(ours.items()) if theirs.get(k) != v)
+            + ")"
+        )
     return text

@@ -9,6 +9,7 @@ child, ``neck``: the pretrained tensors keep the names ``tools/convert.py --targ
 (``backbone.stem.*``, ``backbone.res2.*`` ... ``backbone.res5.*``), and only ``backbone.neck.*``
 is new. A wrapper holding the ResNet as a child would move them to ``backbone.<child>.*``.
 """
+
 import fvcore.nn.weight_init as weight_init
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY
@@ -29,8 +30,15 @@ class ResNetDC5Neck(ResNet):
         in_channels = resnet._out_feature_channels[last]
         self._in_feature = last
         self._neck_stride = resnet._out_feature_strides[last]
-        self.neck = Conv2d(in_channels, out_channels, 3, padding=1, bias=not norm,
-                           norm=get_norm(norm, out_channels), activation=F.relu)
+        self.neck = Conv2d(
+            in_channels,
+            out_channels,
+            3,
+            padding=1,
+            bias=not norm,
+            norm=get_norm(norm, out_channels),
+            activation=F.relu,
+        )
         weight_init.c2_msra_fill(self.neck)
         self._out_features = [OUT_FEATURE]
         self._out_feature_channels[OUT_FEATURE] = out_channels
@@ -43,8 +51,11 @@ class ResNetDC5Neck(ResNet):
         return {OUT_FEATURE: self.neck(x)}
 
     def output_shape(self):
-        return {OUT_FEATURE: ShapeSpec(channels=self._out_feature_channels[OUT_FEATURE],
-                                       stride=self._neck_stride)}
+        return {
+            OUT_FEATURE: ShapeSpec(
+                channels=self._out_feature_channels[OUT_FEATURE], stride=self._neck_stride
+            )
+        }
 
 
 @BACKBONE_REGISTRY.register()

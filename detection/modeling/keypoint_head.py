@@ -6,6 +6,7 @@ The MoCo paper fine-tunes with BN also in newly initialised layers. Detectron2 a
 (``KRCNNConvDeconvUpsampleHead``) has no norm option, so this registers one that reads
 ``MODEL.ROI_KEYPOINT_HEAD.NORM`` (added by ``add_moco_config``; "" = Detectron2's head).
 """
+
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, get_norm
 from detectron2.modeling.roi_heads.keypoint_head import (
@@ -27,8 +28,9 @@ class KRCNNConvDeconvUpsampleHeadNorm(KRCNNConvDeconvUpsampleHead):
         in_channels = input_shape.channels
         for idx, channels in enumerate(conv_dims, 1):
             # Same slot in the nn.Sequential, so layer order (conv, norm, relu) is kept.
-            conv = Conv2d(in_channels, channels, 3, padding=1, bias=False,
-                          norm=get_norm(norm, channels))
+            conv = Conv2d(
+                in_channels, channels, 3, padding=1, bias=False, norm=get_norm(norm, channels)
+            )
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
             setattr(self, f"conv_fcn{idx}", conv)
             in_channels = channels

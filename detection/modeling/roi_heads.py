@@ -1,4 +1,5 @@
 """The C4 ROI head of the MoCo detection configs."""
+
 from detectron2.layers import get_norm
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 
@@ -9,7 +10,8 @@ class Res5ROIHeadsExtraNorm(Res5ROIHeads):
 
     The backbone's res4 ends in a norm layer but res5's last block (run per region here)
     ends in a residual sum; MoCo adds ``get_norm(MODEL.RESNETS.NORM)`` there so that the
-    features fed to the box/mask predictors are normalised too (official moco/detection/train_net.py).
+    features fed to the box/mask predictors are normalised too (official
+    moco/detection/train_net.py).
     """
 
     @classmethod

@@ -17,6 +17,7 @@ Also here:
   class indices. Detectron2's default mapper crops before resizing and
   reads labels as grayscale, which turns VOC's palette PNGs into wrong class ids.
 """
+
 import copy
 import os
 
@@ -34,9 +35,27 @@ from torch import nn
 from torch.nn import functional as F
 
 VOC_SEM_SEG_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 VOC_IGNORE_LABEL = 255  # object boundaries and "difficult" regions in VOC's label PNGs
 # name -> (ImageSets/Segmentation list, label folder), all under <root>/VOC2012.
@@ -55,8 +74,20 @@ class FCNHead(nn.Module):
     """
 
     @configurable
-    def __init__(self, input_shape: ShapeSpec, *, in_feature, num_classes, conv_dims, common_stride,
-                 norm="", num_convs=2, dilation=6, loss_weight=1.0, ignore_value=-1):
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        in_feature,
+        num_classes,
+        conv_dims,
+        common_stride,
+        norm="",
+        num_convs=2,
+        dilation=6,
+        loss_weight=1.0,
+        ignore_value=-1,
+    ):
         super().__init__()
         self.in_feature = in_feature
         self.common_stride = common_stride
@@ -65,8 +96,16 @@ class FCNHead(nn.Module):
         layers = []
         in_channels = input_shape.channels
         for _ in range(num_convs):
-            conv = Conv2d(in_channels, conv_dims, 3, padding=dilation, dilation=dilation,
-                          bias=not norm, norm=get_norm(norm, conv_dims), activation=F.relu)
+            conv = Conv2d(
+                in_channels,
+                conv_dims,
+                3,
+                padding=dilation,
+                dilation=dilation,
+                bias=not norm,
+                norm=get_norm(norm, conv_dims),
+                activation=F.relu,
+            )
             weight_init.c2_msra_fill(conv)
             layers.append(conv)
             in_channels = conv_dims
@@ -88,7 +127,8 @@ class FCNHead(nn.Module):
         if head.COMMON_STRIDE != shape.stride:
             raise ValueError(
                 f"MODEL.SEM_SEG_HEAD.COMMON_STRIDE={head.COMMON_STRIDE} but feature "
-                f"{in_features[0]!r} has stride {shape.stride}. Fix: set COMMON_STRIDE {shape.stride}."
+                f"{in_features[0]!r} has stride {shape.stride}. Fix: set "
+                f"COMMON_STRIDE {shape.stride}."
             )
         return {
             "input_shape": shape,
@@ -105,9 +145,15 @@ class FCNHead(nn.Module):
         return self.predictor(self.convs(features[self.in_feature]))
 
     def forward(self, features, targets=None):
-        """Training: ``(None, {"loss_sem_seg": ...})``; inference: ``(N x C x H x W logits, {})``."""
-        x = F.interpolate(self.layers(features), scale_factor=self.common_stride,
-                          mode="bilinear", align_corners=False)
+        """Training: ``(None, {"loss_sem_seg": ...})``; inference: ``(N x C x H x W
+        logits, {})``.
+        """
+        x = F.interpolate(
+            self.layers(features),
+            scale_factor=self.common_stride,
+            mode="bilinear",
+            align_corners=False,
+        )
         if self.training:
             # The upsampled map covers ceil(H / stride) * stride pixels; the padded targets
             # cover H: crop exactly as sem_seg_postprocess does at inference.
@@ -125,13 +171,16 @@ def load_voc_sem_seg(voc_dir, split, label_dir="SegmentationClass"):
     """Detectron2 dataset dicts (``file_name``, ``sem_seg_file_name``) of one VOC2012 split."""
     list_file = os.path.join(voc_dir, "ImageSets", "Segmentation", split + ".txt")
     if not os.path.isfile(list_file):
-        how = ("the train_aug list (10582 ids: SBD train+val + VOC train, minus VOC val) and "
-               "SegmentationClassAug label PNGs, e.g. from the DeepLab set-up instructions"
-               if split == "train_aug" else "VOCtrainval_11-May-2012.tar from "
-               "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/")
+        how = (
+            "the train_aug list (10582 ids: SBD train+val + VOC train, minus VOC val) and "
+            "SegmentationClassAug label PNGs, e.g. from the DeepLab set-up instructions"
+            if split == "train_aug"
+            else "VOCtrainval_11-May-2012.tar from http://host.robots.ox.ac.uk/pascal/VOC/voc2012/"
+        )
         raise FileNotFoundError(
             f"Pascal VOC segmentation split {split!r}: {list_file} not found.\n"
-            f"  Fix: put {how} under {voc_dir} (set DETECTRON2_DATASETS to the folder holding VOC2012)."
+            f"  Fix: put {how} under {voc_dir} (set DETECTRON2_DATASETS to the "
+            "folder holding VOC2012)."
         )
     with open(list_file) as f:
         ids = [line.split()[0] for line in f if line.strip()]
@@ -158,7 +207,8 @@ def register_voc_sem_seg(root=None):
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
         DatasetCatalog.register(
-            name, lambda d=voc_dir, s=split, l=label_dir: load_voc_sem_seg(d, s, l))
+            name, lambda d=voc_dir, s=split, lab=label_dir: load_voc_sem_seg(d, s, lab)
+        )
         MetadataCatalog.get(name).set(
             stuff_classes=list(VOC_SEM_SEG_CLASSES),
             image_root=os.path.join(voc_dir, "JPEGImages"),
@@ -174,13 +224,17 @@ def register_voc_sem_seg(root=None):
 
 
 def read_label_png(path):
-    """Class ids of a label PNG: palette PNGs (VOC) give their indices, grayscale ones their values."""
+    """Class ids of a label PNG: palette PNGs (VOC) give their indices, grayscale ones
+    their values.
+    """
     with open(path, "rb") as f:
         img = Image.open(f)
         if img.mode not in ("P", "L", "I", "I;16"):
             raise ValueError(
-                f"{path}: a label PNG must hold class ids (palette or grayscale), got mode {img.mode}. "
-                "Fix: use the dataset's label images (VOC SegmentationClass, Cityscapes *_labelTrainIds)."
+                f"{path}: a label PNG must hold class ids (palette or grayscale), "
+                f"got mode {img.mode}. "
+                "Fix: use the dataset's label images (VOC SegmentationClass, "
+                "Cityscapes *_labelTrainIds)."
             )
         return np.asarray(img, dtype=np.int64)
 
@@ -199,7 +253,8 @@ class RandomScaleRatio(T.Augmentation):
         if not 0 < min_ratio <= max_ratio:
             raise ValueError(
                 f"RandomScaleRatio needs 0 < min_ratio <= max_ratio, got ({min_ratio}, "
-                f"{max_ratio}). Fix: e.g. INPUT.SCALE_RATIO_TRAIN (0.5, 2.0).")
+                f"{max_ratio}). Fix: e.g. INPUT.SCALE_RATIO_TRAIN (0.5, 2.0)."
+            )
         self._init(locals())
 
     def get_transform(self, image):
@@ -222,16 +277,26 @@ def sem_seg_train_augmentations(cfg):
         if len(ratio) != 2:
             raise ValueError(
                 f"INPUT.SCALE_RATIO_TRAIN must be (min, max), got {ratio}. "
-                "Fix: e.g. INPUT.SCALE_RATIO_TRAIN (0.5, 2.0), or () for MIN_SIZE_TRAIN.")
+                "Fix: e.g. INPUT.SCALE_RATIO_TRAIN (0.5, 2.0), or () for MIN_SIZE_TRAIN."
+            )
         augs = [RandomScaleRatio(*ratio)]
     else:
-        augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
-                                     cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+        augs = [
+            T.ResizeShortestEdge(
+                cfg.INPUT.MIN_SIZE_TRAIN,
+                cfg.INPUT.MAX_SIZE_TRAIN,
+                cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
+            )
+        ]
     if cfg.INPUT.CROP.ENABLED:
         augs.append(T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
     if cfg.INPUT.RANDOM_FLIP != "none":
-        augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
-                                 vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
+        augs.append(
+            T.RandomFlip(
+                horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
+                vertical=cfg.INPUT.RANDOM_FLIP == "vertical",
+            )
+        )
     return augs
 
 
@@ -250,13 +315,18 @@ class SemSegDatasetMapper:
         if sem_seg.shape != image.shape[:2]:
             raise ValueError(
                 f"{dataset_dict['file_name']}: image is {image.shape[:2]} but its label PNG is "
-                f"{sem_seg.shape}. Fix: the label must be the image's size (check the dataset files)."
+                f"{sem_seg.shape}. Fix: the label must be the image's size (check "
+                "the dataset files)."
             )
         # Detectron2 resizes uint8 labels with PIL (nearest); wider ids go through torch as float.
-        sem_seg = sem_seg.astype(np.uint8) if sem_seg.max(initial=0) < 256 else sem_seg.astype(np.float32)
+        sem_seg = (
+            sem_seg.astype(np.uint8) if sem_seg.max(initial=0) < 256 else sem_seg.astype(np.float32)
+        )
         aug_input = T.AugInput(image, sem_seg=sem_seg)
         self.augmentations(aug_input)
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        dataset_dict["image"] = torch.as_tensor(
+            np.ascontiguousarray(aug_input.image.transpose(2, 0, 1))
+        )
         dataset_dict["sem_seg"] = torch.as_tensor(aug_input.sem_seg.astype("long"))
         return dataset_dict
 

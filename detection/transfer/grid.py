@@ -16,6 +16,7 @@ A run marked ``running``/``submitted`` is checked: a local process by its pid, a
 Seeds: ``SEED = seed_base + trial``, the same for every init of a trial, so trial k of MoCo and
 of the supervised baseline see the same data order (paired comparison).
 """
+
 import contextlib
 import dataclasses
 import datetime
@@ -24,8 +25,8 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import socket
+import subprocess
 import time
 
 import yaml
@@ -65,10 +66,13 @@ class PlannedRun:
 
 # ---- the grid: from a YAML file or from flags ----------------------------------------------
 
+
 def _check_name(kind, name):
     if not name or "/" in name or os.sep in name or name[0] in "._":
-        raise ValueError(f"bad {kind} name {name!r}: it becomes a folder name, so it must be non-empty, "
-                         f"without '/', and not start with '.' or '_'")
+        raise ValueError(
+            f"bad {kind} name {name!r}: it becomes a folder name, so it must be non-empty, "
+            f"without '/', and not start with '.' or '_'"
+        )
 
 
 def _is_local_path(weights):
@@ -86,20 +90,26 @@ def resolve_config(config):
 def build_plan(tasks, inits, trials, out, seed_base=0, opts=()):
     """All runs of the grid.
 
-    ``tasks``: ``{task: {"config": path, "configs": {init: path}, "inits": [names], "opts": [...]}}``
+    ``tasks``: ``{task: {"config": path, "configs": {init: path}, "inits": [names], "opts":
+    [...]}}``
     (``configs`` gives a per-init config, e.g. the supervised baseline's BGR/caffe config;
     ``inits`` restricts the task to some inits). A config path or name may contain ``{variant}``:
     our configs come as ``<task>_{moco,supervised,random}.yaml``, and each init picks its variant.
-    ``inits``: ``{init: {"weights": str or None, "variant": str, "opts": [...], "paper_label": str}}``
+    ``inits``: ``{init: {"weights": str or None, "variant": str, "opts": [...], "paper_label":
+    str}}``
     or ``{init: weights}``; weights ``""`` = random init, ``None`` = the config's own MODEL.WEIGHTS;
     ``variant`` defaults to the init's name.
     """
     if not tasks:
-        raise ValueError("the grid has no tasks. Fix: give --configs CONFIG.yaml ... or a 'tasks:' "
-                         "mapping in the grid file")
+        raise ValueError(
+            "the grid has no tasks. Fix: give --configs CONFIG.yaml ... or a 'tasks:' "
+            "mapping in the grid file"
+        )
     if not inits:
-        raise ValueError("the grid has no inits. Fix: give --weights NAME=PATH ... (NAME= for random "
-                         "init) or an 'inits:' mapping in the grid file")
+        raise ValueError(
+            "the grid has no inits. Fix: give --weights NAME=PATH ... (NAME= for random "
+            "init) or an 'inits:' mapping in the grid file"
+        )
     if int(trials) < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
     inits = {k: (v if isinstance(v, dict) else {"weights": v}) for k, v in inits.items()}
@@ -112,32 +122,50 @@ def build_plan(tasks, inits, trials, out, seed_base=0, opts=()):
         for init in wanted:
             _check_name("init", init)
             if init not in inits:
-                raise ValueError(f"task {task!r} asks for init {init!r}, which is not among the grid's "
-                                 f"inits ({', '.join(inits)}). Fix: add it under 'inits:'.")
+                raise ValueError(
+                    f"task {task!r} asks for init {init!r}, which is not among the grid's "
+                    f"inits ({', '.join(inits)}). Fix: add it under 'inits:'."
+                )
             spec = inits[init]
             weights = None if spec.get("weights") is None else str(spec["weights"])
             config = (t.get("configs") or {}).get(init) or t.get("config")
             if not config:
-                raise ValueError(f"task {task!r} has no config for init {init!r}. Fix: set 'config:'.")
+                raise ValueError(
+                    f"task {task!r} has no config for init {init!r}. Fix: set 'config:'."
+                )
             config = str(config).replace("{variant}", str(spec.get("variant") or init))
             resolved = resolve_config(config)
             if resolved is None:
-                raise FileNotFoundError(f"config for {task}/{init} not found: {config!r} (a path from the "
-                                        f"current folder, {os.getcwd()}, or a name under configs/). Fix the "
-                                        f"path, or give the init a 'variant' (NAME:VARIANT=WEIGHTS)")
+                raise FileNotFoundError(
+                    f"config for {task}/{init} not found: {config!r} (a path from the "
+                    f"current folder, {os.getcwd()}, or a name under configs/). Fix the "
+                    f"path, or give the init a 'variant' (NAME:VARIANT=WEIGHTS)"
+                )
             if _is_local_path(weights) and not os.path.exists(weights):
-                raise FileNotFoundError(f"weights for init {init!r} not found: {weights!r}. Fix: convert "
-                                        f"the checkpoint first (tools/convert.py), or give NAME= for "
-                                        f"random init")
+                raise FileNotFoundError(
+                    f"weights for init {init!r} not found: {weights!r}. Fix: convert "
+                    f"the checkpoint first (tools/convert.py), or give NAME= for "
+                    f"random init"
+                )
             run_opts = list(opts) + list(t.get("opts") or []) + list(spec.get("opts") or [])
             if len(run_opts) % 2:
-                raise ValueError(f"{task}/{init}: extra options must be KEY VALUE pairs, got {run_opts}")
+                raise ValueError(
+                    f"{task}/{init}: extra options must be KEY VALUE pairs, got {run_opts}"
+                )
             for trial in range(int(trials)):
-                plan.append(PlannedRun(
-                    task, init, trial, resolved,
-                    os.path.abspath(weights) if _is_local_path(weights) else weights,
-                    int(seed_base) + trial, os.path.join(out, task, init, f"trial{trial}"),
-                    run_opts, spec.get("paper_label")))
+                plan.append(
+                    PlannedRun(
+                        task,
+                        init,
+                        trial,
+                        resolved,
+                        os.path.abspath(weights) if _is_local_path(weights) else weights,
+                        int(seed_base) + trial,
+                        os.path.join(out, task, init, f"trial{trial}"),
+                        run_opts,
+                        spec.get("paper_label"),
+                    )
+                )
     return plan
 
 
@@ -150,15 +178,23 @@ def load_grid(path, out=None, trials=None, extra_opts=()):
         g = yaml.safe_load(f) or {}
     unknown = set(g) - {"tasks", "inits", "trials", "seed_base", "out", "opts"}
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: tasks, inits, trials, "
-                         f"seed_base, out, opts")
+        raise ValueError(
+            f"{path}: unknown key(s) {sorted(unknown)}; allowed: tasks, inits, trials, "
+            f"seed_base, out, opts"
+        )
     out = out or g.get("out")
     if not out:
         raise ValueError(f"{path}: no output root. Fix: set 'out:' in the file or pass --out ROOT")
     # "is None", not "or": --trials 0 must reach build_plan's check, not become the file's value.
     trials = g.get("trials", 1) if trials is None else trials
-    plan = build_plan(g.get("tasks"), g.get("inits"), trials, out,
-                      g.get("seed_base", 0), list(g.get("opts") or []) + list(extra_opts))
+    plan = build_plan(
+        g.get("tasks"),
+        g.get("inits"),
+        trials,
+        out,
+        g.get("seed_base", 0),
+        list(g.get("opts") or []) + list(extra_opts),
+    )
     return plan, os.path.abspath(out)
 
 
@@ -190,6 +226,7 @@ def tasks_from_configs(configs):
 
 # ---- one run -------------------------------------------------------------------------------
 
+
 def train_command(run, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False):
     # "--config" is accepted by Detectron2's parser as the unambiguous prefix of "--config-file".
     cmd = list(train_cmd) + ["--config", run.config]
@@ -220,8 +257,20 @@ def fingerprint_changes(manifest, run):
 
 
 # SLURM job states in which the job may still write into its run folder (sacct's State column).
-SLURM_ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "COMPLETING", "CONFIGURING",
-               "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "PREEMPTED"}
+SLURM_ALIVE = {
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "COMPLETING",
+    "CONFIGURING",
+    "RESIZING",
+    "SUSPENDED",
+    "STAGE_OUT",
+    "SIGNALING",
+    "PREEMPTED",
+}
 
 
 def slurm_job_states(job_ids):
@@ -286,7 +335,10 @@ def run_state(run, job_states=None):
             return "failed", "run.json says done but there are no results"
         changes = fingerprint_changes(manifest, run)
         if changes is None:
-            return "done", "run.json has no fingerprint (older runner): settings not checked against the plan"
+            return (
+                "done",
+                "run.json has no fingerprint (older runner): settings not checked against the plan",
+            )
         if changes:
             return "changed", "made with other settings: " + "; ".join(changes)
         return "done", ""
@@ -313,8 +365,10 @@ def _liveness(manifest, job_states):
             return "in_progress", f"{where}; SLURM says {state}"
         if state is not None and state != "UNKNOWN":
             return "failed", f"stale: {where}, but SLURM says {state}"
-        return "unverified", (f"{where}; cannot ask SLURM about it here (no sacct, or sacct does not "
-                              f"know the job): --retry-stale reruns it")
+        return "unverified", (
+            f"{where}; cannot ask SLURM about it here (no sacct, or sacct does not "
+            f"know the job): --retry-stale reruns it"
+        )
     if status == "running" and host == socket.gethostname() and pid:
         if _pid_alive(pid):
             return "in_progress", f"{where}; the process is alive"
@@ -334,12 +388,23 @@ def _pid_alive(pid):
 
 def _write_manifest(run, **fields):
     old = read_manifest(run.folder) or {}
-    manifest = {**old, "task": run.task, "init": run.init, "trial": run.trial, "config": run.config,
-                "weights": run.weights, "seed": run.seed, "opts": list(run.opts),
-                "fingerprint": fingerprint(run), **fields}
+    manifest = {
+        **old,
+        "task": run.task,
+        "init": run.init,
+        "trial": run.trial,
+        "config": run.config,
+        "weights": run.weights,
+        "seed": run.seed,
+        "opts": list(run.opts),
+        "fingerprint": fingerprint(run),
+        **fields,
+    }
     if run.paper_label:
         manifest["paper_label"] = run.paper_label
-    atomic_write_bytes(os.path.join(run.folder, MANIFEST), (json.dumps(manifest, indent=1) + "\n").encode())
+    atomic_write_bytes(
+        os.path.join(run.folder, MANIFEST), (json.dumps(manifest, indent=1) + "\n").encode()
+    )
     return manifest
 
 
@@ -366,9 +431,21 @@ def run_one(run, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, echo=
     attempt = int((read_manifest(run.folder) or {}).get("attempt", 0)) + 1
     log = os.path.join(run.folder, f"train_attempt{attempt}.log")
     cmd = train_command(run, train_cmd, num_gpus, resume)
-    _write_manifest(run, status="running", attempt=attempt, log=log, command=cmd, host=socket.gethostname(),
-                    pid=os.getpid(), started=_now(), job_id=_slurm_job_id(),
-                    error=None, returncode=None, seconds=None, finished=None)  # not the last attempt's
+    _write_manifest(
+        run,
+        status="running",
+        attempt=attempt,
+        log=log,
+        command=cmd,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started=_now(),
+        job_id=_slurm_job_id(),
+        error=None,
+        returncode=None,
+        seconds=None,
+        finished=None,
+    )  # not the last attempt's
     t0 = time.time()
     try:
         with open(log, "w") as f:
@@ -376,25 +453,50 @@ def run_one(run, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, echo=
             f.flush()
             rc = run_logged(cmd, f, echo=(lambda line: True) if echo else None)
     except BaseException as e:  # Ctrl-C or a crash of ours: record it, then let it propagate
-        _write_manifest(run, status="failed", error=f"interrupted: {type(e).__name__}",
-                        seconds=round(time.time() - t0, 1), finished=_now())
+        _write_manifest(
+            run,
+            status="failed",
+            error=f"interrupted: {type(e).__name__}",
+            seconds=round(time.time() - t0, 1),
+            finished=_now(),
+        )
         raise
     seconds = round(time.time() - t0, 1)
     if rc != 0:
-        return _write_manifest(run, status="failed", returncode=rc, error=f"exit code {rc}",
-                               seconds=seconds, finished=_now())
+        return _write_manifest(
+            run,
+            status="failed",
+            returncode=rc,
+            error=f"exit code {rc}",
+            seconds=seconds,
+            finished=_now(),
+        )
     # Mark done only when the numbers are really there.
     metrics, source, _ = read_run_metrics(run.folder, {"status": "done"})
     # Numbers older than this attempt (an earlier attempt's file) do not count.
     if not metrics or os.path.getmtime(source) < t0 - 1:
-        return _write_manifest(run, status="failed", returncode=rc, seconds=seconds, finished=_now(),
-                               error="exited 0 but wrote no results (eval_results.json / metrics.json)")
+        return _write_manifest(
+            run,
+            status="failed",
+            returncode=rc,
+            seconds=seconds,
+            finished=_now(),
+            error="exited 0 but wrote no results (eval_results.json / metrics.json)",
+        )
     # How the numbers were made, as the trainer recorded it beside them (None: an older trainer).
-    return _write_manifest(run, status="done", returncode=0, error=None, seconds=seconds,
-                           finished=_now(), provenance=read_provenance(run.folder))
+    return _write_manifest(
+        run,
+        status="done",
+        returncode=0,
+        error=None,
+        seconds=seconds,
+        finished=_now(),
+        provenance=read_provenance(run.folder),
+    )
 
 
 # ---- the grid ------------------------------------------------------------------------------
+
 
 def write_plan(root, plan):
     """Record the planned runs in ``ROOT/plan.json`` (merged with earlier grids into the same root),
@@ -406,10 +508,21 @@ def write_plan(root, plan):
             runs = {r["folder"]: r for r in json.load(f).get("runs", [])}
     for r in plan:
         folder = os.path.relpath(r.folder, root)
-        runs[folder] = {"task": r.task, "init": r.init, "trial": r.trial, "folder": folder,
-                        "config": r.config, "weights": r.weights, "seed": r.seed}
-    atomic_write_bytes(path, (json.dumps({"runs": sorted(runs.values(), key=lambda r: r["folder"])},
-                                         indent=1) + "\n").encode())
+        runs[folder] = {
+            "task": r.task,
+            "init": r.init,
+            "trial": r.trial,
+            "folder": folder,
+            "config": r.config,
+            "weights": r.weights,
+            "seed": r.seed,
+        }
+    atomic_write_bytes(
+        path,
+        (
+            json.dumps({"runs": sorted(runs.values(), key=lambda r: r["folder"])}, indent=1) + "\n"
+        ).encode(),
+    )
 
 
 def set_aside(run, root):
@@ -440,7 +553,11 @@ def _recorded_job_ids(plan):
     ids = []
     for run in plan:
         manifest, _ = _manifest_or_error(run)
-        if manifest and manifest.get("status") in ("running", "submitted") and manifest.get("job_id"):
+        if (
+            manifest
+            and manifest.get("status") in ("running", "submitted")
+            and manifest.get("job_id")
+        ):
             ids.append(manifest["job_id"])
     return ids
 
@@ -471,30 +588,47 @@ def refuse_changed(states):
     if changed:
         lines = "\n".join(f"  {run.name}: {note}" for run, note in changed)
         raise ChangedRunsError(
-            f"{len(changed)} finished run(s) were made with other settings than this grid's:\n{lines}\n"
+            f"{len(changed)} finished run(s) were made with other settings "
+            f"than this grid's:\n{lines}\n"
             f"Fix: rerun with --force (all existing runs are redone; old folders are kept under "
-            f"ROOT/_replaced/), or give this grid another --out ROOT.")
+            f"ROOT/_replaced/), or give this grid another --out ROOT."
+        )
 
 
-def describe_plan(plan, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, force=False, retry_stale=False):
+def describe_plan(
+    plan, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, force=False, retry_stale=False
+):
     lines, states = [], to_do(plan, force, retry_stale)
     for i, (run, state, note) in enumerate(states, 1):
         action = f"skip ({state.replace('_', ' ')})" if state in SKIPPED else "run"
-        lines.append(f"run {i}/{len(plan)}: {run.name} seed {run.seed}: {action}"
-                     + (f" [{state}: {note}]" if note else ""))
+        lines.append(
+            f"run {i}/{len(plan)}: {run.name} seed {run.seed}: {action}"
+            + (f" [{state}: {note}]" if note else "")
+        )
         if action == "run":
             lines.append("    $ " + shlex.join(train_command(run, train_cmd, num_gpus, resume)))
     n_run = sum(1 for _, s, _ in states if s not in SKIPPED)
     lines.append(f"{len(plan)} runs planned, {n_run} to run, {len(plan) - n_run} skipped")
     n_changed = sum(1 for _, s, _ in states if s == "changed")
     if n_changed:
-        lines.append(f"{n_changed} run(s) changed: the grid will refuse to run until you pass --force "
-                     f"or another --out")
+        lines.append(
+            f"{n_changed} run(s) changed: the grid will refuse to run until you pass --force "
+            f"or another --out"
+        )
     return "\n".join(lines)
 
 
-def run_local(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, force=False,
-              echo=True, print_fn=print, retry_stale=False):
+def run_local(
+    plan,
+    root,
+    train_cmd=DEFAULT_TRAIN_CMD,
+    num_gpus=None,
+    resume=False,
+    force=False,
+    echo=True,
+    print_fn=print,
+    retry_stale=False,
+):
     """Run the grid here, one run after another. Returns ``{"done": [...], "skipped": [...],
     "failed": [(run, manifest)], "unreadable": [(run, note)]}``; a failure never stops the grid.
     Raises ``ChangedRunsError`` before running anything if a finished run has other settings."""
@@ -506,51 +640,82 @@ def run_local(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=Fal
     durations = []
     for i, (run, state, note) in enumerate(states, 1):
         if state in SKIPPED:
-            print_fn(f"run {i}/{len(plan)}: {run.name}: skip ({state}{': ' + note if note else ''})")
+            print_fn(
+                f"run {i}/{len(plan)}: {run.name}: skip ({state}{': ' + note if note else ''})"
+            )
             summary["unreadable" if state == "unreadable" else "skipped"].append(
-                (run, note) if state == "unreadable" else run)
+                (run, note) if state == "unreadable" else run
+            )
             continue
         if state == "rerun":
             moved = set_aside(run, root)
             if moved:
                 print_fn(f"  kept the old {run.name} as {moved}")
         left = pending - len(durations)
-        eta = f", ETA {format_duration(sum(durations) / len(durations) * left)}" if durations else ""
-        print_fn(f"run {i}/{len(plan)}: {run.name} (seed {run.seed}; {left} left{eta})"
-                 + (f" [{note}]" if note else ""))
+        eta = (
+            f", ETA {format_duration(sum(durations) / len(durations) * left)}" if durations else ""
+        )
+        print_fn(
+            f"run {i}/{len(plan)}: {run.name} (seed {run.seed}; {left} left{eta})"
+            + (f" [{note}]" if note else "")
+        )
         manifest = run_one(run, train_cmd, num_gpus, resume, echo=echo)
         durations.append(manifest.get("seconds", 0.0))
         if manifest["status"] == "done":
-            print_fn(f"run {i}/{len(plan)}: {run.name} done in {format_duration(manifest['seconds'])}")
+            print_fn(
+                f"run {i}/{len(plan)}: {run.name} done in {format_duration(manifest['seconds'])}"
+            )
             summary["done"].append(run)
         else:
-            print_fn(f"run {i}/{len(plan)}: {run.name} FAILED ({manifest.get('error')}); log: {manifest['log']}")
+            print_fn(
+                f"run {i}/{len(plan)}: {run.name} FAILED "
+                f"({manifest.get('error')}); log: {manifest['log']}"
+            )
             summary["failed"].append((run, manifest))
     return summary
 
 
 def format_summary(summary):
     unreadable = summary.get("unreadable", [])
-    lines = [f"grid finished: {len(summary['done'])} ran, {len(summary['skipped'])} skipped, "
-             f"{len(summary['failed'])} failed" + (f", {len(unreadable)} unreadable" if unreadable else "")]
+    lines = [
+        f"grid finished: {len(summary['done'])} ran, {len(summary['skipped'])} skipped, "
+        f"{len(summary['failed'])} failed"
+        + (f", {len(unreadable)} unreadable" if unreadable else "")
+    ]
     for run, manifest in summary["failed"]:
         lines.append(f"  FAILED {run.name}: {manifest.get('error')}; log: {manifest.get('log')}")
     for run, note in unreadable:
         lines.append(f"  UNREADABLE {run.name}: {note}")
     if summary["failed"]:
-        lines.append("  rerun the same command to retry the failed runs (finished runs are skipped)")
+        lines.append(
+            "  rerun the same command to retry the failed runs (finished runs are skipped)"
+        )
     return "\n".join(lines)
 
 
 # ---- SLURM through submitit ----------------------------------------------------------------
 
-def slurm_parameters(partition, gpus_per_node=8, cpus_per_task=10, timeout_min=72 * 60, mem_gb=None,
-                     constraint=None, name="transfer"):
+
+def slurm_parameters(
+    partition,
+    gpus_per_node=8,
+    cpus_per_task=10,
+    timeout_min=72 * 60,
+    mem_gb=None,
+    constraint=None,
+    name="transfer",
+):
     """submitit ``AutoExecutor.update_parameters`` keywords for one single-node run per job."""
     if gpus_per_node < 0:
         raise ValueError(f"--gpus-per-node must be >= 0 (0: a CPU partition), got {gpus_per_node}")
-    params = dict(slurm_partition=partition, nodes=1, tasks_per_node=1, cpus_per_task=cpus_per_task,
-                  timeout_min=timeout_min, name=name)
+    params = dict(
+        slurm_partition=partition,
+        nodes=1,
+        tasks_per_node=1,
+        cpus_per_task=cpus_per_task,
+        timeout_min=timeout_min,
+        name=name,
+    )
     if gpus_per_node:  # 0: no GPU request at all (a CPU partition has no GPU gres to match)
         params["gpus_per_node"] = gpus_per_node
     if mem_gb:
@@ -570,13 +735,18 @@ def make_slurm_executor(folder, params, cluster="slurm"):
     return executor
 
 
-def slurm_jobs(plan, train_cmd=DEFAULT_TRAIN_CMD, gpus_per_node=8, resume=False, force=False, retry_stale=False):
+def slurm_jobs(
+    plan, train_cmd=DEFAULT_TRAIN_CMD, gpus_per_node=8, resume=False, force=False, retry_stale=False
+):
     """``[(run, kwargs for run_one)]``: one job per run still to do; each job trains on all GPUs of
     its node (``--num-gpus gpus_per_node``). Raises ``ChangedRunsError`` as ``run_local`` does."""
     states = to_do(plan, force, retry_stale)
     refuse_changed(states)
-    return [(run, dict(train_cmd=list(train_cmd), num_gpus=gpus_per_node, resume=resume, echo=True))
-            for run, state, _ in states if state not in SKIPPED]
+    return [
+        (run, dict(train_cmd=list(train_cmd), num_gpus=gpus_per_node, resume=resume, echo=True))
+        for run, state, _ in states
+        if state not in SKIPPED
+    ]
 
 
 def submit_slurm(executor, jobs, root, force=False, print_fn=print):
@@ -598,10 +768,14 @@ def submit_slurm(executor, jobs, root, force=False, print_fn=print):
     except Exception as e:
         reason = sbatch_refusal(e)
         for run, _ in jobs:
-            _write_manifest(run, status="failed", error=f"SLURM submission failed: {reason}", finished=_now())
-        raise SubmissionError(f"SLURM refused the submission of {len(jobs)} job(s): {reason}. The runs are "
-                              f"marked failed. Fix the SLURM options (--partition: sinfo lists them; "
-                              f"--constraint, --mem-gb, --timeout-min) and rerun the same command.") from e
+            _write_manifest(
+                run, status="failed", error=f"SLURM submission failed: {reason}", finished=_now()
+            )
+        raise SubmissionError(
+            f"SLURM refused the submission of {len(jobs)} job(s): {reason}. The runs are "
+            f"marked failed. Fix the SLURM options (--partition: sinfo lists them; "
+            f"--constraint, --mem-gb, --timeout-min) and rerun the same command."
+        ) from e
     for (run, _), job in zip(jobs, handles):
         if (read_manifest(run.folder) or {}).get("status") == "submitted":
             _write_manifest(run, job_id=str(job.job_id))
@@ -609,33 +783,51 @@ def submit_slurm(executor, jobs, root, force=False, print_fn=print):
     return handles
 
 
-def run_grid(plan, root, train_cmd=DEFAULT_TRAIN_CMD, num_gpus=None, resume=False, force=False, dry_run=False,
-             echo=True, slurm=None, print_fn=print, retry_stale=False):
+def run_grid(
+    plan,
+    root,
+    train_cmd=DEFAULT_TRAIN_CMD,
+    num_gpus=None,
+    resume=False,
+    force=False,
+    dry_run=False,
+    echo=True,
+    slurm=None,
+    print_fn=print,
+    retry_stale=False,
+):
     """The whole ``tools/run_transfer.py``: print the plan (``dry_run``), run it locally, or submit
     it to SLURM (``slurm``: ``slurm_parameters(...)`` plus ``"folder"``). Returns the exit code:
     1 if any run failed or has an unreadable run.json, else 0. Raises ``ChangedRunsError`` (finished
     runs with other settings; nothing is run) and ``SubmissionError`` (sbatch refused)."""
     missing = [part for part in train_cmd if part.endswith(".py") and not os.path.isfile(part)]
     if missing and not dry_run:
-        raise FileNotFoundError(f"training script not found: {missing[0]}. Fix: run from a full checkout, "
-                                f"or point --train-cmd at the training command")
+        raise FileNotFoundError(
+            f"training script not found: {missing[0]}. Fix: run from a full checkout, "
+            f"or point --train-cmd at the training command"
+        )
     if dry_run:
         gpus = slurm.get("gpus_per_node", 0) if slurm else num_gpus
         print_fn(describe_plan(plan, train_cmd, gpus, resume, force, retry_stale))
         if slurm:
             params = {k: v for k, v in slurm.items() if k != "folder"}
-            make_slurm_executor(slurm["folder"], params, cluster="debug")  # validates the parameters
+            make_slurm_executor(
+                slurm["folder"], params, cluster="debug"
+            )  # validates the parameters
             print_fn(f"SLURM: one job per run with {params}; logs in {slurm['folder']}")
         return 0
     if slurm:
         params = {k: v for k, v in slurm.items() if k != "folder"}
-        jobs = slurm_jobs(plan, train_cmd, slurm.get("gpus_per_node", 0), resume, force,
-                          retry_stale)
+        jobs = slurm_jobs(
+            plan, train_cmd, slurm.get("gpus_per_node", 0), resume, force, retry_stale
+        )
         executor = make_slurm_executor(slurm["folder"], params)
         write_plan(root, plan)
         submit_slurm(executor, jobs, root, force, print_fn)
-        print_fn(f"{len(jobs)} job(s) submitted, {len(plan) - len(jobs)} run(s) skipped; "
-                 f"check progress with tools/transfer_table.py {root}")
+        print_fn(
+            f"{len(jobs)} job(s) submitted, {len(plan) - len(jobs)} run(s) skipped; "
+            f"check progress with tools/transfer_table.py {root}"
+        )
         return 0
     summary = run_local(plan, root, train_cmd, num_gpus, resume, force, echo, print_fn, retry_stale)
     print_fn(format_summary(summary))

@@ -2,6 +2,7 @@
 
 Uses matplotlib's object API with the Agg canvas (no global backend switch, no display needed).
 """
+
 import io
 import math
 
@@ -34,8 +35,15 @@ def task_bar_chart_png(table):
         n = table.n_runs.get(init, 0)
         ax.bar(xs, means, width * 0.9, yerr=stds, capsize=3, label=f"{init} (n={n})")
         if paper_x:
-            ax.scatter(paper_x, paper_y, marker="x", s=40, color="black", zorder=3,
-                       label=None if paper_labelled else "paper")
+            ax.scatter(
+                paper_x,
+                paper_y,
+                marker="x",
+                s=40,
+                color="black",
+                zorder=3,
+                label=None if paper_labelled else "paper",
+            )
             paper_labelled = True
     values = [s.mean - (s.std or 0) for i in inits for s in table.stats[i].values()]
     values += [s.paper for i in inits for s in table.stats[i].values() if s.paper is not None]

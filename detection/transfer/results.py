@@ -14,6 +14,7 @@ what to do about it.
 
 Light on purpose: json and yaml only, no Detectron2 import.
 """
+
 import dataclasses
 import json
 import os
@@ -25,8 +26,17 @@ from pretrain.io import read_json_lines
 
 # The result groups Detectron2's evaluators report (``DatasetEvaluator.evaluate()`` keys).
 # Training scalars such as "fast_rcnn/cls_accuracy" also contain a slash; only these are results.
-EVAL_TYPES = ("bbox", "segm", "keypoints", "sem_seg", "panoptic_seg", "box_proposals",
-              "densepose_gps", "densepose_gpsm", "densepose_segm")
+EVAL_TYPES = (
+    "bbox",
+    "segm",
+    "keypoints",
+    "sem_seg",
+    "panoptic_seg",
+    "box_proposals",
+    "densepose_gps",
+    "densepose_gpsm",
+    "densepose_segm",
+)
 MANIFEST = "run.json"
 # eval_results.json's key for how the numbers were made (detection.provenance); not a dataset.
 PROVENANCE_KEY = "__provenance__"
@@ -45,7 +55,9 @@ class RunResult:
     folder: str
     metrics: dict
     source: str  # the file the numbers came from
-    paper_label: str = None  # the init's name in detection/transfer/paper_results.yaml, from run.json
+    paper_label: str = (
+        None  # the init's name in detection/transfer/paper_results.yaml, from run.json
+    )
     provenance: dict = None  # how the numbers were made (eval_results.json, else run.json)
 
 
@@ -102,8 +114,11 @@ def read_metrics_json(path):
     or ``(None, {})``. A half-written last line (a killed run) is skipped, not an error."""
     last_iter, last = None, {}
     for record in read_json_lines(path):
-        evals = {k: float(v) for k, v in record.items()
-                 if is_eval_key(k) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        evals = {
+            k: float(v)
+            for k, v in record.items()
+            if is_eval_key(k) and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         if evals:
             last_iter, last = record.get("iteration"), evals
     return last_iter, last
@@ -128,12 +143,16 @@ def read_manifest(folder):
         with open(path) as f:
             manifest = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: unreadable run manifest ({e}). Fix: delete it (the folder is then "
-                         f"identified by its ROOT/<task>/<init>/trial<N> place) or rerun the grid.") from e
+        raise ValueError(
+            f"{path}: unreadable run manifest ({e}). Fix: delete it (the folder is then "
+            f"identified by its ROOT/<task>/<init>/trial<N> place) or rerun the grid."
+        ) from e
     for key in ("task", "init", "trial"):
         if key not in manifest:
-            raise ValueError(f"{path}: run manifest lacks {key!r}. Fix: add it, e.g. "
-                             f'{{"task": "voc", "init": "moco", "trial": 0, "status": "done"}}.')
+            raise ValueError(
+                f"{path}: run manifest lacks {key!r}. Fix: add it, e.g. "
+                f'{{"task": "voc", "init": "moco", "trial": 0, "status": "done"}}.'
+            )
     return manifest
 
 
@@ -146,20 +165,43 @@ def read_run_metrics(folder, manifest=None):
         log = (manifest or {}).get("log")
         hint = f"; log: {log}" if log else ""
         if status == "failed":
-            return {}, None, f"run failed{hint}. Fix the cause and rerun the grid (finished runs are skipped)"
-        return {}, None, (f"run not finished (status {status!r}{hint}); wait for it, or rerun the grid "
-                          f"to restart it")
+            return (
+                {},
+                None,
+                f"run failed{hint}. Fix the cause and rerun the grid (finished runs are skipped)",
+            )
+        return (
+            {},
+            None,
+            (
+                f"run not finished (status {status!r}{hint}); wait for it, or rerun the grid "
+                f"to restart it"
+            ),
+        )
 
     metrics_json = os.path.join(folder, "metrics.json")
-    iteration, from_metrics_json = read_metrics_json(metrics_json) if os.path.isfile(metrics_json) else (None, {})
+    iteration, from_metrics_json = (
+        read_metrics_json(metrics_json) if os.path.isfile(metrics_json) else (None, {})
+    )
     max_iter = _max_iter(folder)
     # The final evaluation (EvalHook.after_train) is stored at iteration MAX_ITER, periodic ones at
     # k*EVAL_PERIOD-1 < MAX_ITER-1. A last evaluation before MAX_ITER-1 is a mid-training one (our
     # trainer then also writes eval_results.json): without a manifest saying "done", the run is
     # still going or died.
-    if status != "done" and max_iter is not None and iteration is not None and iteration < max_iter - 1:
-        return {}, None, (f"unfinished: last evaluation at iteration {iteration} of {max_iter}; "
-                          f"let it finish or resume it (train_net.py --resume)")
+    if (
+        status != "done"
+        and max_iter is not None
+        and iteration is not None
+        and iteration < max_iter - 1
+    ):
+        return (
+            {},
+            None,
+            (
+                f"unfinished: last evaluation at iteration {iteration} of {max_iter}; "
+                f"let it finish or resume it (train_net.py --resume)"
+            ),
+        )
 
     path = os.path.join(folder, "eval_results.json")
     if os.path.isfile(path):
@@ -167,7 +209,11 @@ def read_run_metrics(folder, manifest=None):
             with open(path) as f:
                 flat = flatten_eval_results(json.load(f))
         except (OSError, ValueError) as e:
-            return {}, None, f"eval_results.json unreadable ({e}); re-run the evaluation (--eval-only)"
+            return (
+                {},
+                None,
+                f"eval_results.json unreadable ({e}); re-run the evaluation (--eval-only)",
+            )
         if flat:
             return flat, path, None
 
@@ -175,9 +221,15 @@ def read_run_metrics(folder, manifest=None):
         return from_metrics_json, metrics_json, None
 
     if os.path.isdir(os.path.join(folder, "inference")):
-        return {}, None, ("inference/ exists but no metrics were recorded; re-run the evaluation: "
-                          "tools/train_net.py --config <cfg> --eval-only MODEL.WEIGHTS "
-                          f"{os.path.join(folder, 'model_final.pth')} OUTPUT_DIR {folder}")
+        return (
+            {},
+            None,
+            (
+                "inference/ exists but no metrics were recorded; re-run the evaluation: "
+                "tools/train_net.py --config <cfg> --eval-only MODEL.WEIGHTS "
+                f"{os.path.join(folder, 'model_final.pth')} OUTPUT_DIR {folder}"
+            ),
+        )
     return {}, None, "no results (neither eval_results.json nor evaluation lines in metrics.json)"
 
 
@@ -208,8 +260,15 @@ def find_run_folders(root):
         rel = os.path.relpath(dirpath, root).split(os.sep)
         manifest = read_manifest(dirpath) if MANIFEST in filenames else None
         if manifest is not None:
-            found.append((dirpath, str(manifest["task"]), str(manifest["init"]),
-                          int(manifest["trial"]), manifest))
+            found.append(
+                (
+                    dirpath,
+                    str(manifest["task"]),
+                    str(manifest["init"]),
+                    int(manifest["trial"]),
+                    manifest,
+                )
+            )
         elif len(rel) == 3 and TRIAL_DIR.match(rel[2]):
             found.append((dirpath, rel[0], rel[1], int(TRIAL_DIR.match(rel[2]).group(1)), None))
         else:
@@ -219,14 +278,18 @@ def find_run_folders(root):
 
 
 def read_plan(root):
-    """Runs the grid runner planned into ``root`` (``plan.json``): ``[(task, init, trial, folder)]``."""
+    """Runs the grid runner planned into ``root`` (``plan.json``): ``[(task, init, trial,
+    folder)]``.
+    """
     path = os.path.join(root, PLAN)
     if not os.path.isfile(path):
         return []
     with open(path) as f:
         plan = json.load(f)
-    return [(r["task"], r["init"], int(r["trial"]), os.path.join(root, r["folder"]))
-            for r in plan.get("runs", [])]
+    return [
+        (r["task"], r["init"], int(r["trial"]), os.path.join(root, r["folder"]))
+        for r in plan.get("runs", [])
+    ]
 
 
 def collect(root):
@@ -236,20 +299,33 @@ def collect(root):
     ``plan.json``, and, per task, any trial number that another init of that task has.
     """
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"results folder not found: {root!r}. Fix: pass the ROOT given to "
-                                f"tools/run_transfer.py --out (it holds <task>/<init>/trial<N>/).")
+        raise FileNotFoundError(
+            f"results folder not found: {root!r}. Fix: pass the ROOT given to "
+            f"tools/run_transfer.py --out (it holds <task>/<init>/trial<N>/)."
+        )
     results, missing, seen = [], [], {}
     for folder, task, init, trial, manifest in find_run_folders(root):
         key = (task, init, trial)
         if key in seen:
-            raise ValueError(f"two run folders claim {task}/{init}/trial{trial}: {seen[key]} and {folder}. "
-                             f"Fix: move one of them out of {root} (or into a folder named _something).")
+            raise ValueError(
+                f"two run folders claim {task}/{init}/trial{trial}: {seen[key]} and {folder}. "
+                f"Fix: move one of them out of {root} (or into a folder named _something)."
+            )
         seen[key] = folder
         metrics, source, reason = read_run_metrics(folder, manifest)
         if metrics:
-            results.append(RunResult(task, init, trial, folder, metrics, source,
-                                     (manifest or {}).get("paper_label"),
-                                     read_provenance(folder, manifest)))
+            results.append(
+                RunResult(
+                    task,
+                    init,
+                    trial,
+                    folder,
+                    metrics,
+                    source,
+                    (manifest or {}).get("paper_label"),
+                    read_provenance(folder, manifest),
+                )
+            )
         else:
             missing.append(MissingRun(task, init, trial, folder, reason))
 
@@ -261,11 +337,13 @@ def collect(root):
     for task, inits in inits_per_task.items():
         for init in inits:
             for trial in trials_per_task[task]:
-                expected.setdefault((task, init, trial), os.path.join(root, task, init, f"trial{trial}"))
+                expected.setdefault(
+                    (task, init, trial), os.path.join(root, task, init, f"trial{trial}")
+                )
     for (task, init, trial), folder in sorted(expected.items()):
         if (task, init, trial) not in seen:
-            missing.append(MissingRun(task, init, trial, folder, "no run folder (never run, or moved)"))
+            missing.append(
+                MissingRun(task, init, trial, folder, "no run folder (never run, or moved)")
+            )
     missing.sort(key=lambda m: (m.task, m.init, m.trial))
     return Collection(results, missing)
-
-

@@ -1,11 +1,13 @@
 """Transfer tables in the MoCo paper's style: mean ± std over trials, deltas against a baseline
 init ("+x.x"/"−x.x"), and the paper's own numbers beside ours.
 
-``build_tables(collection, ...)`` aggregates ``detection.transfer.results.collect(root)``; ``to_markdown``,
+``build_tables(collection, ...)`` aggregates ``detection.transfer.results.collect(root)``;
+``to_markdown``,
 ``to_csv`` and ``to_latex`` format the result. Deltas in Markdown/LaTeX are differences of the
 numbers as shown (rounded to 0.1), as in the paper, so that a reader can check them; the CSV
 keeps full precision.
 """
+
 import csv
 import dataclasses
 import decimal
@@ -28,8 +30,15 @@ PAPER_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_
 # protocols (or weights) in one number. Read from each run's provenance (detection/provenance.py).
 DEFINING = ("config_sha256", "weights_sha256", "ims_per_batch", "base_lr", "max_iter", "steps")
 # Provenance written into the CSV, per task x init (values that differ between trials: ";"-joined).
-PROVENANCE_FIELDS = DEFINING + ("protocol", "world_size", "seeds", "config_file", "weights",
-                                "code_version", "detectron2")
+PROVENANCE_FIELDS = DEFINING + (
+    "protocol",
+    "world_size",
+    "seeds",
+    "config_file",
+    "weights",
+    "code_version",
+    "detectron2",
+)
 
 
 class MixedTrialsError(ValueError):
@@ -45,25 +54,36 @@ def provenance_fields(prov):
     if isinstance(code, dict):
         code = (code.get("commit") or "?")[:12] + ("+dirty" if code.get("dirty") else "")
     steps = protocol.get("steps")
-    return {"config_sha256": prov.get("config_sha256"), "weights_sha256": weights.get("sha256"),
-            "ims_per_batch": protocol.get("ims_per_batch"), "base_lr": protocol.get("base_lr"),
-            "max_iter": protocol.get("max_iter"),
-            "steps": None if steps is None else " ".join(str(x) for x in steps),
-            "protocol": protocol.get("label"), "world_size": prov.get("world_size"),
-            "seeds": prov.get("seed"), "config_file": prov.get("config_file"),
-            "weights": weights.get("path"), "code_version": code,
-            "detectron2": prov.get("detectron2")}
+    return {
+        "config_sha256": prov.get("config_sha256"),
+        "weights_sha256": weights.get("sha256"),
+        "ims_per_batch": protocol.get("ims_per_batch"),
+        "base_lr": protocol.get("base_lr"),
+        "max_iter": protocol.get("max_iter"),
+        "steps": None if steps is None else " ".join(str(x) for x in steps),
+        "protocol": protocol.get("label"),
+        "world_size": prov.get("world_size"),
+        "seeds": prov.get("seed"),
+        "config_file": prov.get("config_file"),
+        "weights": weights.get("path"),
+        "code_version": code,
+        "detectron2": prov.get("detectron2"),
+    }
 
 
 def check_trials_agree(task, init, runs):
     """Raise ``MixedTrialsError`` (one line naming each differing setting) unless every trial with
     a provenance has the same ``DEFINING`` settings; returns ``(merged fields, warnings)``."""
-    fields = [(r.trial, provenance_fields(r.provenance))
-              for r in sorted(runs, key=lambda r: r.trial)]
+    fields = [
+        (r.trial, provenance_fields(r.provenance)) for r in sorted(runs, key=lambda r: r.trial)
+    ]
     known = [(t, f) for t, f in fields if f is not None]
-    warnings = [f"{task}/{init}/trial{t}: no provenance recorded (made by an older trainer): "
-                f"its settings are not checked against the other trials"
-                for t, f in fields if f is None]
+    warnings = [
+        f"{task}/{init}/trial{t}: no provenance recorded (made by an older trainer): "
+        f"its settings are not checked against the other trials"
+        for t, f in fields
+        if f is None
+    ]
     differ = []
     for key in DEFINING:
         values = {t: f[key] for t, f in known}
@@ -74,7 +94,8 @@ def check_trials_agree(task, init, runs):
             f"{task}/{init}: its trials were made with different settings, so they cannot be "
             f"averaged: {'; '.join(differ)}. Fix: rerun the odd trials with the same config, "
             f"weights and number of processes (tools/run_transfer.py --force), or move them out "
-            f"of the results folder.")
+            f"of the results folder."
+        )
     merged = {}
     for key in PROVENANCE_FIELDS:
         values = list(dict.fromkeys(str(f[key]) for _, f in known if f[key] is not None))
@@ -141,19 +162,26 @@ def format_delta(delta, minus=MINUS):
 
 # ---- paper reference numbers ---------------------------------------------------------------
 
+
 def load_reference(path):
-    """``detection/transfer/paper_results.yaml`` -> ``{task: entry}``, each task also reachable by its aliases."""
+    """``detection/transfer/paper_results.yaml`` -> ``{task: entry}``, each task also reachable by
+    its aliases.
+    """
     if path is None:
         return {}
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"reference file not found: {path!r}. Fix: pass --reference "
-                                f"detection/transfer/paper_results.yaml, or --reference '' for none.")
+        raise FileNotFoundError(
+            f"reference file not found: {path!r}. Fix: pass --reference "
+            f"detection/transfer/paper_results.yaml, or --reference '' for none."
+        )
     with open(path) as f:
         data = yaml.safe_load(f) or {}
     tasks = data.get("tasks")
     if not isinstance(tasks, dict):
-        raise ValueError(f"{path}: expected a top-level 'tasks:' mapping of task name -> "
-                         f"{{setting, source, aliases, inits: {{label: {{metric: value}}}}}}")
+        raise ValueError(
+            f"{path}: expected a top-level 'tasks:' mapping of task name -> "
+            f"{{setting, source, aliases, inits: {{label: {{metric: value}}}}}}"
+        )
     by_name = {}
     for name, entry in tasks.items():
         for alias in [name, *entry.get("aliases", [])]:
@@ -170,6 +198,7 @@ def _paper_values(entry, label):
 
 
 # ---- aggregation ---------------------------------------------------------------------------
+
 
 def _eval_type_order(prefix):
     kind = prefix.split("/")[-1]
@@ -205,8 +234,14 @@ def _stat(values):
     return Stat(statistics.fmean(values), std, len(values))
 
 
-def build_tables(collection, metrics=DEFAULT_METRICS, baseline="supervised", reference=None,
-                 paper_as=None, inits=None):
+def build_tables(
+    collection,
+    metrics=DEFAULT_METRICS,
+    baseline="supervised",
+    reference=None,
+    paper_as=None,
+    inits=None,
+):
     """One ``TaskTable`` per task, plus warnings (strings) about anything left out.
 
     ``reference``: ``load_reference(...)`` output. ``paper_as``: ``{init: paper label}`` for inits
@@ -225,8 +260,12 @@ def build_tables(collection, metrics=DEFAULT_METRICS, baseline="supervised", ref
     for task in tasks:
         runs = by_task.get(task, [])
         entry = reference.get(task)
-        present = sorted({r.init for r in runs} | {m.init for m in collection.missing if m.task == task})
-        order = [i for i in (inits or []) if i in present] + [i for i in present if i not in (inits or [])]
+        present = sorted(
+            {r.init for r in runs} | {m.init for m in collection.missing if m.task == task}
+        )
+        order = [i for i in (inits or []) if i in present] + [
+            i for i in present if i not in (inits or [])
+        ]
         if baseline in order:
             order.remove(baseline)
             order.insert(0, baseline)
@@ -235,7 +274,9 @@ def build_tables(collection, metrics=DEFAULT_METRICS, baseline="supervised", ref
         unmatched = select_metrics(available, list(metrics))[1]
         if runs and unmatched:
             shown = ", ".join(available[:12]) + (", ..." if len(available) > 12 else "")
-            warnings.append(f"{task}: no {', '.join(unmatched)} in its results (available: {shown})")
+            warnings.append(
+                f"{task}: no {', '.join(unmatched)} in its results (available: {shown})"
+            )
         # The paper's metrics are columns too: a row of published numbers must not read "–" only
         # because our runs of that init (or of the whole task) have no results yet.
         paper_keys = [k for values in paper.values() for k in values if k not in available]
@@ -253,18 +294,32 @@ def build_tables(collection, metrics=DEFAULT_METRICS, baseline="supervised", ref
                     stats[init][key] = s
         base = baseline if stats.get(baseline) else None
         if base is None and runs:
-            warnings.append(f"{task}: baseline init {baseline!r} has no results, so no deltas "
-                            f"(inits: {', '.join(order)}; choose one with --baseline)")
+            warnings.append(
+                f"{task}: baseline init {baseline!r} has no results, so no deltas "
+                f"(inits: {', '.join(order)}; choose one with --baseline)"
+            )
         for init in order:
             for key, s in stats[init].items():
                 if base is not None and init != base and key in stats[base]:
                     s.delta = shown_delta(s.mean, stats[base][key].mean)
                 if key in paper.get(init, {}):
                     s.paper, s.paper_delta = paper[init][key]
-        tables.append(TaskTable(task, columns, order, stats, n_runs, base, paper_labels,
-                                (entry or {}).get("setting"), (entry or {}).get("source"),
-                                [m for m in collection.missing if m.task == task], paper,
-                                provenance))
+        tables.append(
+            TaskTable(
+                task,
+                columns,
+                order,
+                stats,
+                n_runs,
+                base,
+                paper_labels,
+                (entry or {}).get("setting"),
+                (entry or {}).get("source"),
+                [m for m in collection.missing if m.task == task],
+                paper,
+                provenance,
+            )
+        )
     return tables, warnings
 
 
@@ -279,12 +334,18 @@ def _paper_table(entry, order, baseline, paper_as):
         if not values:
             continue
         labels[init] = label
-        paper[init] = {k: (v, shown_delta(v, base_values[k]) if init != baseline and k in base_values else None)
-                       for k, v in values.items()}
+        paper[init] = {
+            k: (
+                v,
+                shown_delta(v, base_values[k]) if init != baseline and k in base_values else None,
+            )
+            for k, v in values.items()
+        }
     return paper, labels
 
 
 # ---- formatting ----------------------------------------------------------------------------
+
 
 def _cell(s, n_runs):
     if s is None:
@@ -311,8 +372,12 @@ def to_markdown(tables, baseline="supervised"):
         if t.setting:
             out.append(f"{t.setting}.")
         base = f"deltas vs {t.baseline}" if t.baseline else f"no deltas (no {baseline!r} results)"
-        paper = (" Rows marked *paper* are the published numbers" + (f" ({t.source})." if t.source else ".")
-                 if t.paper_labels else "")
+        paper = (
+            " Rows marked *paper* are the published numbers"
+            + (f" ({t.source})." if t.source else ".")
+            if t.paper_labels
+            else ""
+        )
         out.append(f"Ours: mean ± std (sample, ddof=1) over n trials; {base}.{paper}\n")
         if t.metrics:
             head = ["init", "n"] + [t.column_title(k) for k in t.metrics]
@@ -326,7 +391,9 @@ def to_markdown(tables, baseline="supervised"):
                     out.append(f"| {init} | 0 | " + " | ".join("–" for _ in t.metrics) + " |")
                 if init in t.paper_labels:
                     cells = [_paper_cell(t.paper[init].get(k)) for k in t.metrics]
-                    out.append(f"| ↳ *paper*: {t.paper_labels[init]} | | " + " | ".join(cells) + " |")
+                    out.append(
+                        f"| ↳ *paper*: {t.paper_labels[init]} | | " + " | ".join(cells) + " |"
+                    )
         else:
             out.append("(no results yet)")
         if t.missing:
@@ -336,12 +403,25 @@ def to_markdown(tables, baseline="supervised"):
     return "\n".join(out) + "\n"
 
 
-CSV_FIELDS = ("task", "init", "metric", "n", "mean", "std", "delta", "baseline",
-              "paper", "paper_delta", "paper_label") + PROVENANCE_FIELDS
+CSV_FIELDS = (
+    "task",
+    "init",
+    "metric",
+    "n",
+    "mean",
+    "std",
+    "delta",
+    "baseline",
+    "paper",
+    "paper_delta",
+    "paper_label",
+) + PROVENANCE_FIELDS
 
 
 def _num(x):
-    return repr(round(x, 6))  # full precision for AP in percent, without float noise (58.800000000000004)
+    return repr(
+        round(x, 6)
+    )  # full precision for AP in percent, without float noise (58.800000000000004)
 
 
 def to_csv(tables):
@@ -356,22 +436,49 @@ def to_csv(tables):
                 paper, paper_delta = t.paper.get(init, {}).get(key, (None, None))
                 if s is None and paper is None:
                     continue
-                ours = ["0", "", "", ""] if s is None else [  # n, mean, std, delta
-                    s.n, _num(s.mean), "" if s.std is None else _num(s.std),
-                    "" if t.baseline in (None, init) or key not in t.stats[t.baseline] else
-                    _num(s.mean - t.stats[t.baseline][key].mean)]
+                ours = (
+                    ["0", "", "", ""]
+                    if s is None
+                    else [  # n, mean, std, delta
+                        s.n,
+                        _num(s.mean),
+                        "" if s.std is None else _num(s.std),
+                        ""
+                        if t.baseline in (None, init) or key not in t.stats[t.baseline]
+                        else _num(s.mean - t.stats[t.baseline][key].mean),
+                    ]
+                )
                 prov = t.provenance.get(init) or {}
-                w.writerow([t.task, init, key, *ours, t.baseline or "", "" if paper is None else paper,
-                            "" if paper_delta is None else paper_delta,
-                            t.paper_labels.get(init, ""),
-                            *(prov.get(f, "") for f in PROVENANCE_FIELDS)])
+                w.writerow(
+                    [
+                        t.task,
+                        init,
+                        key,
+                        *ours,
+                        t.baseline or "",
+                        "" if paper is None else paper,
+                        "" if paper_delta is None else paper_delta,
+                        t.paper_labels.get(init, ""),
+                        *(prov.get(f, "") for f in PROVENANCE_FIELDS),
+                    ]
+                )
     return buf.getvalue()
 
 
 # One pass over the characters: replacing one special after another would escape the braces of
 # an earlier replacement (\textbackslash{} -> \textbackslash\{\}).
-_TEX_SPECIAL = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}"}
+_TEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+}
 
 
 def _tex_escape(text):
@@ -412,10 +519,18 @@ def to_latex(tables):
         cap = f"{_tex_escape(t.task)}: mean$\\pm$std over $n$ trials"
         cap += f"; deltas vs {_tex_escape(t.baseline)}" if t.baseline else ""
         if t.paper_labels:
-            cap += "; \\emph{paper}: published numbers" + (f" ({_tex_escape(t.source)})" if t.source else "")
-        out += [r"\begin{table}[t]", r"\centering", f"\\caption{{{cap}.}}",
-                r"\begin{tabular}{l" + "c" * (len(cols) - 1) + "}", r"\toprule",
-                " & ".join(cols) + r" \\", r"\midrule"]
+            cap += "; \\emph{paper}: published numbers" + (
+                f" ({_tex_escape(t.source)})" if t.source else ""
+            )
+        out += [
+            r"\begin{table}[t]",
+            r"\centering",
+            f"\\caption{{{cap}.}}",
+            r"\begin{tabular}{l" + "c" * (len(cols) - 1) + "}",
+            r"\toprule",
+            " & ".join(cols) + r" \\",
+            r"\midrule",
+        ]
         for init in t.inits:
             cells = []
             for k in t.metrics:
@@ -426,7 +541,11 @@ def to_latex(tables):
                 cells = []
                 for k in t.metrics:
                     value_delta = t.paper[init].get(k)
-                    cells.append("--" if value_delta is None else _tex_cell(value_delta[0], None, value_delta[1]))
+                    cells.append(
+                        "--"
+                        if value_delta is None
+                        else _tex_cell(value_delta[0], None, value_delta[1])
+                    )
                 out.append(" & ".join([r"\quad\emph{paper}", ""] + cells) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
         for m in t.missing:
@@ -439,8 +558,18 @@ def to_latex(tables):
 FORMATS = ("md", "csv", "tex")
 
 
-def write_transfer_tables(root, out=None, formats=FORMATS, metrics=DEFAULT_METRICS, baseline="supervised",
-                          reference=None, paper_as=None, inits=None, plots=True, force=False):
+def write_transfer_tables(
+    root,
+    out=None,
+    formats=FORMATS,
+    metrics=DEFAULT_METRICS,
+    baseline="supervised",
+    reference=None,
+    paper_as=None,
+    inits=None,
+    plots=True,
+    force=False,
+):
     """Collect ``root``, build the tables, write ``out/transfer_table.{md,csv,tex}`` and
     ``out/bars_<task>.png`` atomically. Returns ``(markdown, warnings, written paths)``.
 
@@ -453,27 +582,36 @@ def write_transfer_tables(root, out=None, formats=FORMATS, metrics=DEFAULT_METRI
     if unknown:
         raise ValueError(f"unknown format(s) {unknown}; choose from {','.join(FORMATS)}")
     collection = collect(root)
-    tables, warnings = build_tables(collection, metrics, baseline, load_reference(reference),
-                                    paper_as, inits)
+    tables, warnings = build_tables(
+        collection, metrics, baseline, load_reference(reference), paper_as, inits
+    )
     markdown = to_markdown(tables, baseline)
     if not collection.results:
         warnings.append(f"no finished runs under {root}")
     written = []
     if out is not None:
         files = {}
-        render = {"md": lambda: markdown, "csv": lambda: to_csv(tables), "tex": lambda: to_latex(tables)}
+        render = {
+            "md": lambda: markdown,
+            "csv": lambda: to_csv(tables),
+            "tex": lambda: to_latex(tables),
+        }
         for fmt in formats:
             files[os.path.join(out, f"transfer_table.{fmt}")] = render[fmt]().encode()
         if plots:
             from detection.transfer.plots import task_bar_chart_png
 
             for t in tables:
-                if t.metrics and any(t.stats.values()):  # a chart of paper numbers alone says nothing
+                if t.metrics and any(
+                    t.stats.values()
+                ):  # a chart of paper numbers alone says nothing
                     files[os.path.join(out, f"bars_{t.task}.png")] = task_bar_chart_png(t)
         existing = [p for p in files if os.path.exists(p)]
         if existing and not force:
-            raise FileExistsError(f"{len(existing)} output file(s) exist already, e.g. {existing[0]}. "
-                                  f"Fix: pass --force to replace them, or choose another --out.")
+            raise FileExistsError(
+                f"{len(existing)} output file(s) exist already, e.g. {existing[0]}. "
+                f"Fix: pass --force to replace them, or choose another --out."
+            )
         for path, data in files.items():
             atomic_write_bytes(path, data)
             written.append(path)

@@ -4,6 +4,7 @@
 ``queue_ptr``); ``reference_main_moco_transform`` is ``main_moco.py``'s two-crop transform with
 ``moco/loader.py``'s PIL GaussianBlur. Our implementation is ``pretrain.model.moco``.
 """
+
 import random
 
 import torch
@@ -28,7 +29,8 @@ class MainMocoGaussianBlur:
 def reference_main_moco_transform(aug="v2", crop_size=224):
     """The two-crop transform exactly as the official ``main_moco.py`` builds it (the baseline).
 
-    Kept here, apart from ``pretrain.data.augment`` (which now follows it, PIL blur included), so the
+    Kept here, apart from ``pretrain.data.augment`` (which now follows it, PIL blur included), so
+    the
     baseline of the comparison stays the official code even if the project's path changes.
     """
     from torchvision import transforms as T
@@ -37,15 +39,19 @@ def reference_main_moco_transform(aug="v2", crop_size=224):
 
     if aug == "v1":
         return build_pretrain_transform("v1", crop_size)
-    return TwoCropsTransform(T.Compose([
-        T.RandomResizedCrop(crop_size, scale=(0.2, 1.0)),
-        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        T.RandomGrayscale(p=0.2),
-        T.RandomApply([MainMocoGaussianBlur([0.1, 2.0])], p=0.5),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        normalize(),
-    ]))
+    return TwoCropsTransform(
+        T.Compose(
+            [
+                T.RandomResizedCrop(crop_size, scale=(0.2, 1.0)),
+                T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                T.RandomGrayscale(p=0.2),
+                T.RandomApply([MainMocoGaussianBlur([0.1, 2.0])], p=0.5),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                normalize(),
+            ]
+        )
+    )
 
 
 class ReferenceMoCo(nn.Module):
@@ -77,7 +83,7 @@ class ReferenceMoCo(nn.Module):
         batch_size = keys.shape[0]
         ptr = int(self.queue_ptr)
         assert self.K % batch_size == 0
-        self.queue[:, ptr:ptr + batch_size] = keys.T
+        self.queue[:, ptr : ptr + batch_size] = keys.T
         self.queue_ptr[0] = (ptr + batch_size) % self.K
 
     def forward(self, im_q, im_k):

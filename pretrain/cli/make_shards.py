@@ -1,8 +1,9 @@
 """Pack an image folder or a file list into WebDataset shards for pretraining.
 
-    python tools/make_shards.py data/unlabeled shards --maxcount 1000
-    # then pretrain on shards/train-{000000..000099}.tar (or the folder `shards`)
+python tools/make_shards.py data/unlabeled shards --maxcount 1000
+# then pretrain on shards/train-{000000..000099}.tar (or the folder `shards`)
 """
+
 import argparse
 import sys
 
@@ -10,7 +11,9 @@ from pretrain.data.shard_writer import make_shards
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("src", help="image folder (scanned recursively) or text file list")
     p.add_argument("out", help="output folder for the .tar shards")
     p.add_argument("--maxcount", type=int, default=1000, help="images per shard (default 1000)")
@@ -19,8 +22,14 @@ def main(argv=None):
     p.add_argument("--force", action="store_true", help="replace existing shards with this prefix")
     args = p.parse_args(argv)
     try:
-        make_shards(args.src, args.out, prefix=args.prefix, maxcount=args.maxcount,
-                    maxsize=args.maxsize, force=args.force)
+        make_shards(
+            args.src,
+            args.out,
+            prefix=args.prefix,
+            maxcount=args.maxcount,
+            maxsize=args.maxsize,
+            force=args.force,
+        )
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         sys.exit(f"make_shards: error: {e}")
 

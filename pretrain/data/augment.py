@@ -106,7 +106,7 @@ def build_pretrain_transform(aug="v2", crop_size=224, scale=CROP_SCALE):
         raise ValueError(f"crop_size={crop_size} is too small; use at least 8 (224 in the paper)")
     lo, hi = scale
     if not 0 < lo <= hi <= 1:
-        raise ValueError(f"crop scale {tuple(scale)} must satisfy 0 < min <= max <= 1 (area fractions; "
+        raise ValueError(f"crop scale {tuple(scale)} must satisfy 0 < min <= max <= 1 (area " "fractions; "
                          f"the papers use (0.2, 1.0))")
     return TwoCropsTransform(build_augmentation(aug, int(crop_size), scale))
 

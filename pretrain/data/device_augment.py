@@ -157,7 +157,9 @@ def gaussian_kernels(sigma, size):
 
 
 def gaussian_blur(x, kernels):
-    """Separable blur, one 1-d kernel [N, k] per image: depthwise convs, reflect padding (torchvision)."""
+    """Separable blur, one 1-d kernel [N, k] per image: depthwise convs, reflect padding
+    (torchvision).
+    """
     n, c, h, w = x.shape
     kernel_size = kernels.shape[1]
     # one kernel per (image, channel) group
@@ -229,7 +231,7 @@ class DeviceAugment(nn.Module):
     @torch.no_grad()
     def forward(self, images, params=None):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise TypeError(f"DeviceAugment expects uint8 [N, 3, H, W] views (FastTwoCropTransform's "
+            raise TypeError("DeviceAugment expects uint8 [N, 3, H, W] views " "(FastTwoCropTransform's "
                             f"output, batched), got {images.dtype} {tuple(images.shape)}")
         steps = self.plan(self.sample(images.shape[0]) if params is None else params)
         host = []

@@ -86,7 +86,8 @@ def views_from_pil(image, boxes, flips, crop_size):
         s = draft_scale(boxes, crop_size)
         if s > 1:
             w0 = image.size[0]
-            # PIL picks the largest scale with size // request >= scale; asking for size // s gives s.
+            # PIL picks the largest scale with size // request >= scale; asking for size // s gives
+            # s.
             image.draft("RGB", (max(1, w0 // s), max(1, image.size[1] // s)))
             s = _decoded_scale(image, w0)
     if image.mode != "RGB":
@@ -145,7 +146,7 @@ class FastTwoCropTransform:
         if aug not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {aug!r}: use one of {AUGMENTATIONS}")
         if int(crop_size) < 8:
-            raise ValueError(f"crop_size={crop_size} is too small; use at least 8 (224 in the paper)")
+            raise ValueError(f"crop_size={crop_size} is too small; use at least 8 (224 in the " "paper)")
         if decode not in DECODERS:
             raise ValueError(f"decode must be one of {DECODERS}, got {decode!r}")
         # The geometry of v1 and v2 is the same; ``aug`` only selects DeviceAugment's colour ops.
@@ -163,12 +164,13 @@ class FastTwoCropTransform:
     reads_files = True
 
     def __call__(self, image, name=None):
-        """``name``: how to report ``image`` if it is bytes (a path names itself), e.g. a shard key."""
+        """``name``: how to report ``image`` if it is bytes (a path names itself), e.g. a shard key.
+        """
         if self.decode == "device":
             return self._encoded(image, name)
         if isinstance(image, torch.Tensor):
             if image.dtype != torch.uint8 or image.ndim != 3:
-                raise TypeError(f"expected a uint8 CHW image tensor, got {image.dtype} {tuple(image.shape)}")
+                raise TypeError(f"expected a uint8 CHW image tensor, got {image.dtype} " f"{tuple(image.shape)}")
             boxes, flips = self._draw(image.shape[-1], image.shape[-2])
             return crop_views(image, boxes, flips, self.crop_size)
         if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
@@ -235,7 +237,7 @@ def _decode_one(data, label, device):
         image = load_rgb(data.numpy().tobytes(), name=label)
     except UnreadableImageError as e:
         cause = e.__cause__ or e
-        return None, f"no decoder could read its {data.numel()} bytes ({type(cause).__name__}: {cause})"
+        return None, f"no decoder could read its {data.numel()} bytes " f"({type(cause).__name__}: {cause})"
     return F.pil_to_tensor(image).to(device), None
 
 

@@ -25,7 +25,7 @@ def read_file_list(list_path):
     except UnicodeDecodeError as e:
         # An image without an image extension, an archive, or a list in another encoding.
         raise DataPathError(_not_a_list(
-            list_path, f"is not UTF-8 text (it holds byte 0x{e.object[e.start]:02x}), so not a file list")) from e
+            list_path, f"is not UTF-8 text (it holds byte 0x{e.object[e.start]:02x}), so " "not a file list")) from e
     if not paths:
         raise DataPathError(
             f"file list {list_path!r} is empty: expected one image path per line, relative "

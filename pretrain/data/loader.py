@@ -103,7 +103,8 @@ def build_pretrain_loader(path, *, aug="v2", crop_size=224, batch_size, num_work
     ``iter(loader)`` yields ``(im_q, im_k)`` float tensors [B, 3, crop, crop]; ``len(loader)``
     is iterations per epoch; ``loader.set_epoch(epoch, start_iter=0)`` before each epoch;
     ``loader.skipped`` counts unreadable images. Labels are never read.
-    ``transform``: ``callable(PIL) -> [q, k]``, default ``build_pretrain_transform(aug, crop_size)``.
+    ``transform``: ``callable(PIL) -> [q, k]``, default ``build_pretrain_transform(aug,
+    crop_size)``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -117,12 +118,12 @@ def build_pretrain_loader(path, *, aug="v2", crop_size=224, batch_size, num_work
         if samples_per_epoch is None:
             raise ValueError(
                 f"samples_per_epoch is needed for shards {os.fspath(path)!r}: the shards have no "
-                f"index file (*-index.json, written by tools/make_shards.py); pass the dataset size")
+                "index file (*-index.json, written by tools/make_shards.py); pass " "the dataset size")
         per_rank = int(samples_per_epoch) // world_size
         iters = per_rank // batch_size if drop_last else -(-per_rank // batch_size)
         if iters < 1:
-            raise ValueError(f"samples_per_epoch={samples_per_epoch} gives no batch of {batch_size} "
-                             f"on each of {world_size} rank(s); lower batch_size or raise samples_per_epoch")
+            raise ValueError(f"samples_per_epoch={samples_per_epoch} gives no batch of " f"{batch_size} "
+                             f"on each of {world_size} rank(s); lower batch_size or raise " "samples_per_epoch")
         stream = ShardStream(urls, transform, batch_size=batch_size, batches_per_rank=iters,
                              rank=rank, world_size=world_size, seed=seed)
         dl = DataLoader(stream, batch_size=None, **_worker_options(num_workers))
@@ -135,7 +136,7 @@ def build_pretrain_loader(path, *, aug="v2", crop_size=224, batch_size, num_work
     iters = sampler.per_rank // batch_size if drop_last else -(-sampler.per_rank // batch_size)
     if iters < 1:
         raise ValueError(
-            f"{len(paths)} images in {os.fspath(path)!r} give no full batch of {batch_size} on each "
+            f"{len(paths)} images in {os.fspath(path)!r} give no full batch of " f"{batch_size} on each "
             f"of {world_size} rank(s); lower batch_size, pass drop_last=False, or add images")
     dl = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                     collate_fn=collate_pairs, **_worker_options(num_workers))

@@ -56,7 +56,7 @@ def load_images(root, size=None):
                                     f"size, or data.memory_size to resize them")
             out = torch.empty(len(paths), 3, h, w, dtype=torch.uint8)
         elif (w, h) != tuple(out.shape[2:]):
-            raise DataPathError(f"{path!r} is {w}x{h}, the first image {out.shape[3]}x{out.shape[2]}: "
+            raise DataPathError(f"{path!r} is {w}x{h}, the first image " f"{out.shape[3]}x{out.shape[2]}: "
                                 f"set data.memory_size to resize all to one size")
         out[i] = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1)
     return out
@@ -104,7 +104,7 @@ class MemoryPretrainLoader:
     def __init__(self, images, *, aug="v2", crop_size=32, scale=(0.2, 1.0), batch_size, rank=0,
                  world_size=1, seed=0, device="cpu"):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise TypeError(f"images must be uint8 [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+            raise TypeError(f"images must be uint8 [N, 3, H, W], got {images.dtype} " f"{tuple(images.shape)}")
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.num_samples = images.shape[0]
@@ -112,7 +112,7 @@ class MemoryPretrainLoader:
         self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, int(seed)
         self.iters_per_epoch = self.num_samples // (batch_size * world_size)
         if self.iters_per_epoch < 1:
-            raise ValueError(f"{self.num_samples} images give no full batch of {batch_size} on each of "
+            raise ValueError(f"{self.num_samples} images give no full batch of {batch_size} on " "each of "
                              f"{world_size} rank(s); lower batch_size or add images")
         self.augment = DeviceAugment(aug, crop_size, seed=0).to(self.device)
         self.epoch, self.start_iter, self.skipped = 0, 0, 0

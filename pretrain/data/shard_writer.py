@@ -89,8 +89,8 @@ def make_shards(src, out, *, prefix="train", maxcount=1000, maxsize="1G", force=
     pattern = os.path.join(out, f"{prefix}-{{{0:06d}..{n - 1:06d}}}.tar" if n > 1 else f"{prefix}-000000.tar")
     print(f"[make_shards] wrote {written} images in {n} shard(s): {pattern}", file=log, flush=True)
     if skipped:
-        print(f"[make_shards] skipped {skipped} of {len(paths)} file(s) that could not be read (each "
-              f"named above; the count is also skipped_files in {prefix}{INDEX_SUFFIX})", file=log, flush=True)
+        print(f"[make_shards] skipped {skipped} of {len(paths)} file(s) that " "could not be read (each "
+              "named above; the count is also skipped_files in " f"{prefix}{INDEX_SUFFIX})", file=log, flush=True)
     return pattern
 
 

@@ -49,7 +49,7 @@ def expand_shard_urls(path):
     if missing:
         raise DataPathError(
             f"{len(missing)} of {len(urls)} shard(s) of {path!r} do not exist (first: "
-            f"{missing[0]!r}); expected e.g. shards/train-{{000000..000009}}.tar.\n  {HOW_TO_MAKE_DATA}")
+            f"{missing[0]!r}); expected e.g. " f"shards/train-{{000000..000009}}.tar.\n  {HOW_TO_MAKE_DATA}")
     return urls
 
 

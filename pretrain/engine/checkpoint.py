@@ -14,6 +14,7 @@ Files: ``OUT/checkpoint_<global step, 7 digits>.pth``, the newest ``keep_last``
 kept, plus ``OUT/last`` naming the newest. Written atomically by rank 0 only;
 loaded with ``weights_only=True``.
 """
+
 import os
 import random
 import re
@@ -56,35 +57,52 @@ def model_state_dict(model) -> dict:
 
 
 def load_model_state(model, state_dict: dict) -> None:
-    stripped = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in state_dict.items()}
+    stripped = {k[len(PREFIX) :] if k.startswith(PREFIX) else k: v for k, v in state_dict.items()}
     own = model.state_dict()
-    resized = [f"{k} {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} in the model"
-               for k, v in stripped.items() if k in own and v.shape != own[k].shape]
+    resized = [
+        f"{k} {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} in the model"
+        for k, v in stripped.items()
+        if k in own and v.shape != own[k].shape
+    ]
     if resized:
         raise ValueError(
             "checkpoint does not match the model (different K / dim / arch?):\n  "
-            + "\n  ".join(resized[:8]) + (" ..." if len(resized) > 8 else "") +
-            "\n  Fix: resume with the config the run was started with (stored under 'config' in the checkpoint).")
+            + "\n  ".join(resized[:8])
+            + (" ..." if len(resized) > 8 else "")
+            + "\n  Fix: resume with the config the run was started with (stored "
+            "under 'config' in the checkpoint)."
+        )
     missing, unexpected = model.load_state_dict(stripped, strict=False)
     if missing or unexpected:
         raise ValueError(
             f"checkpoint does not match the model (different arch / dim / K / mlp?):\n"
             f"  missing from checkpoint: {missing[:8]}{' ...' if len(missing) > 8 else ''}\n"
             f"  not in the model: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}\n"
-            f"  Fix: resume with the config the run was started with (stored under 'config' in the checkpoint)."
+            "  Fix: resume with the config the run was started with (stored "
+            "under 'config' in the checkpoint)."
         )
 
 
-# ---------------------------------------------------------------- RNG states as tensors (weights_only-loadable)
+# ---------------------------------------------------------------- RNG states as tensors
+# (weights_only-loadable)
 def get_rng_state(generators=None) -> dict:
     """Global torch / CUDA / Python / NumPy states, plus named extra ``torch.Generator`` s."""
     version, mt, gauss = random.getstate()
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"kind": np_kind, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
-                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "python": {
+            "version": version,
+            "state": torch.tensor(mt, dtype=torch.int64),
+            "gauss": gauss,
+        },
+        "numpy": {
+            "kind": np_kind,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()  # current device (one device per process)
@@ -98,7 +116,9 @@ def set_rng_state(state: dict, generators=None) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
     for name, g in (generators or {}).items():
@@ -108,7 +128,8 @@ def set_rng_state(state: dict, generators=None) -> None:
 
 # ---------------------------------------------------------------- save / find / load
 def save_checkpoint(state: dict, out_dir, keep_last: int = 3) -> str:
-    """Write ``state`` atomically as checkpoint_<global_step>.pth, point ``last`` at it, prune old ones.
+    """Write ``state`` atomically as checkpoint_<global_step>.pth, point ``last`` at it, prune old
+    ones.
 
     Old files are deleted only after the new one is safely on disk.
     """
@@ -117,7 +138,9 @@ def save_checkpoint(state: dict, out_dir, keep_last: int = 3) -> str:
     atomic_torch_save(state, path)
     atomic_write_bytes(os.path.join(out_dir, "last"), (os.path.basename(path) + "\n").encode())
     for _, old in list_checkpoints(out_dir)[keep_last:]:
-        if old != path:  # steps only grow within a run (see set_aside_newer), but never the file just written
+        if (
+            old != path
+        ):  # steps only grow within a run (see set_aside_newer), but never the file just written
             os.remove(old)
     return path
 
@@ -136,7 +159,8 @@ def remove_partial_writes(out_dir) -> list:
 
 
 def set_aside_newer(out_dir, global_step: int) -> list:
-    """Move checkpoints of steps after ``global_step`` into ``OUT/superseded/``; returns their new paths.
+    """Move checkpoints of steps after ``global_step`` into ``OUT/superseded/``; returns their new
+    paths.
 
     Resuming from an older checkpoint starts a new branch of the run. Its checkpoints must not be
     pruned in favour of the abandoned branch's higher step numbers, nor be passed over by a later
@@ -163,7 +187,8 @@ def _check_state(state, path):
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         have = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ValueError(
-            f"{path!r} is not a resumable MoCo pretraining checkpoint (needs keys {list(REQUIRED_KEYS)}, has {have}). "
+            f"{path!r} is not a resumable MoCo pretraining checkpoint (needs "
+            f"keys {list(REQUIRED_KEYS)}, has {have}). "
             f"To start from weights only, convert or load them explicitly instead of --resume."
         )
 
@@ -175,7 +200,9 @@ def load_checkpoint(path) -> dict:
 
 
 def latest_checkpoint(out_dir):
-    """Path named by ``OUT/last`` (the newest checkpoint written), else the newest file, else None."""
+    """Path named by ``OUT/last`` (the newest checkpoint written), else the newest file,
+    else None.
+    """
     pointer = os.path.join(out_dir, "last")
     if os.path.isfile(pointer):
         with open(pointer) as f:
@@ -196,16 +223,24 @@ def find_resumable(out_dir):
         try:
             return path, load_checkpoint(path)
         except Exception as e:  # any unreadable file: fall back to an older one
-            warnings.warn(f"skipping unreadable checkpoint {path!r}: {type(e).__name__}: {str(e).splitlines()[0]}")
+            warnings.warn(
+                f"skipping unreadable checkpoint {path!r}: {type(e).__name__}: "
+                f"{str(e).splitlines()[0]}",
+                stacklevel=2,
+            )
     return None, None
 
 
 def resolve_resume(resume, out_dir):
-    """``None`` -> fresh start; ``"auto"`` -> newest valid in out_dir (or fresh); a path -> that file."""
+    """``None`` -> fresh start; ``"auto"`` -> newest valid in out_dir (or fresh); a path -> that
+    file.
+    """
     if resume is None:
         return None, None
     if resume == "auto":
         return find_resumable(out_dir)
     if not os.path.isfile(resume):
-        raise FileNotFoundError(f"--resume {resume!r}: no such file (use --resume auto to pick the newest in --out)")
+        raise FileNotFoundError(
+            f"--resume {resume!r}: no such file (use --resume auto to pick the newest in --out)"
+        )
     return resume, load_checkpoint(resume)

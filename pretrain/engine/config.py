@@ -4,6 +4,7 @@ A config is a plain nested dict (it is stored as-is in every checkpoint). Every 
 has a default in :data:`DEFAULTS`; a recipe only says what differs. Unknown keys and
 bad values are errors that name the key and the allowed values.
 """
+
 import copy
 import difflib
 import os
@@ -13,23 +14,23 @@ import yaml
 DEFAULTS = {
     "model": {
         "arch": "resnet50",
-        "dim": 128,          # feature dimension C of queries/keys
-        "K": 65536,          # queue size (negatives)
-        "m": 0.999,          # key encoder momentum
-        "T": 0.07,           # softmax temperature
-        "mlp": False,        # MoCo v2 MLP head
-        "bn_splits": 1,      # >1: SplitBatchNorm groups (shuffling BN on one process)
-        "shuffle": "auto",   # auto | ddp | single | off
+        "dim": 128,  # feature dimension C of queries/keys
+        "K": 65536,  # queue size (negatives)
+        "m": 0.999,  # key encoder momentum
+        "T": 0.07,  # softmax temperature
+        "mlp": False,  # MoCo v2 MLP head
+        "bn_splits": 1,  # >1: SplitBatchNorm groups (shuffling BN on one process)
+        "shuffle": "auto",  # auto | ddp | single | off
         # random (the paper): K random unit vectors; keys: filled with real keys before the first
         # step (pretrain/model/queue_fill.py), a deviation for short runs such as the demo
         "queue_init": "random",
     },
     "data": {
-        "aug": "v1",         # v1 | v2 ("aug+")
+        "aug": "v1",  # v1 | v2 ("aug+")
         "crop_size": 224,
         "crop_scale": [0.2, 1.0],  # RandomResizedCrop area range (the papers' value)
         "num_workers": 8,
-        "kind": "auto",      # auto | folder | list (= filelist) | shards
+        "kind": "auto",  # auto | folder | list (= filelist) | shards
         "samples_per_epoch": None,  # needed for shards (webdataset) without an index
         # reference: PIL + torchvision transforms in the workers (the paper's path).
         # fast: workers only decode + crop + flip to uint8; colour, blur and normalisation run
@@ -47,28 +48,28 @@ DEFAULTS = {
         "memory_size": None,
     },
     "optim": {
-        "lr": 0.03,                  # for a total batch of base_batch_size
-        "base_batch_size": 256,      # lr scales linearly with batch_size x world_size / this
+        "lr": 0.03,  # for a total batch of base_batch_size
+        "base_batch_size": 256,  # lr scales linearly with batch_size x world_size / this
         "momentum": 0.9,
         "weight_decay": 1e-4,
-        "schedule": "step",          # step | cosine
-        "milestones": [120, 160],    # epochs, for schedule=step
+        "schedule": "step",  # step | cosine
+        "milestones": [120, 160],  # epochs, for schedule=step
         "gamma": 0.1,
         "epochs": 200,
-        "warmup_epochs": 0,          # linear warm-up (0 = none, as the papers)
+        "warmup_epochs": 0,  # linear warm-up (0 = none, as the papers)
     },
-    "batch_size": 32,        # per process (the papers: 256 = 8 GPUs x 32)
-    "amp": "auto",           # auto | off | bf16 | fp16 (CUDA only; auto = bf16 if supported else fp16)
-    "channels_last": "auto", # auto | true | false (CUDA only)
-    "device": "auto",        # auto | cpu | cuda
+    "batch_size": 32,  # per process (the papers: 256 = 8 GPUs x 32)
+    "amp": "auto",  # auto | off | bf16 | fp16 (CUDA only; auto = bf16 if supported else fp16)
+    "channels_last": "auto",  # auto | true | false (CUDA only)
+    "device": "auto",  # auto | cpu | cuda
     # torch.compile both encoders: false, true (inductor) or a backend name ("aot_eager", ...).
     # Pays a one-off compile (minutes for a ResNet on CPU) for faster steps; off by default.
     "compile": False,
     "checkpoint": {"every_iters": 1000, "keep_last": 3},
     "log": {"every_iters": 20, "tensorboard": True},
     "knn": {
-        "every_epochs": 0,   # 0 = never; evaluates after these many epochs and at the end
-        "path": None,        # labeled split: folder with train/ and val/ class folders
+        "every_epochs": 0,  # 0 = never; evaluates after these many epochs and at the end
+        "path": None,  # labeled split: folder with train/ and val/ class folders
         "k": 200,
         "t": 0.1,
         "image_size": None,  # default: data.crop_size
@@ -76,7 +77,8 @@ DEFAULTS = {
     },
     "seed": 0,
     "deterministic": False,
-    "max_iters": None,       # stop (with a checkpoint) after this many total iterations; schedule unchanged
+    # stop (with a checkpoint) after this many total iterations; schedule unchanged
+    "max_iters": None,
 }
 
 CHOICES = {
@@ -104,8 +106,14 @@ def merge(base: dict, update: dict, prefix="") -> dict:
         name = prefix + key
         if key not in out:
             hint = difflib.get_close_matches(key, list(out), n=1)
-            raise ConfigError(f"unknown config key {name!r}" + (f"; did you mean {prefix + hint[0]!r}?" if hint else
-                              f"; known keys here: {sorted(out)}"))
+            raise ConfigError(
+                f"unknown config key {name!r}"
+                + (
+                    f"; did you mean {prefix + hint[0]!r}?"
+                    if hint
+                    else f"; known keys here: {sorted(out)}"
+                )
+            )
         if isinstance(out[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{name!r} is a section ({sorted(out[key])}), got {value!r}")
@@ -120,7 +128,9 @@ def _read_yaml(path, seen=()):
     if path in seen:
         raise ConfigError(f"_BASE_ cycle: {' -> '.join(seen + (path,))}")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path!r} (recipes live in configs/pretrain/)")
+        raise FileNotFoundError(
+            f"config file not found: {path!r} (recipes live in configs/pretrain/)"
+        )
     with open(path) as f:
         data = yaml.safe_load(f) or {}
     if not isinstance(data, dict):
@@ -135,12 +145,17 @@ def _read_yaml(path, seen=()):
 def _deep_update(a: dict, b: dict) -> dict:
     out = copy.deepcopy(a)
     for k, v in b.items():
-        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        out[k] = (
+            _deep_update(out[k], v)
+            if isinstance(v, dict) and isinstance(out.get(k), dict)
+            else copy.deepcopy(v)
+        )
     return out
 
 
 def parse_overrides(items) -> dict:
-    """``["optim.lr=0.1", "model.mlp=true"]`` or ``["optim.lr", "0.1", ...]`` (--opts style) -> nested dict.
+    """``["optim.lr=0.1", "model.mlp=true"]`` or ``["optim.lr", "0.1", ...]`` (--opts style) ->
+    nested dict.
 
     Values are parsed as YAML: numbers, booleans, null and lists ([120,160]) work.
     """
@@ -169,7 +184,9 @@ def parse_overrides(items) -> dict:
 
 
 def load_config(path=None, overrides=None) -> dict:
-    """DEFAULTS <- YAML recipe (with its _BASE_ chain) <- overrides (dict or list of strings); validated."""
+    """DEFAULTS <- YAML recipe (with its _BASE_ chain) <- overrides (dict or list of strings);
+    validated.
+    """
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         cfg = merge(cfg, _read_yaml(path))
@@ -187,18 +204,27 @@ def _get(cfg, dotted):
 
 
 def check_for_world(cfg: dict, world_size: int) -> None:
-    """What only the launch decides: the total batch must fit the queue; DDP shuffling needs processes."""
+    """What only the launch decides: the total batch must fit the queue; DDP shuffling needs
+    processes.
+    """
     total = cfg["batch_size"] * world_size
     if total > cfg["model"]["K"]:
-        raise ConfigError(f"batch_size {cfg['batch_size']} x {world_size} processes = {total} keys per step "
-                          f"> model.K {cfg['model']['K']}: raise model.K or lower batch_size")
+        raise ConfigError(
+            f"batch_size {cfg['batch_size']} x {world_size} processes = {total} keys per step "
+            f"> model.K {cfg['model']['K']}: raise model.K or lower batch_size"
+        )
     if cfg["model"]["shuffle"] == "ddp" and world_size == 1:
-        raise ConfigError("model.shuffle=ddp shuffles the batch across processes, but this is one process: "
-                          "launch with torchrun, or use model.shuffle=auto (single + model.bn_splits > 1 on one process)")
+        raise ConfigError(
+            "model.shuffle=ddp shuffles the batch across processes, but this is one process: "
+            "launch with torchrun, or use model.shuffle=auto (single + "
+            "model.bn_splits > 1 on one process)"
+        )
 
 
 def resume_differences(saved: dict, cfg: dict, prefix="") -> list:
-    """["key: saved -> now", ...] for the settings a resumed run changes (nested dicts flattened)."""
+    """["key: saved -> now", ...] for the settings a resumed run changes (nested dicts
+    flattened).
+    """
     out = []
     for key in sorted(set(saved) | set(cfg)):
         a, b = saved.get(key), cfg.get(key)
@@ -214,36 +240,68 @@ def validate(cfg: dict) -> None:
     for key, allowed in CHOICES.items():
         if _get(cfg_check, key) not in allowed:
             raise ConfigError(f"{key} must be one of {list(allowed)}, got {_get(cfg_check, key)!r}")
-    positive = ["model.dim", "model.K", "model.T", "model.bn_splits", "optim.lr", "optim.epochs",
-                "optim.base_batch_size", "batch_size", "data.crop_size", "checkpoint.every_iters",
-                "checkpoint.keep_last", "log.every_iters"]
+    positive = [
+        "model.dim",
+        "model.K",
+        "model.T",
+        "model.bn_splits",
+        "optim.lr",
+        "optim.epochs",
+        "optim.base_batch_size",
+        "batch_size",
+        "data.crop_size",
+        "checkpoint.every_iters",
+        "checkpoint.keep_last",
+        "log.every_iters",
+    ]
     for key in positive:
         v = _get(cfg, key)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
             raise ConfigError(f"{key} must be a positive number, got {v!r}")
-    for key in ["optim.momentum", "optim.weight_decay", "optim.gamma", "optim.warmup_epochs", "seed"]:
+    for key in [
+        "optim.momentum",
+        "optim.weight_decay",
+        "optim.gamma",
+        "optim.warmup_epochs",
+        "seed",
+    ]:
         v = _get(cfg, key)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-            raise ConfigError(f"{key} must be a number >= 0, got {v!r} (YAML reads 1e-4 as text: write 1.0e-4)")
+            raise ConfigError(
+                f"{key} must be a number >= 0, got {v!r} (YAML reads 1e-4 as text: write 1.0e-4)"
+            )
     if not 0 <= cfg["model"]["m"] < 1:
         raise ConfigError(f"model.m must be in [0, 1), got {cfg['model']['m']!r}")
     if cfg["batch_size"] % cfg["model"]["bn_splits"]:
         raise ConfigError(
-            f"batch_size {cfg['batch_size']} is not a multiple of model.bn_splits {cfg['model']['bn_splits']}; "
+            f"batch_size {cfg['batch_size']} is not a multiple of "
+            f"model.bn_splits {cfg['model']['bn_splits']}; "
             f"SplitBatchNorm needs equal groups"
         )
     if cfg["batch_size"] > cfg["model"]["K"]:
-        raise ConfigError(f"batch_size {cfg['batch_size']} > model.K {cfg['model']['K']}: a step's keys must fit the queue")
+        raise ConfigError(
+            f"batch_size {cfg['batch_size']} > model.K {cfg['model']['K']}: a "
+            "step's keys must fit the queue"
+        )
     if cfg["data"]["decode"] == "device" and cfg["data"]["pipeline"] == "reference":
-        raise ConfigError("data.decode=device needs the fast data pipeline: set data.pipeline to fast "
-                          "or auto (the reference pipeline decodes and augments with PIL in the workers)")
+        raise ConfigError(
+            "data.decode=device needs the fast data pipeline: set data.pipeline to fast "
+            "or auto (the reference pipeline decodes and augments with PIL in the workers)"
+        )
     if cfg["data"]["in_memory"] and cfg["data"]["decode"] == "device":
-        raise ConfigError("data.in_memory=true decodes every image once up front: data.decode=device "
-                          "does not apply; set data.decode=workers or data.in_memory=false")
+        raise ConfigError(
+            "data.in_memory=true decodes every image once up front: data.decode=device "
+            "does not apply; set data.decode=workers or data.in_memory=false"
+        )
     if not isinstance(cfg["compile"], (bool, str)):
-        raise ConfigError(f"compile must be true, false or a torch.compile backend name, got {cfg['compile']!r}")
+        raise ConfigError(
+            f"compile must be true, false or a torch.compile backend name, got {cfg['compile']!r}"
+        )
     if cfg["knn"]["every_epochs"] and not cfg["knn"]["path"]:
-        raise ConfigError("knn.every_epochs is set but knn.path is not: give a labeled folder with train/ and val/")
+        raise ConfigError(
+            "knn.every_epochs is set but knn.path is not: give a labeled "
+            "folder with train/ and val/"
+        )
 
 
 def scaled_lr(cfg: dict, world_size: int) -> float:

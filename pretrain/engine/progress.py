@@ -3,6 +3,7 @@
 Only rank 0 logs. Values arrive as Python floats: the loop syncs with the device
 only at log intervals.
 """
+
 import io
 import json
 import os
@@ -13,8 +14,20 @@ from pretrain.meters import format_duration
 
 
 class ProgressLogger:
-    def __init__(self, out_dir, total_iters: int, enabled: bool = True, tensorboard: bool = True, printer=print):
-        self.out_dir, self.total_iters, self.enabled, self.printer = out_dir, total_iters, enabled, printer
+    def __init__(
+        self,
+        out_dir,
+        total_iters: int,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        printer=print,
+    ):
+        self.out_dir, self.total_iters, self.enabled, self.printer = (
+            out_dir,
+            total_iters,
+            enabled,
+            printer,
+        )
         self._tb = None
         self._t_last = time.perf_counter()
         self._step_last = None
@@ -23,26 +36,47 @@ class ProgressLogger:
             self._jsonl = open(os.path.join(out_dir, "metrics.jsonl"), "a")
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
+
                 self._tb = SummaryWriter(os.path.join(out_dir, "tb"))
 
     def start(self, step: int) -> None:
         """Reset the speed clock (at the start and after pauses such as kNN evaluation)."""
         self._t_last, self._step_last = time.perf_counter(), step
 
-    def log_train(self, step: int, epoch: int, iter_in_epoch: int, iters_per_epoch: int, images_per_step: int, **metrics):
+    def log_train(
+        self,
+        step: int,
+        epoch: int,
+        iter_in_epoch: int,
+        iters_per_epoch: int,
+        images_per_step: int,
+        **metrics,
+    ):
         """One line per log interval: speed and ETA over the steps since the previous call."""
         now = time.perf_counter()
         steps = step - (self._step_last if self._step_last is not None else step)
         dt = now - self._t_last
         rate = steps / dt if dt > 0 and steps > 0 else float("nan")
         self._t_last, self._step_last = now, step
-        record = {"step": step, "epoch": epoch, "iter": iter_in_epoch, **metrics,
-                  "images_per_s": rate * images_per_step, "eta_s": (self.total_iters - step) / rate if rate == rate else None}
+        record = {
+            "step": step,
+            "epoch": epoch,
+            "iter": iter_in_epoch,
+            **metrics,
+            "images_per_s": rate * images_per_step,
+            "eta_s": (self.total_iters - step) / rate if rate == rate else None,
+        }
         if not self.enabled:
             return record
-        parts = [f"step {step}/{self.total_iters}", f"epoch {epoch} [{iter_in_epoch}/{iters_per_epoch}]"]
+        parts = [
+            f"step {step}/{self.total_iters}",
+            f"epoch {epoch} [{iter_in_epoch}/{iters_per_epoch}]",
+        ]
         parts += [f"{k} {v:.4g}" for k, v in metrics.items()]
-        parts += [f"{record['images_per_s']:.1f} img/s", f"ETA {format_duration(record['eta_s']) if record['eta_s'] is not None else '?'}"]
+        parts += [
+            f"{record['images_per_s']:.1f} img/s",
+            f"ETA {format_duration(record['eta_s']) if record['eta_s'] is not None else '?'}",
+        ]
         self.printer("  ".join(parts), flush=True)
         self._write(record, "train")
         return record
@@ -50,7 +84,10 @@ class ProgressLogger:
     def log_eval(self, step: int, epoch: int, **metrics):
         record = {"step": step, "epoch": epoch, **metrics}
         if self.enabled:
-            self.printer("  ".join([f"eval @ epoch {epoch}"] + [f"{k} {v:.4g}" for k, v in metrics.items()]), flush=True)
+            self.printer(
+                "  ".join([f"eval @ epoch {epoch}"] + [f"{k} {v:.4g}" for k, v in metrics.items()]),
+                flush=True,
+            )
             self._write(record, "eval")
         return record
 
@@ -59,7 +96,11 @@ class ProgressLogger:
         self._jsonl.flush()
         if self._tb is not None:
             for k, v in record.items():
-                if k not in ("step", "epoch", "iter") and isinstance(v, (int, float)) and v is not None:
+                if (
+                    k not in ("step", "epoch", "iter")
+                    and isinstance(v, (int, float))
+                    and v is not None
+                ):
                     self._tb.add_scalar(f"{group}/{k}", v, record["step"])
             self._tb.flush()
 
@@ -82,6 +123,7 @@ def plot_curves(out_dir) -> list:
     """loss_curve.png (loss and lr vs step), similarity_curve.png (mean q.k+ and q.k- vs step) and,
     if evaluated, knn_curve.png. Returns the paths written."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -97,7 +139,13 @@ def plot_curves(out_dir) -> list:
         ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="InfoNCE loss")
         ax.set_xlabel("iteration"), ax.set_ylabel("loss"), ax.set_title("MoCo pretraining loss")
         ax2 = ax.twinx()
-        ax2.plot([r["step"] for r in train], [r["lr"] for r in train], color="tab:orange", alpha=0.5, label="lr")
+        ax2.plot(
+            [r["step"] for r in train],
+            [r["lr"] for r in train],
+            color="tab:orange",
+            alpha=0.5,
+            label="lr",
+        )
         ax2.set_ylabel("learning rate")
         fig.legend(loc="upper right")
         written.append(_save(fig, os.path.join(out_dir, "loss_curve.png")))
@@ -115,12 +163,18 @@ def plot_curves(out_dir) -> list:
         plt.close(fig)
     if evals:
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([r["epoch"] for r in evals], [r["knn_top1"] for r in evals], marker="o", label="MoCo")
+        ax.plot(
+            [r["epoch"] for r in evals], [r["knn_top1"] for r in evals], marker="o", label="MoCo"
+        )
         if evals[0]["epoch"] == 0:  # the bar to clear: the same network before any training
             ax.axhline(evals[0]["knn_top1"], color="grey", linestyle="--", label="random init")
             if "knn_top1_precise_bn" in evals[0]:
-                ax.axhline(evals[0]["knn_top1_precise_bn"], color="grey", linestyle=":",
-                           label="random init, BN statistics from data")
+                ax.axhline(
+                    evals[0]["knn_top1_precise_bn"],
+                    color="grey",
+                    linestyle=":",
+                    label="random init, BN statistics from data",
+                )
             ax.legend()
         ax.set_xlabel("epoch (0 = random init)"), ax.set_ylabel("kNN top-1 (%)")
         ax.set_title("kNN accuracy during pretraining")

@@ -17,6 +17,7 @@ Two ways, both ending in :func:`pretrain.engine.train.train` with ``--resume aut
        srun python tools/pretrain.py --config configs/pretrain/moco_v2.yaml \
            --data /data/imagenet/train --out runs/moco_v2 --resume auto
 """
+
 import os
 
 
@@ -33,16 +34,25 @@ class PretrainJob:
 
         env = submitit.JobEnvironment()
         os.environ.update(
-            RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
-            MASTER_ADDR=env.hostnames[0], MASTER_PORT=os.environ.get("MASTER_PORT", str(20000 + int(env.job_id.split("_")[0]) % 20000)),
+            RANK=str(env.global_rank),
+            WORLD_SIZE=str(env.num_tasks),
+            LOCAL_RANK=str(env.local_rank),
+            MASTER_ADDR=env.hostnames[0],
+            MASTER_PORT=os.environ.get(
+                "MASTER_PORT", str(20000 + int(env.job_id.split("_")[0]) % 20000)
+            ),
         )
         return train(self.cfg, self.data_path, self.out_dir, resume="auto")
 
     def checkpoint(self, *args, **kwargs):
-        """Called by submitit on preemption / timeout: requeue; the new job resumes (resume="auto")."""
+        """Called by submitit on preemption / timeout: requeue; the new job resumes
+        (resume="auto").
+        """
         import submitit
 
-        return submitit.helpers.DelayedSubmission(PretrainJob(self.cfg, self.data_path, self.out_dir))
+        return submitit.helpers.DelayedSubmission(
+            PretrainJob(self.cfg, self.data_path, self.out_dir)
+        )
 
 
 class SubmissionError(ValueError):
@@ -69,8 +79,10 @@ def submit_quietly(submit_fn):
     from submitit.core.utils import FailedJobError
 
     if shutil.which("sbatch") is None:
-        raise SubmissionError("no sbatch on PATH: --slurm submits from a SLURM login node "
-                              "(or set PATH to SLURM's client tools)")
+        raise SubmissionError(
+            "no sbatch on PATH: --slurm submits from a SLURM login node "
+            "(or set PATH to SLURM's client tools)"
+        )
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
@@ -96,9 +108,21 @@ def job_shape(nodes: int, gpus_per_node: int, tasks_per_node=None) -> dict:
     return shape
 
 
-def submit(cfg: dict, data_path, out_dir, *, nodes: int, gpus_per_node: int, partition: str,
-           tasks_per_node=None, timeout_min: int = 72 * 60, cpus_per_task: int = 10, account=None,
-           job_name="moco", slurm_folder=None):
+def submit(
+    cfg: dict,
+    data_path,
+    out_dir,
+    *,
+    nodes: int,
+    gpus_per_node: int,
+    partition: str,
+    tasks_per_node=None,
+    timeout_min: int = 72 * 60,
+    cpus_per_task: int = 10,
+    account=None,
+    job_name="moco",
+    slurm_folder=None,
+):
     """Submit one (multi-node) job; returns the submitit Job (``job.job_id``, ``job.result()``).
     Raises ``SubmissionError`` (a ValueError) with sbatch's words when SLURM refuses it."""
     import submitit
@@ -108,7 +132,12 @@ def submit(cfg: dict, data_path, out_dir, *, nodes: int, gpus_per_node: int, par
     executor = submitit.AutoExecutor(folder=folder)
     extra = {"slurm_account": account} if account else {}
     executor.update_parameters(
-        name=job_name, cpus_per_task=cpus_per_task, timeout_min=timeout_min,
-        slurm_partition=partition, slurm_signal_delay_s=120, **shape, **extra,
+        name=job_name,
+        cpus_per_task=cpus_per_task,
+        timeout_min=timeout_min,
+        slurm_partition=partition,
+        slurm_signal_delay_s=120,
+        **shape,
+        **extra,
     )
     return submit_quietly(lambda: executor.submit(PretrainJob(cfg, data_path, out_dir)))

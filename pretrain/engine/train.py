@@ -1,10 +1,12 @@
 """The MoCo pretraining loop: one function, :func:`train`, for one process or many.
 
 Order of work: read the data (clear errors before anything expensive), build the
-model (``build.py``), resume if asked (``resume.py``), then epochs of SGD steps with atomic checkpoints every
+model (``build.py``), resume if asked (``resume.py``), then epochs of SGD steps with atomic
+checkpoints every
 ``checkpoint.every_iters`` iterations and every epoch. The step never waits for the
 device except at log intervals.
 """
+
 import math
 import os
 import shutil
@@ -37,22 +39,15 @@ from pretrain.model.queue_fill import fill_queue_with_keys
 def lr_at(cfg: dict, epoch_float: float, base_lr: float) -> float:
     """Learning rate at a (fractional) epoch: optional linear warm-up, then step or cosine."""
     o = cfg["optim"]
-    return schedule.lr_at(base_lr, epoch_float, epochs=o["epochs"], schedule=o["schedule"],
-                          warmup_epochs=o["warmup_epochs"], milestones=o["milestones"], gamma=o["gamma"])
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+    return schedule.lr_at(
+        base_lr,
+        epoch_float,
+        epochs=o["epochs"],
+        schedule=o["schedule"],
+        warmup_epochs=o["warmup_epochs"],
+        milestones=o["milestones"],
+        gamma=o["gamma"],
+    )
 
 
 def _prepare_out_dir(out_dir, resume, force, is_main):
@@ -60,13 +55,20 @@ def _prepare_out_dir(out_dir, resume, force, is_main):
     existing = ckpt.list_checkpoints(out_dir)
     if existing and resume is None and not force:
         raise FileExistsError(
-            f"{out_dir!r} already holds a run ({len(existing)} checkpoints, newest {os.path.basename(existing[0][1])}). "
+            f"{out_dir!r} already holds a run ({len(existing)} checkpoints, "
+            f"newest {os.path.basename(existing[0][1])}). "
             f"Continue it with --resume auto, choose another --out, or pass --force to discard it."
         )
     if force and resume is None and is_main:
         for _, path in existing:
             os.remove(path)
-        for name in ("last", "metrics.jsonl", "loss_curve.png", "similarity_curve.png", "knn_curve.png"):
+        for name in (
+            "last",
+            "metrics.jsonl",
+            "loss_curve.png",
+            "similarity_curve.png",
+            "knn_curve.png",
+        ):
             if os.path.exists(os.path.join(out_dir, name)):
                 os.remove(os.path.join(out_dir, name))
         shutil.rmtree(os.path.join(out_dir, "tb"), ignore_errors=True)
@@ -87,15 +89,20 @@ def _knn(cfg, model, device, precise_bn=False):
     cuda = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=cuda):
-            return knn_evaluate(backbone, os.path.join(k["path"], "train"), os.path.join(k["path"], "val"),
-                                image_size=k["image_size"] or cfg["data"]["crop_size"], k=k["k"], t=k["t"],
-                                batch_size=k["batch_size"], num_workers=0, device=device, precise_bn=precise_bn)
+            return knn_evaluate(
+                backbone,
+                os.path.join(k["path"], "train"),
+                os.path.join(k["path"], "val"),
+                image_size=k["image_size"] or cfg["data"]["crop_size"],
+                k=k["k"],
+                t=k["t"],
+                batch_size=k["batch_size"],
+                num_workers=0,
+                device=device,
+                precise_bn=precise_bn,
+            )
     finally:
         model.train(was_training)
-
-
-
-
 
 
 def check_finite(model, global_step, last_path):
@@ -104,9 +111,12 @@ def check_finite(model, global_step, last_path):
     tensors = [p.detach() for p in model.encoder_q.parameters()] + [model.queue]
     if not bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all()):
         raise FloatingPointError(
-            f"weights are not finite at step {global_step} (training diverged): no checkpoint written. "
-            f"The newest checkpoint ({last_path or 'none yet in this run'}) is from before; lower optim.lr "
-            f"or use amp=bf16/off and resume it with --resume auto")
+            f"weights are not finite at step {global_step} (training "
+            "diverged): no checkpoint written. "
+            f"The newest checkpoint ({last_path or 'none yet in this run'}) is "
+            "from before; lower optim.lr "
+            f"or use amp=bf16/off and resume it with --resume auto"
+        )
 
 
 def train(cfg: dict, data_path, out_dir, resume=None, force=False) -> dict:
@@ -168,49 +178,83 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
         epoch, start_iter, global_step = state["epoch"], state["iter"], state["global_step"]
         restore_rank_state(state, ctx, generators, loader, global_step)
         if ctx.is_main:
-            print(f"resumed from {resumed_from}: epoch {epoch}, iteration {start_iter} of {iters_per_epoch}, step {global_step}")
+            print(
+                f"resumed from {resumed_from}: epoch {epoch}, iteration "
+                f"{start_iter} of {iters_per_epoch}, step {global_step}"
+            )
             changed = resume_differences(state.get("config") or {}, cfg)
             if changed:
                 print("note: settings changed since the checkpoint: " + "; ".join(changed))
             for moved in ckpt.set_aside_newer(out_dir, global_step):
-                print(f"note: {moved} is from after the resumed step (an abandoned branch of this run): "
-                      f"moved aside so that it is neither pruned nor resumed")
+                print(
+                    f"note: {moved} is from after the resumed step (an abandoned "
+                    "branch of this run): "
+                    f"moved aside so that it is neither pruned nor resumed"
+                )
         del state
     elif resume == "auto" and ctx.is_main:
         print(f"--resume auto: no checkpoint in {out_dir!r}, starting from scratch")
 
     if ctx.world_size > 1:
-        ddp = DistributedDataParallel(model.encoder_q, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp = DistributedDataParallel(
+            model.encoder_q, device_ids=[device.index] if device.type == "cuda" else None
+        )
         model.wrap_query_encoder(ddp)
     elif (model.shuffle_mode() == "off" or model.bn_splits == 1) and ctx.is_main:
-        print("warning: one process and model.bn_splits=1: no shuffling BN, the model can cheat through BN "
-              "statistics (MoCo v1 Sec. 3.3); set model.bn_splits to 4-8 for single-process runs")
+        print(
+            "warning: one process and model.bn_splits=1: no shuffling BN, the "
+            "model can cheat through BN "
+            "statistics (MoCo v1 Sec. 3.3); set model.bn_splits to 4-8 for single-process runs"
+        )
 
     epochs = cfg["optim"]["epochs"]
     total_iters = epochs * iters_per_epoch
     stop_at = min(total_iters, cfg["max_iters"] or total_iters)
     images_per_step = cfg["batch_size"] * ctx.world_size
     log_every, ckpt_every = cfg["log"]["every_iters"], cfg["checkpoint"]["every_iters"]
-    progress = ProgressLogger(out_dir, stop_at, enabled=ctx.is_main, tensorboard=cfg["log"]["tensorboard"])
+    progress = ProgressLogger(
+        out_dir, stop_at, enabled=ctx.is_main, tensorboard=cfg["log"]["tensorboard"]
+    )
     if ctx.is_main:
         atomic_write_bytes(os.path.join(out_dir, "config.yaml"), dump(cfg).encode())
-        print(f"MoCo {cfg['model']['arch']} on {device} x{ctx.world_size}: {iters_per_epoch} it/epoch, "
-              f"batch {images_per_step}, lr {base_lr:g}, amp {amp_dtype}, "
-              f"{'in-memory' if cfg['data']['in_memory'] else 'fast' if device_augment is not None else 'reference'} "
-              f"data pipeline, out {out_dir}")
+        pipeline = (
+            "in-memory"
+            if cfg["data"]["in_memory"]
+            else ("fast" if device_augment is not None else "reference")
+        )
+        print(
+            f"MoCo {cfg['model']['arch']} on {device} x{ctx.world_size}: "
+            f"{iters_per_epoch} it/epoch, "
+            f"batch {images_per_step}, lr {base_lr:g}, amp {amp_dtype}, "
+            f"{pipeline} "
+            f"data pipeline, out {out_dir}"
+        )
 
     def save(ep, it):
-        check_finite(model, global_step, last_path or resumed_from)  # every rank: their weights are identical
+        check_finite(
+            model, global_step, last_path or resumed_from
+        )  # every rank: their weights are identical
         # Per-rank state (augmentation and shuffle streams, skip counts) from every rank.
-        ranks = du.all_gather_object({"generators": {n: g.get_state() for n, g in generators.items()},
-                                      "skipped_images": loader.skipped})
+        ranks = du.all_gather_object(
+            {
+                "generators": {n: g.get_state() for n, g in generators.items()},
+                "skipped_images": loader.skipped,
+            }
+        )
         if ctx.is_main:
             state = {
-                "epoch": ep, "iter": it, "global_step": global_step, "arch": cfg["model"]["arch"],
-                "state_dict": ckpt.model_state_dict(model), "optimizer": optimizer.state_dict(),
+                "epoch": ep,
+                "iter": it,
+                "global_step": global_step,
+                "arch": cfg["model"]["arch"],
+                "state_dict": ckpt.model_state_dict(model),
+                "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "rng": ckpt.get_rng_state(generators), "config": cfg, "world_size": ctx.world_size,
-                "iters_per_epoch": iters_per_epoch, "ranks": ranks,
+                "rng": ckpt.get_rng_state(generators),
+                "config": cfg,
+                "world_size": ctx.world_size,
+                "iters_per_epoch": iters_per_epoch,
+                "ranks": ranks,
                 "skipped_images": sum(r["skipped_images"] for r in ranks),
             }
             path = ckpt.save_checkpoint(state, out_dir, keep_last=cfg["checkpoint"]["keep_last"])
@@ -222,21 +266,30 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
     def views(im_q, im_k):
         """A loader batch -> the two augmented views on the device, as the model takes them."""
         if cfg["data"]["decode"] == "device":  # bytes + crop boxes -> uint8 views on the device
-            im_q, im_k, failed = decode_two_crops_on_device(im_q, im_k, cfg["data"]["crop_size"], device)
+            im_q, im_k, failed = decode_two_crops_on_device(
+                im_q, im_k, cfg["data"]["crop_size"], device
+            )
             if failed:
                 loader.report_skipped(failed)
         if device_augment is not None:  # uint8 crops -> colour, blur, normalise on the device
-            return (device_augment(im_q.to(device, non_blocking=True)),
-                    device_augment(im_k.to(device, non_blocking=True)))
+            return (
+                device_augment(im_q.to(device, non_blocking=True)),
+                device_augment(im_k.to(device, non_blocking=True)),
+            )
         mf = torch.channels_last if channels_last else torch.contiguous_format
-        return (im_q.to(device, non_blocking=True, memory_format=mf),
-                im_k.to(device, non_blocking=True, memory_format=mf))
+        return (
+            im_q.to(device, non_blocking=True, memory_format=mf),
+            im_k.to(device, non_blocking=True, memory_format=mf),
+        )
 
     if cfg["model"]["queue_init"] == "keys" and global_step == 0:
         n = fill_queue_with_keys(model, loader, epochs, views)
         if ctx.is_main:
-            print(f"queue filled with {n} keys of real images (model.queue_init=keys; the paper starts "
-                  f"from random vectors)")
+            print(
+                f"queue filled with {n} keys of real images "
+                "(model.queue_init=keys; the paper starts "
+                f"from random vectors)"
+            )
 
     knn_history, last_path, last_loss = [], None, float("nan")
 
@@ -244,7 +297,9 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
         metrics = {}
         if ctx.is_main:
             metrics["knn_top1"] = _knn(cfg, model, device)
-            if random_init:  # its BN statistics are placeholders; also with them estimated from data
+            if (
+                random_init
+            ):  # its BN statistics are placeholders; also with them estimated from data
                 metrics["knn_top1_precise_bn"] = _knn(cfg, model, device, precise_bn=True)
         du.barrier()
         if ctx.is_main:
@@ -252,7 +307,9 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
             progress.log_eval(global_step, epoch, **metrics)
 
     if cfg["knn"]["every_epochs"] and global_step == 0:
-        knn_eval(random_init=True)  # the same network at random init: the baseline the curve must rise above
+        knn_eval(
+            random_init=True
+        )  # the same network at random init: the baseline the curve must rise above
     model.train()
     progress.start(global_step)
     t_start, step_start = time.perf_counter(), global_step
@@ -266,7 +323,9 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             im_q, im_k = views(im_q, im_k)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            with torch.autocast(
+                device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+            ):
                 logits, labels = model(im_q, im_k)
                 loss = info_nce_loss(logits, labels)
             optimizer.zero_grad(set_to_none=True)
@@ -281,14 +340,28 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
 
             if global_step % log_every == 0 or global_step == stop_at:
                 # one read of the device per log interval: loss, top-1, q.k+, q.k-
-                last_loss, pos_top1, sim_pos, sim_neg = (torch.cat([loss_sum.view(1), stats_sum]) / n_sum).tolist()
+                last_loss, pos_top1, sim_pos, sim_neg = (
+                    torch.cat([loss_sum.view(1), stats_sum]) / n_sum
+                ).tolist()
                 if not math.isfinite(last_loss):
                     raise FloatingPointError(
-                        f"loss is {last_loss} at step {global_step}: lower optim.lr or use amp=bf16/off; "
-                        f"resume from the last checkpoint with --resume auto")
-                progress.log_train(global_step, epoch, it, iters_per_epoch, images_per_step, loss=last_loss,
-                                   pos_top1=pos_top1 * 100, sim_pos=sim_pos, sim_neg=sim_neg, lr=lr,
-                                   skipped=loader.skipped)
+                        f"loss is {last_loss} at step {global_step}: lower optim.lr or use "
+                        "amp=bf16/off; "
+                        f"resume from the last checkpoint with --resume auto"
+                    )
+                progress.log_train(
+                    global_step,
+                    epoch,
+                    it,
+                    iters_per_epoch,
+                    images_per_step,
+                    loss=last_loss,
+                    pos_top1=pos_top1 * 100,
+                    sim_pos=sim_pos,
+                    sim_neg=sim_neg,
+                    lr=lr,
+                    skipped=loader.skipped,
+                )
                 loss_sum, stats_sum = torch.zeros((), device=device), torch.zeros(3, device=device)
                 n_sum = 0
             end_of_epoch = it == iters_per_epoch
@@ -313,10 +386,18 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
     progress.close()
     plots = plot_curves(out_dir) if ctx.is_main else []
     summary = {
-        "global_step": global_step, "epoch": epoch, "checkpoint": last_path, "final_loss": last_loss,
-        "knn": knn_history, "images_per_s": (global_step - step_start) * images_per_step / elapsed if elapsed else None,
-        "plots": plots, "resumed_from": resumed_from, "skipped_images": skipped,
+        "global_step": global_step,
+        "epoch": epoch,
+        "checkpoint": last_path,
+        "final_loss": last_loss,
+        "knn": knn_history,
+        "images_per_s": (global_step - step_start) * images_per_step / elapsed if elapsed else None,
+        "plots": plots,
+        "resumed_from": resumed_from,
+        "skipped_images": skipped,
     }
     if ctx.is_main:
-        print(f"done: step {global_step}, epoch {epoch}, loss {last_loss:.4f}, checkpoint {last_path}")
+        print(
+            f"done: step {global_step}, epoch {epoch}, loss {last_loss:.4f}, checkpoint {last_path}"
+        )
     return summary

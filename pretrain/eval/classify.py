@@ -1,5 +1,6 @@
 """Pieces shared by the linear protocol and the supervised baseline: accuracy, the
 evaluation pass, one training epoch with progress, and the metrics file."""
+
 import json
 import os
 
@@ -18,11 +19,13 @@ def default_device(device=None):
 
 
 def topk_correct(logits, target, topk=(1, 5)):
-    """Number of samples whose label is among the top k predictions, per k (k capped at #classes)."""
+    """Number of samples whose label is among the top k predictions, per k (k capped at
+    #classes).
+    """
     maxk = min(max(topk), logits.shape[1])
     pred = logits.topk(maxk, dim=1).indices
     hit = pred.eq(target[:, None])
-    return [int(hit[:, :min(k, maxk)].any(dim=1).sum()) for k in topk]
+    return [int(hit[:, : min(k, maxk)].any(dim=1).sum()) for k in topk]
 
 
 @torch.no_grad()
@@ -42,7 +45,9 @@ def evaluate(model, loader, device):
 
 
 class Progress:
-    """Prints ``[tag] epoch e/E iter i/N loss .. lr .. img/s .. ETA ..`` every ``every`` iterations."""
+    """Prints ``[tag] epoch e/E iter i/N loss .. lr .. img/s .. ETA ..`` every ``every``
+    iterations.
+    """
 
     def __init__(self, tag, total_iters, every=20, printer=print):
         self.tag, self.total, self.every, self.printer = tag, total_iters, every, printer
@@ -53,9 +58,12 @@ class Progress:
         self.images += batch
         if self.every and (it + 1) % self.every == 0 or it + 1 == iters:
             images_per_s = self.rate.per_second(self.done) * self.images / self.done
-            self.printer(f"[{self.tag}] epoch {epoch + 1}/{epochs} iter {it + 1}/{iters} "
-                         f"loss {loss:.4f} lr {lr:.4g} {images_per_s:.1f} img/s ETA {self.rate.eta(self.done)}",
-                         flush=True)
+            self.printer(
+                f"[{self.tag}] epoch {epoch + 1}/{epochs} iter {it + 1}/{iters} "
+                f"loss {loss:.4f} lr {lr:.4g} {images_per_s:.1f} img/s ETA "
+                f"{self.rate.eta(self.done)}",
+                flush=True,
+            )
 
 
 def cosine_lr(base_lr, step, total_steps):
@@ -73,7 +81,8 @@ class ClassMismatchError(ValueError):
 
 
 def check_same_classes(train_classes, val_classes):
-    """``train_classes`` if both splits have the same class folders, else :class:`ClassMismatchError`.
+    """``train_classes`` if both splits have the same class folders, else
+    :class:`ClassMismatchError`.
 
     Labels are folder indices in sorted order: with a class missing from one split, val's
     "c" gets train's index of "b", and top-1 silently measures the wrong thing.
@@ -83,7 +92,9 @@ def check_same_classes(train_classes, val_classes):
         only_val = sorted(set(val_classes) - set(train_classes))
         raise ClassMismatchError(
             f"train classes {list(train_classes)} differ from val classes {list(val_classes)} "
-            f"(only in train: {only_train}, only in val: {only_val}); both need the same class folders")
+            f"(only in train: {only_train}, only in val: {only_val}); both "
+            "need the same class folders"
+        )
     return train_classes
 
 
@@ -92,10 +103,21 @@ def labeled_loaders(data, *, image_size, batch_size, num_workers, crop_scale=Non
     checked to hold the same classes."""
     from pretrain.data import build_labeled_loader
 
-    train = build_labeled_loader(os.path.join(data, "train"), image_size=image_size,
-                                 batch_size=batch_size, train=True, num_workers=num_workers,
-                                 crop_scale=crop_scale, hflip=hflip)
-    val = build_labeled_loader(os.path.join(data, "val"), image_size=image_size,
-                               batch_size=batch_size, train=False, num_workers=num_workers)
+    train = build_labeled_loader(
+        os.path.join(data, "train"),
+        image_size=image_size,
+        batch_size=batch_size,
+        train=True,
+        num_workers=num_workers,
+        crop_scale=crop_scale,
+        hflip=hflip,
+    )
+    val = build_labeled_loader(
+        os.path.join(data, "val"),
+        image_size=image_size,
+        batch_size=batch_size,
+        train=False,
+        num_workers=num_workers,
+    )
     check_same_classes(train.dataset.classes, val.dataset.classes)
     return train, val

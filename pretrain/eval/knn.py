@@ -4,6 +4,7 @@ Every validation image votes with its k nearest training features (cosine simila
 each neighbour weighted by exp(sim / t). Cheap enough to run during pretraining and
 correlates with the linear protocol.
 """
+
 import copy
 
 import torch
@@ -37,7 +38,7 @@ def knn_scores(feats, bank, bank_labels, k=200, t=0.1, num_classes=None, chunk=1
     k = min(k, bank.shape[0])
     scores = []
     for start in range(0, feats.shape[0], chunk):  # bounded memory on large val sets
-        sim = feats[start:start + chunk] @ bank.T
+        sim = feats[start : start + chunk] @ bank.T
         sim_weight, sim_index = sim.topk(k, dim=1)
         sim_labels = bank_labels[sim_index]
         weight = (sim_weight / t).exp()
@@ -53,7 +54,8 @@ def knn_predict(feats, bank, bank_labels, k=200, t=0.1, num_classes=None):
 
 @torch.no_grad()
 def with_precise_bn(model, loader, device):
-    """A copy of ``model`` whose BatchNorm statistics are the true averages over ``loader``'s images.
+    """A copy of ``model`` whose BatchNorm statistics are the true averages over ``loader``'s
+    images.
 
     For a network at random init, whose running statistics are placeholders (mean 0, variance 1,
     never estimated from data) while a trained network's come from its training images: with
@@ -74,8 +76,19 @@ def with_precise_bn(model, loader, device):
     return model.eval()
 
 
-def knn_evaluate(backbone, train_path, val_path, *, image_size, k=200, t=0.1, batch_size=256,
-                 num_workers=0, device=None, precise_bn=False):
+def knn_evaluate(
+    backbone,
+    train_path,
+    val_path,
+    *,
+    image_size,
+    k=200,
+    t=0.1,
+    batch_size=256,
+    num_workers=0,
+    device=None,
+    precise_bn=False,
+):
     """Top-1 % of the kNN classifier: bank = ``train_path`` features, queries = ``val_path``.
 
     ``backbone``: a torchvision-style ResNet (its ``fc`` is bypassed for the duration, then
@@ -87,8 +100,16 @@ def knn_evaluate(backbone, train_path, val_path, *, image_size, k=200, t=0.1, ba
     was_training = backbone.training
     fc = pooled_features(backbone) if hasattr(backbone, "fc") else None
     try:
-        loaders = [build_labeled_loader(p, image_size=image_size, batch_size=batch_size, train=False,
-                                        num_workers=num_workers) for p in (train_path, val_path)]
+        loaders = [
+            build_labeled_loader(
+                p,
+                image_size=image_size,
+                batch_size=batch_size,
+                train=False,
+                num_workers=num_workers,
+            )
+            for p in (train_path, val_path)
+        ]
         check_same_classes(loaders[0].dataset.classes, loaders[1].dataset.classes)
         net = with_precise_bn(backbone, loaders[0], device) if precise_bn else backbone
         bank, bank_labels = extract_features(net, loaders[0], device)
@@ -97,5 +118,7 @@ def knn_evaluate(backbone, train_path, val_path, *, image_size, k=200, t=0.1, ba
         if fc is not None:
             backbone.fc = fc
         backbone.train(was_training)
-    pred = knn_predict(feats, bank, bank_labels, k=k, t=t, num_classes=len(loaders[0].dataset.classes))
+    pred = knn_predict(
+        feats, bank, bank_labels, k=k, t=t, num_classes=len(loaders[0].dataset.classes)
+    )
     return 100.0 * float((pred == labels).float().mean())

@@ -5,6 +5,7 @@ Cosine learning rate (per iteration), SGD momentum 0.9. The final weights are a 
 torchvision state dict (``conv1.weight``, ``layer1.0...``, ``fc.*``), so they load into
 ``torchvision.models.resnet18`` and go through the same converter as MoCo's.
 """
+
 import json
 import os
 
@@ -26,10 +27,28 @@ CHECKPOINT = "checkpoint.pth"
 FINAL = "model_final.pth"
 
 
-def train_supervised(data, out_dir, *, arch="resnet18", epochs=100, image_size=224, batch_size=256,
-                     lr=0.1, momentum=0.9, weight_decay=1e-4, num_workers=4, device=None, resume=True,
-                     force=False, print_freq=50, seed=0, crop_scale=None, warmup_epochs=0.0,
-                     hflip=True, printer=print):
+def train_supervised(
+    data,
+    out_dir,
+    *,
+    arch="resnet18",
+    epochs=100,
+    image_size=224,
+    batch_size=256,
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=1e-4,
+    num_workers=4,
+    device=None,
+    resume=True,
+    force=False,
+    print_freq=50,
+    seed=0,
+    crop_scale=None,
+    warmup_epochs=0.0,
+    hflip=True,
+    printer=print,
+):
     """Train ``arch`` on ``data/train`` (class folders), evaluate on ``data/val`` every epoch.
 
     Writes ``out_dir/checkpoint.pth`` (resume state, every epoch), ``metrics.jsonl`` and, at
@@ -47,26 +66,51 @@ def train_supervised(data, out_dir, *, arch="resnet18", epochs=100, image_size=2
     device = default_device(device)
     lr = lr * batch_size / 256
     final_path, ckpt_path = os.path.join(out_dir, FINAL), os.path.join(out_dir, CHECKPOINT)
-    settings = _settings(arch, epochs, image_size, batch_size, lr, weight_decay, seed, crop_scale,
-                         warmup_epochs, hflip)
+    settings = _settings(
+        arch,
+        epochs,
+        image_size,
+        batch_size,
+        lr,
+        weight_decay,
+        seed,
+        crop_scale,
+        warmup_epochs,
+        hflip,
+    )
     if os.path.exists(final_path) and not force:
         # A run killed after writing its final weights (e.g. the demo, before its stage marker)
         # is finished: its rerun must return that result, not fail.
-        finished, why = _finished_run(out_dir, settings) if resume else (None, "--no-resume was given")
+        finished, why = (
+            _finished_run(out_dir, settings) if resume else (None, "--no-resume was given")
+        )
         if finished is not None:
-            printer(f"[supervised] {final_path} is a finished run with these settings; kept as is", flush=True)
+            printer(
+                f"[supervised] {final_path} is a finished run with these settings; kept as is",
+                flush=True,
+            )
             return finished
-        raise FileExistsError(f"{final_path!r} exists (a finished supervised run; {why}); pass --force to "
-                              f"train again, or choose another --out")
+        raise FileExistsError(
+            f"{final_path!r} exists (a finished supervised run; {why}); pass --force to "
+            f"train again, or choose another --out"
+        )
     os.makedirs(out_dir, exist_ok=True)
     if force and os.path.exists(ckpt_path):
         os.remove(ckpt_path)
     torch.manual_seed(seed)
-    train_loader, val_loader = labeled_loaders(data, image_size=image_size, batch_size=batch_size,
-                                               num_workers=num_workers, crop_scale=crop_scale, hflip=hflip)
+    train_loader, val_loader = labeled_loaders(
+        data,
+        image_size=image_size,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        crop_scale=crop_scale,
+        hflip=hflip,
+    )
     classes = train_loader.dataset.classes
     model = torchvision.models.get_model(arch, weights=None, num_classes=len(classes)).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr, momentum=momentum, weight_decay=weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr, momentum=momentum, weight_decay=weight_decay
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     start_epoch, records = 0, []
     if resume and os.path.exists(ckpt_path):
@@ -78,14 +122,21 @@ def train_supervised(data, out_dir, *, arch="resnet18", epochs=100, image_size=2
         printer(f"[supervised] resumed from {ckpt_path} at epoch {start_epoch}", flush=True)
 
     iters = len(train_loader)
-    progress = Progress("supervised", (epochs - start_epoch) * iters, every=print_freq, printer=printer)
+    progress = Progress(
+        "supervised", (epochs - start_epoch) * iters, every=print_freq, printer=printer
+    )
     for epoch in range(start_epoch, epochs):
         model.train()
         for it, (images, target) in enumerate(train_loader):
-            step_lr = warmup_cosine_lr(lr, epoch * iters + it, epochs * iters, warmup_epochs * iters)
+            step_lr = warmup_cosine_lr(
+                lr, epoch * iters + it, epochs * iters, warmup_epochs * iters
+            )
             for group in optimizer.param_groups:
                 group["lr"] = step_lr
-            images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            images, target = (
+                images.to(device, non_blocking=True),
+                target.to(device, non_blocking=True),
+            )
             with torch.autocast(device.type, enabled=device.type == "cuda"):
                 loss = F.cross_entropy(model(images).float(), target)
             optimizer.zero_grad(set_to_none=True)
@@ -95,12 +146,24 @@ def train_supervised(data, out_dir, *, arch="resnet18", epochs=100, image_size=2
             progress.step(epoch, epochs, it, iters, len(target), loss.item(), step_lr)
         metrics = evaluate(model, val_loader, device)
         records.append(dict(epoch=epoch + 1, train_loss=loss.item(), **metrics))
-        printer(f"[supervised] epoch {epoch + 1}/{epochs} val top-1 {metrics['top1']:.2f} "
-                f"top-5 {metrics['top5']:.2f}", flush=True)
-        atomic_torch_save({"epoch": epoch + 1, "arch": arch, "model": model.state_dict(),
-                           "optimizer": optimizer.state_dict(), "records": json.dumps(records),
-                           "torch_rng": torch.get_rng_state(), "classes": list(classes),
-                           "settings": settings}, ckpt_path)
+        printer(
+            f"[supervised] epoch {epoch + 1}/{epochs} val top-1 {metrics['top1']:.2f} "
+            f"top-5 {metrics['top5']:.2f}",
+            flush=True,
+        )
+        atomic_torch_save(
+            {
+                "epoch": epoch + 1,
+                "arch": arch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "records": json.dumps(records),
+                "torch_rng": torch.get_rng_state(),
+                "classes": list(classes),
+                "settings": settings,
+            },
+            ckpt_path,
+        )
         write_jsonl(os.path.join(out_dir, "metrics.jsonl"), records)
 
     atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, final_path)
@@ -116,11 +179,31 @@ def warmup_cosine_lr(base_lr, step, total_steps, warmup_steps):
     return cosine_lr(base_lr, step - warmup_steps, total_steps - warmup_steps)
 
 
-def _settings(arch, epochs, image_size, batch_size, lr, weight_decay, seed, crop_scale, warmup_epochs=0.0,
-              hflip=True):
-    """What determines the final weights (besides the data): a finished run is reused only if they match."""
-    out = dict(arch=arch, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
-               weight_decay=weight_decay, seed=seed, crop_scale=list(crop_scale) if crop_scale else None)
+def _settings(
+    arch,
+    epochs,
+    image_size,
+    batch_size,
+    lr,
+    weight_decay,
+    seed,
+    crop_scale,
+    warmup_epochs=0.0,
+    hflip=True,
+):
+    """What determines the final weights (besides the data): a finished run is reused only if they
+    match.
+    """
+    out = dict(
+        arch=arch,
+        epochs=epochs,
+        image_size=image_size,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        seed=seed,
+        crop_scale=list(crop_scale) if crop_scale else None,
+    )
     if warmup_epochs:  # recorded only when used: runs from before they existed keep matching
         out["warmup_epochs"] = warmup_epochs
     if not hflip:
@@ -129,7 +212,8 @@ def _settings(arch, epochs, image_size, batch_size, lr, weight_decay, seed, crop
 
 
 def _finished_run(out_dir, settings):
-    """``(metrics, None)`` if ``out_dir`` holds a complete run with ``settings``, else ``(None, why not)``.
+    """``(metrics, None)`` if ``out_dir`` holds a complete run with ``settings``, else ``(None, why
+    not)``.
 
     ``model_final.pth`` is written (atomically) only after the last epoch's checkpoint, so a final
     file next to a checkpoint at the last epoch, with the same settings, is that run's result.
@@ -140,7 +224,11 @@ def _finished_run(out_dir, settings):
     state = safe_torch_load(ckpt_path)
     # Checkpoints written before settings were recorded: compare what they do record.
     theirs = dict(state.get("settings", {"arch": state.get("arch")}), epochs=state.get("epoch"))
-    changed = [f"{k}={v!r} there, {settings.get(k)!r} asked" for k, v in theirs.items() if v != settings.get(k)]
+    changed = [
+        f"{k}={v!r} there, {settings.get(k)!r} asked"
+        for k, v in theirs.items()
+        if v != settings.get(k)
+    ]
     if changed:
         return None, "trained with other settings: " + ", ".join(changed)
     # Killed between the final weights and classes.json: write what the checkpoint knows.

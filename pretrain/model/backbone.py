@@ -3,6 +3,7 @@
 Kept standard (ImageNet stem, torchvision parameter names) so that the query
 encoder converts to Detectron2 without special cases.
 """
+
 import copy
 import functools
 
@@ -29,7 +30,9 @@ def build_resnet(arch: str, bn_splits: int = 1) -> nn.Module:
     try:
         return torchvision.models.get_model(arch, weights=None, **kwargs)
     except ValueError as e:
-        raise ValueError(f"unknown arch {arch!r}: {e}. Try resnet18, resnet34, resnet50, resnet101.") from e
+        raise ValueError(
+            f"unknown arch {arch!r}: {e}. Try resnet18, resnet34, resnet50, resnet101."
+        ) from e
 
 
 def feature_dim(model: nn.Module) -> int:
@@ -44,7 +47,9 @@ def feature_dim(model: nn.Module) -> int:
 
 
 def pooled_backbone(encoder: nn.Module) -> nn.Module:
-    """A copy of ``encoder`` whose head is removed: images -> pooled features (for kNN/linear eval)."""
+    """A copy of ``encoder`` whose head is removed: images -> pooled features (for
+    kNN/linear eval).
+    """
     backbone = copy.deepcopy(encoder)
     backbone.fc = nn.Identity()
     return backbone

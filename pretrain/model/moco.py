@@ -5,6 +5,7 @@ Representation Learning", CVPR 2020 (arXiv 1911.05722), and Chen, Fan, Girshick,
 He, "Improved Baselines with Momentum Contrastive Learning" (MoCo v2, arXiv
 2003.04297). ``forward`` follows the paper's Algorithm 1 line by line.
 """
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -46,7 +47,8 @@ def positive_top1(logits: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def contrast_stats(logits: torch.Tensor, T: float) -> torch.Tensor:
-    """[positive top-1, mean cosine q.k+, mean cosine q.k-] of one step, as one device tensor (no sync).
+    """[positive top-1, mean cosine q.k+, mean cosine q.k-] of one step, as one device tensor (no
+    sync).
 
     The two similarities tell a collapsing representation (both near 1) from a learning one
     (q.k+ well above q.k-), which the loss alone does not: the loss also rises while the queue
@@ -63,7 +65,17 @@ class MoCo(nn.Module):
     checkpoints prefix them with ``module.`` like the official code.
     """
 
-    def __init__(self, arch="resnet50", dim=128, K=65536, m=0.999, T=0.07, mlp=False, bn_splits=1, shuffle="auto"):
+    def __init__(
+        self,
+        arch="resnet50",
+        dim=128,
+        K=65536,
+        m=0.999,
+        T=0.07,
+        mlp=False,
+        bn_splits=1,
+        shuffle="auto",
+    ):
         super().__init__()
         if shuffle not in SHUFFLE_MODES:
             raise ValueError(f"shuffle must be one of {SHUFFLE_MODES}, got {shuffle!r}")
@@ -132,7 +144,9 @@ class MoCo(nn.Module):
             l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)  # N x 1
             l_neg = torch.einsum("nc,ck->nk", q, self.queue.clone().detach())  # N x K
             logits = torch.cat([l_pos, l_neg], dim=1) / self.T
-        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)  # positives at 0
+        labels = torch.zeros(
+            logits.shape[0], dtype=torch.long, device=logits.device
+        )  # positives at 0
 
         enqueue(self.queue, self.queue_ptr, du.all_gather_cat(k))  # all ranks' keys, in rank order
         return logits, labels

@@ -1,4 +1,5 @@
 """Momentum update of the key encoder: theta_k <- m * theta_k + (1 - m) * theta_q."""
+
 import torch
 import torch.nn as nn
 

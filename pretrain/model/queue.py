@@ -1,4 +1,5 @@
 """The dictionary of negative keys: a C x K ring buffer of L2-normalised features."""
+
 import torch
 import torch.nn.functional as F
 

@@ -6,6 +6,7 @@ first K / batch steps: in a run of a few thousand steps that hump is a sizeable 
 schedule. ``model.queue_init: keys`` fills the queue with the key encoder's keys of real images
 first, so the task is the real one from step 1 (the official CIFAR demo and the paper do not).
 """
+
 import torch
 
 from pretrain import distributed as du

@@ -9,6 +9,7 @@ samples, so the model cannot solve the pretext task through BN ("cheating").
 - One process: shuffle the batch, encode with :class:`~pretrain.model.split_bn.SplitBatchNorm`
   groups, undo (the official CIFAR demo).
 """
+
 import torch
 import torch.distributed as dist
 
@@ -24,7 +25,11 @@ def batch_shuffle_ddp(x: torch.Tensor, generator=None):
     du.check_equal_batch(x.shape[0])
     x_all = du.all_gather_cat(x)
     total = x_all.shape[0]
-    idx_shuffle = torch.randperm(total, device=x.device, generator=generator) if du.rank() == 0 else torch.empty(total, dtype=torch.long, device=x.device)
+    idx_shuffle = (
+        torch.randperm(total, device=x.device, generator=generator)
+        if du.rank() == 0
+        else torch.empty(total, dtype=torch.long, device=x.device)
+    )
     dist.broadcast(idx_shuffle, src=0)
     idx_unshuffle = torch.argsort(idx_shuffle)
     local = idx_shuffle.view(du.world_size(), -1)[du.rank()]
@@ -33,7 +38,9 @@ def batch_shuffle_ddp(x: torch.Tensor, generator=None):
 
 @torch.no_grad()
 def batch_unshuffle_ddp(x: torch.Tensor, idx_unshuffle: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`batch_shuffle_ddp` on the encoded slice: this rank's own samples, in order."""
+    """Inverse of :func:`batch_shuffle_ddp` on the encoded slice: this rank's own
+    samples, in order.
+    """
     x_all = du.all_gather_cat(x)
     local = idx_unshuffle.view(du.world_size(), -1)[du.rank()]
     return x_all[local]

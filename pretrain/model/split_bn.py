@@ -3,9 +3,11 @@
 From the official MoCo CIFAR-10 demo. In train mode the batch is split into
 ``num_splits`` groups, each normalised with its own statistics, as if each group
 ran on a different GPU; running statistics are the mean over groups. Eval mode is
-plain BatchNorm. Group ``j`` is samples ``j, j+S, j+2S, ...`` (a free reshape for contiguous NCHW input;
+plain BatchNorm. Group ``j`` is samples ``j, j+S, j+2S, ...`` (a free reshape for contiguous NCHW
+input;
 a copy for channels_last, which cannot be viewed that way).
 """
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -33,10 +35,14 @@ class SplitBatchNorm(nn.BatchNorm2d):
         # [N, C] -> [N/S, S*C]: sample i lands in channel block i % S, so each block
         # is one group with its own statistics.
         out = F.batch_norm(
-            x.reshape(n // s, s * c, h, w), mean, var,
+            x.reshape(n // s, s * c, h, w),
+            mean,
+            var,
             self.weight.repeat(s) if self.weight is not None else None,
             self.bias.repeat(s) if self.bias is not None else None,
-            True, self.momentum, self.eps,
+            True,
+            self.momentum,
+            self.eps,
         ).reshape(n, c, h, w)
         with torch.no_grad():
             self.running_mean.copy_(mean.view(s, c).mean(0))

@@ -4,6 +4,7 @@ A MoCo checkpoint holds both encoders (``module.encoder_q.*``, ``module.encoder_
 and the optimizer; downstream we want the query encoder only, without its fc / MLP head, as the
 reference ``main_lincls.py`` does. Every layout ``pretrain.weights.reader`` knows works here too.
 """
+
 import torch.nn as nn
 import torchvision
 
@@ -23,7 +24,8 @@ def backbone_state_dict(checkpoint, source="checkpoint"):
         raise CheckpointFormatError(
             f"{source} is not a ResNet pretraining checkpoint: {e}\n  Expected e.g. "
             f"'module.encoder_q.conv1.weight' (MoCo) or 'conv1.weight' (torchvision); Detectron2 "
-            f".pkl files are a conversion output, not an input here.") from None
+            f".pkl files are a conversion output, not an input here."
+        ) from None
     return {k: v for k, v in extracted.backbone.items() if not k.startswith("fc.")}
 
 
@@ -32,7 +34,9 @@ def infer_resnet_arch(state_dict):
     try:
         return torchvision_arch_name(resnet_arch(state_dict))
     except MappingError as e:
-        raise CheckpointFormatError(f"{e}\n  Fix: pass the arch explicitly (e.g. --arch resnet50).") from None
+        raise CheckpointFormatError(
+            f"{e}\n  Fix: pass the arch explicitly (e.g. --arch resnet50)."
+        ) from None
 
 
 def load_backbone_state_dict(path):
@@ -57,7 +61,8 @@ def load_backbone(path, arch=None, num_classes=1000):
     if missing or unexpected:
         raise CheckpointFormatError(
             f"{str(path)!r} does not fit torchvision {arch}: missing {missing[:6]}, unexpected "
-            f"{unexpected[:6]}. Pass the arch the checkpoint was trained with (--arch).")
+            f"{unexpected[:6]}. Pass the arch the checkpoint was trained with (--arch)."
+        )
     return model, state
 
 

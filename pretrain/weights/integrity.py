@@ -6,6 +6,7 @@
   (built on the meta device: shapes only, no memory) must be present with that shape, and every
   weight must be finite (NaN/Inf: a diverged run).
 """
+
 import re
 import struct
 import zipfile
@@ -56,8 +57,9 @@ def expected_arch(backbone):
             "--source/--prefix."
         )
     counts = tuple(max(b) + 1 if b else 0 for b in blocks)
-    block = "bottleneck" if any(re.match(r"^layer\d\.\d+\.conv3\.", n) for n in backbone) \
-        else "basic"
+    block = (
+        "bottleneck" if any(re.match(r"^layer\d\.\d+\.conv3\.", n) for n in backbone) else "basic"
+    )
     same_block = [(c, d) for (b, c), d in RESNET_DEPTHS.items() if b == block]
     nearest, depth = min(same_block, key=lambda cd: sum(abs(x - y) for x, y in zip(cd[0], counts)))
     conv1, conv2 = backbone.get("layer1.0.conv1.weight"), backbone.get("layer1.0.conv2.weight")
@@ -71,12 +73,14 @@ def expected_arch(backbone):
 def expected_shapes(block, blocks_per_stage, width=64, groups=1):
     """{torchvision name: shape} of that ResNet, built on the meta device (no memory used)."""
     kind = Bottleneck if block == "bottleneck" else BasicBlock
-    kwargs = {"groups": groups, "width_per_group": width // groups} if block == "bottleneck" \
-        else {}
+    kwargs = {"groups": groups, "width_per_group": width // groups} if block == "bottleneck" else {}
     with torch.device("meta"):
         model = ResNet(kind, list(blocks_per_stage), **kwargs)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()
-            if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    return {
+        k: tuple(v.shape)
+        for k, v in model.state_dict().items()
+        if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
+    }
 
 
 def _grouped(names):
@@ -99,33 +103,52 @@ def check_resnet(backbone, where=""):
     expected = expected_shapes(block, counts, width, groups)
     arch = f"ResNet-{depth}" + (f" (width {width}, groups {groups})" if width != 64 else "")
     missing = [n for n in expected if n not in backbone]
-    wrong = [(n, tuple(backbone[n].shape), s) for n, s in expected.items()
-             if n in backbone and tuple(backbone[n].shape) != s]
-    extra = [n for n in backbone if n not in expected and not n.startswith("fc.")
-             and not n.endswith("num_batches_tracked") and is_resnet_key(n)]
+    wrong = [
+        (n, tuple(backbone[n].shape), s)
+        for n, s in expected.items()
+        if n in backbone and tuple(backbone[n].shape) != s
+    ]
+    extra = [
+        n
+        for n in backbone
+        if n not in expected
+        and not n.startswith("fc.")
+        and not n.endswith("num_batches_tracked")
+        and is_resnet_key(n)
+    ]
     problems = []
     if missing:
-        problems.append(f"missing {len(missing)} tensors: {_grouped(missing)} "
-                        f"(e.g. {', '.join(missing[:3])})")
+        problems.append(
+            f"missing {len(missing)} tensors: {_grouped(missing)} (e.g. {', '.join(missing[:3])})"
+        )
     if wrong:
-        problems.append("wrong shape: " + "; ".join(
-            f"{n} is {list(got)}, {arch} has {list(want)}" for n, got, want in wrong[:5])
-            + (f" (+{len(wrong) - 5} more)" if len(wrong) > 5 else ""))
+        problems.append(
+            "wrong shape: "
+            + "; ".join(
+                f"{n} is {list(got)}, {arch} has {list(want)}" for n, got, want in wrong[:5]
+            )
+            + (f" (+{len(wrong) - 5} more)" if len(wrong) > 5 else "")
+        )
     if extra:
         problems.append(f"{len(extra)} tensors {arch} does not have: {_grouped(extra)}")
     if problems:
         raise IntegrityError(
             f"the ResNet {where}is not a complete {arch}, so nothing was written: "
-            + "; ".join(problems) + ".\n  Fix: convert the complete checkpoint (a partial or "
+            + "; ".join(problems)
+            + ".\n  Fix: convert the complete checkpoint (a partial or "
             "edited file would load with these tensors skipped or random); a ResNet variant "
             "Detectron2 does not build (e.g. a CIFAR 3x3 stem) cannot be converted."
         )
-    bad = [(n, int((~torch.isfinite(t)).sum())) for n, t in backbone.items()
-           if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all()]
+    bad = [
+        (n, int((~torch.isfinite(t)).sum()))
+        for n, t in backbone.items()
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all()
+    ]
     if bad:
         raise IntegrityError(
             f"{len(bad)} tensors {where}hold NaN or Inf values (a diverged run?), so nothing was "
-            f"written: " + ", ".join(f"{n} ({c} values)" for n, c in bad[:5])
+            f"written: "
+            + ", ".join(f"{n} ({c} values)" for n, c in bad[:5])
             + (" ..." if len(bad) > 5 else "")
             + ".\n  Fix: convert a checkpoint from before the run diverged."
         )

@@ -9,6 +9,7 @@ VISSL, lightly, timm, torchvision) are the table in ``pretrain.weights.layouts``
 - ``prefix``: any state dict whose ResNet sits under a prefix (``backbone.`` ...).
 - ``detectron2``: already in Detectron2 names: refused, it needs no conversion.
 """
+
 import os
 import re
 from collections import Counter
@@ -95,7 +96,9 @@ def find_state_dict(obj):
     )
 
 
-_D2_NAME = re.compile(r"^(backbone\.)?(bottom_up\.)?(stem\.conv1\.|res[2-5]\.\d+\.)|^roi_heads\.res5\.")
+_D2_NAME = re.compile(
+    r"^(backbone\.)?(bottom_up\.)?(stem\.conv1\.|res[2-5]\.\d+\.)|^roi_heads\.res5\."
+)
 _CAFFE2_NAME = re.compile(r"^(res\d+_\d+_branch|res_conv1_bn_|conv1_w$)")
 
 
@@ -171,8 +174,8 @@ def _split_by_prefix(state, keep_prefix, reasons):
     for original, value in state.items():
         name = strip_module(original)
         if name.startswith(keep_prefix):
-            backbone[name[len(keep_prefix):]] = _as_tensor(value)
-            origin[name[len(keep_prefix):]] = original
+            backbone[name[len(keep_prefix) :]] = _as_tensor(value)
+            origin[name[len(keep_prefix) :]] = original
             continue
         reason = next((r for p, r in reasons if name == p or name.startswith(p)), OUTSIDE_REASON)
         dropped.append((original, reason))
@@ -193,13 +196,14 @@ def _split_layout(named, keep, groups, sequential):
     """
     backbone, dropped, origin = {}, [], {}
     for name, (original, value) in named.items():
-        reason = next((r for p, r in groups if p != keep and (name == p or name.startswith(p))),
-                      None)
+        reason = next(
+            (r for p, r in groups if p != keep and (name == p or name.startswith(p))), None
+        )
         if reason is None and name.startswith(keep):
             if not isinstance(value, (torch.Tensor, np.ndarray)):
                 dropped.append((original, NOT_A_TENSOR_REASON))
                 continue
-            tv = name[len(keep):]
+            tv = name[len(keep) :]
             tv = sequential_to_torchvision(tv) if sequential else tv
             backbone[tv], origin[tv] = _as_tensor(value), original
         else:
@@ -233,8 +237,11 @@ def _option(layout_name, momentum_encoder, student):
     if option and (layout is None or option not in layout.variants):
         have = [n for n, lay in BY_NAME.items() if option in lay.variants]
         flag = "--momentum-encoder" if option == "momentum" else "--student"
-        what = "MoCo and the other layouts with a momentum copy" if option == "momentum" else \
-            "DINO checkpoints (teacher and student)"
+        what = (
+            "MoCo and the other layouts with a momentum copy"
+            if option == "momentum"
+            else "DINO checkpoints (teacher and student)"
+        )
         raise ConversionError(
             f"{flag} applies to {what} ({', '.join(have)}), but this is a {layout_name} layout."
         )
@@ -291,5 +298,10 @@ def extract_backbone(obj, *, source="auto", prefix=None, momentum_encoder=False,
             f"  Fix: check --source/--prefix/--momentum-encoder/--student against these prefixes."
         )
     # The kept encoder's fc (MoCo's fc / MLP head) stays in: mapping.py drops it as a head.
-    return Extracted(format=fmt, backbone=backbone, dropped=dropped, origin=origin,
-                     other_entries=_other_entries(obj, state, layout))
+    return Extracted(
+        format=fmt,
+        backbone=backbone,
+        dropped=dropped,
+        origin=origin,
+        other_entries=_other_entries(obj, state, layout),
+    )

@@ -3,6 +3,7 @@
 The one table of ResNet depths, shared by the evaluations (which build the torchvision model)
 and the converter (which prints the Detectron2 keys the file needs).
 """
+
 import re
 from dataclasses import dataclass
 
@@ -31,8 +32,6 @@ RESNET_DEPTHS = {
 }
 
 
-
-
 @dataclass(frozen=True)
 class ResNetArch:
     depth: int
@@ -40,7 +39,9 @@ class ResNetArch:
     blocks_per_stage: tuple
     res2_out_channels: int
     bottleneck_channels: int  # res2 bottleneck width: 64 for R50, 128 for wide R50-2
-    groups: int  # 1, or 32 for ResNeXt (Detectron2: NUM_GROUPS * WIDTH_PER_GROUP = bottleneck_channels)
+    groups: (
+        int  # 1, or 32 for ResNeXt (Detectron2: NUM_GROUPS * WIDTH_PER_GROUP = bottleneck_channels)
+    )
 
     def __str__(self):
         return f"ResNet-{self.depth} ({self.block} blocks {list(self.blocks_per_stage)})"
@@ -85,7 +86,9 @@ def resnet_arch(backbone):
 
 
 def torchvision_arch_name(arch):
-    """The torchvision model name of ``arch`` (``resnet50``, ``wide_resnet50_2``, ``resnext50_32x4d``)."""
+    """The torchvision model name of ``arch`` (``resnet50``, ``wide_resnet50_2``,
+    ``resnext50_32x4d``).
+    """
     base_width = 64 if arch.block == "basic" else 64 * (arch.res2_out_channels // 256)
     if arch.groups > 1:
         return f"resnext{arch.depth}_{arch.groups}x{arch.bottleneck_channels // arch.groups}d"

@@ -6,6 +6,7 @@ Weight pickles (Detectron2 / Caffe2 model zoo) only need numpy arrays, numpy
 scalars and plain containers, so the unpickler below resolves exactly those
 globals and refuses everything else before it is called.
 """
+
 import collections
 import os
 import pickle
@@ -46,10 +47,12 @@ class _WeightsOnlyUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         raise UnsafeCheckpointError(
             f"{self._path!r} refers to '{module}.{name}', which is not a numpy array or a plain "
-            f"container: unpickling it could execute code, so it was refused and nothing in it ran.\n"
+            "container: unpickling it could execute code, so it was refused "
+            "and nothing in it ran.\n"
             f"  Only numpy arrays, numpy scalars, dicts, lists, strings and numbers are accepted "
             f"in .pkl weight files.\n"
-            f"  Fix: if you trust the file, re-save its weights from a trusted environment as plain "
+            "  Fix: if you trust the file, re-save its weights from a trusted "
+            "environment as plain "
             f"numpy arrays (pickle.dump({{'model': {{name: array}}}}, f)) or as a torch state dict "
             f"(torch.save(state_dict, 'weights.pth'))."
         )

@@ -1,4 +1,5 @@
 """Session fixtures: random R18/R50 weights, the official MoCo v2 checkpoint, its conversions."""
+
 import pytest
 import torch
 
@@ -30,5 +31,7 @@ def r50_converted(moco_r50_file, tmp_path_factory):
     from convert import convert_checkpoint
 
     out = tmp_path_factory.mktemp("r50_converted")
-    return {t: convert_checkpoint(moco_r50_file, out / f"r50_{t}.pkl", target=t)
-            for t in ("c4", "fpn", "heuristic")}
+    return {
+        t: convert_checkpoint(moco_r50_file, out / f"r50_{t}.pkl", target=t)
+        for t in ("c4", "fpn", "heuristic")
+    }

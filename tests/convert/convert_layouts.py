@@ -61,19 +61,29 @@ def moco_v2_checkpoint(model, channels):
     state.update(mlp_head("module.encoder_k.", channels))
     state["module.queue"] = torch.nn.functional.normalize(torch.randn(128, 256), dim=0)
     state["module.queue_ptr"] = torch.zeros(1, dtype=torch.long)
-    return {"epoch": 200, "arch": "resnet50", "state_dict": state,
-            "optimizer": {"state": {}, "param_groups": [{"lr": 0.0, "momentum": 0.9}]}}
+    return {
+        "epoch": 200,
+        "arch": "resnet50",
+        "state_dict": state,
+        "optimizer": {"state": {}, "param_groups": [{"lr": 0.0, "momentum": 0.9}]},
+    }
 
 
 def mocov3_checkpoint(model, channels):
-    """The official MoCo v3 (ResNet) checkpoint: base/momentum encoders, projector in fc, predictor."""
+    """The official MoCo v3 (ResNet) checkpoint: base/momentum encoders, projector in
+    fc, predictor.
+    """
     base = backbone_state(model)
     momentum = shifted(base, -1.0)
     state = {}
     for prefix, weights in (("module.base_encoder.", base), ("module.momentum_encoder.", momentum)):
         state.update({prefix + n: v for n, v in weights.items()})
         state.update(mlp_head(prefix, channels, dim=256))
-    state.update({"module.predictor.0.weight": torch.randn(4096, 256),
-                  "module.predictor.1.running_mean": torch.zeros(4096),
-                  "module.predictor.3.weight": torch.randn(256, 4096)})
+    state.update(
+        {
+            "module.predictor.0.weight": torch.randn(4096, 256),
+            "module.predictor.1.running_mean": torch.zeros(4096),
+            "module.predictor.3.weight": torch.randn(256, 4096),
+        }
+    )
     return {"epoch": 100, "arch": "resnet50", "state_dict": state, "optimizer": {}, "scaler": {}}

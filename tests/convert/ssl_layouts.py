@@ -6,6 +6,7 @@ modules rather than typed strings. Heads are small: only their names matter. Eac
 ``(checkpoint object, {option: torchvision-named ResNet state that option must convert})``;
 the momentum / student copies hold different weights, so picking the wrong one is caught.
 """
+
 import argparse
 import copy
 import itertools
@@ -84,18 +85,28 @@ class SimSiam(nn.Module):
         self.encoder = copy.deepcopy(model)
         prev = _features(model)
         self.encoder.fc = nn.Sequential(
-            nn.Linear(prev, prev, bias=False), nn.BatchNorm1d(prev), nn.ReLU(inplace=True),
-            nn.Linear(prev, prev, bias=False), nn.BatchNorm1d(prev), nn.ReLU(inplace=True),
-            nn.Linear(prev, dim), nn.BatchNorm1d(dim, affine=False))
-        self.predictor = nn.Sequential(nn.Linear(dim, pred_dim, bias=False),
-                                       nn.BatchNorm1d(pred_dim), nn.ReLU(inplace=True),
-                                       nn.Linear(pred_dim, dim))
+            nn.Linear(prev, prev, bias=False),
+            nn.BatchNorm1d(prev),
+            nn.ReLU(inplace=True),
+            nn.Linear(prev, prev, bias=False),
+            nn.BatchNorm1d(prev),
+            nn.ReLU(inplace=True),
+            nn.Linear(prev, dim),
+            nn.BatchNorm1d(dim, affine=False),
+        )
+        self.predictor = nn.Sequential(
+            nn.Linear(dim, pred_dim, bias=False),
+            nn.BatchNorm1d(pred_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(pred_dim, dim),
+        )
 
 
 def simsiam(model):
     state = _ddp(SimSiam(model).state_dict())
-    return {"epoch": 100, "arch": "resnet50", "state_dict": state, "optimizer": {}}, \
-        {None: backbone_state(model)}
+    return {"epoch": 100, "arch": "resnet50", "state_dict": state, "optimizer": {}}, {
+        None: backbone_state(model)
+    }
 
 
 # ------------------------------------------------------------------ barlowtwins / vicreg
@@ -120,13 +131,15 @@ class VICReg(nn.Module):
 
 def barlowtwins(model):
     """checkpoint.pth: dict(epoch, model=DDP state_dict, optimizer)."""
-    return {"epoch": 1000, "model": _ddp(BarlowTwins(model).state_dict()), "optimizer": {}}, \
-        {None: backbone_state(model)}
+    return {"epoch": 1000, "model": _ddp(BarlowTwins(model).state_dict()), "optimizer": {}}, {
+        None: backbone_state(model)
+    }
 
 
 def vicreg(model):
-    return {"epoch": 1000, "model": _ddp(VICReg(model).state_dict()), "optimizer": {}}, \
-        {None: backbone_state(model)}
+    return {"epoch": 1000, "model": _ddp(VICReg(model).state_dict()), "optimizer": {}}, {
+        None: backbone_state(model)
+    }
 
 
 def backbone_only(model):
@@ -138,8 +151,13 @@ def backbone_only(model):
 class DINOHead(nn.Module):
     def __init__(self, in_dim, out_dim=24, hidden=32, bottleneck=16):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden),
-                                 nn.GELU(), nn.Linear(hidden, bottleneck))
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, bottleneck),
+        )
         self.last_layer = nn.utils.weight_norm(nn.Linear(bottleneck, out_dim, bias=False))
 
 
@@ -156,14 +174,25 @@ def dino(model, teacher_ddp=True):
     """main_dino.py's save_dict; both networks are DDP-wrapped for a ResNet (it has BN)."""
     student = MultiCropWrapper(_momentum_copy(model), DINOHead(_features(model)))
     teacher = MultiCropWrapper(copy.deepcopy(model), DINOHead(_features(model)))
-    args = argparse.Namespace(arch="resnet50", out_dim=60000, momentum_teacher=0.996, lr=0.3,
-                              global_crops_scale=(0.14, 1.0), data_path="/path/to/imagenet/train",
-                              output_dir=".", use_fp16=False)
+    args = argparse.Namespace(
+        arch="resnet50",
+        out_dim=60000,
+        momentum_teacher=0.996,
+        lr=0.3,
+        global_crops_scale=(0.14, 1.0),
+        data_path="/path/to/imagenet/train",
+        output_dir=".",
+        use_fp16=False,
+    )
     teacher_state = teacher.state_dict()
-    obj = {"student": _ddp(student.state_dict()),
-           "teacher": _ddp(teacher_state) if teacher_ddp else teacher_state,
-           "optimizer": {}, "epoch": 800, "args": args,
-           "dino_loss": {"center": torch.zeros(1, 24)}}
+    obj = {
+        "student": _ddp(student.state_dict()),
+        "teacher": _ddp(teacher_state) if teacher_ddp else teacher_state,
+        "optimizer": {},
+        "epoch": 800,
+        "args": args,
+        "dino_loss": {"center": torch.zeros(1, 24)},
+    }
     return obj, {None: backbone_state(model), "student": shifted(backbone_state(model), DELTA)}
 
 
@@ -171,8 +200,12 @@ def dino(model, teacher_ddp=True):
 class MLP(nn.Module):
     def __init__(self, dim, out, hidden=32):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden),
-                                 nn.ReLU(inplace=True), nn.Linear(hidden, out))
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, out),
+        )
 
 
 class NetWrapper(nn.Module):
@@ -194,18 +227,22 @@ class BYOL(nn.Module):
 
 
 def byol(model):
-    return BYOL(model).state_dict(), {None: backbone_state(model),
-                                      "momentum": shifted(backbone_state(model), DELTA)}
+    return BYOL(model).state_dict(), {
+        None: backbone_state(model),
+        "momentum": shifted(backbone_state(model), DELTA),
+    }
 
 
 # ------------------------------------------------------------------ WXinlong/DenseCL
 class DenseCLNeck(nn.Module):
     def __init__(self, in_channels, hidden=32, out=16):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, out))
-        self.mlp2 = nn.Sequential(nn.Conv2d(in_channels, hidden, 1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(hidden, out, 1))
+        self.mlp = nn.Sequential(
+            nn.Linear(in_channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out)
+        )
+        self.mlp2 = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, out, 1)
+        )
 
 
 class DenseCL(nn.Module):
@@ -226,8 +263,10 @@ class DenseCL(nn.Module):
 def densecl(model):
     """mmcv's save_checkpoint: {"meta", "state_dict" (no DDP prefix), "optimizer"}."""
     meta = {"epoch": 200, "iter": 100, "mmcv_version": "0.4.3", "time": "Mon Jan  4 2021"}
-    return {"meta": meta, "state_dict": DenseCL(model).state_dict(), "optimizer": {}}, \
-        {None: backbone_state(model), "momentum": shifted(backbone_state(model), DELTA)}
+    return {"meta": meta, "state_dict": DenseCL(model).state_dict(), "optimizer": {}}, {
+        None: backbone_state(model),
+        "momentum": shifted(backbone_state(model), DELTA),
+    }
 
 
 # ------------------------------------------------------------------ zdaxie/PixPro
@@ -258,9 +297,13 @@ class PixPro(nn.Module):
 def pixpro(model):
     """main_pretrain.py's save_checkpoint: {"opt": args, "model", "optimizer", "scheduler", ...}."""
     opt = argparse.Namespace(arch="resnet50", pixpro_p=2.0, pixpro_momentum=0.99, epochs=100)
-    return {"opt": opt, "model": _ddp(PixPro(model).state_dict()), "optimizer": {},
-            "scheduler": {}, "epoch": 100}, \
-        {None: backbone_state(model), "momentum": shifted(backbone_state(model), DELTA)}
+    return {
+        "opt": opt,
+        "model": _ddp(PixPro(model).state_dict()),
+        "optimizer": {},
+        "scheduler": {},
+        "epoch": 100,
+    }, {None: backbone_state(model), "momentum": shifted(backbone_state(model), DELTA)}
 
 
 # ------------------------------------------------------------------ open-mmlab/mmselfsup 1.x
@@ -292,19 +335,30 @@ class MMSelfSupMoCoV2(nn.Module):
         self.neck.mlp = _mlp([_features(model), 32, 16], bn=False)
         self.head = nn.Module()  # ContrastiveHead: the loss only, no parameters
         self.momentum_encoder = ExponentialMovingAverage(
-            nn.Sequential(_momentum_copy(self.backbone), copy.deepcopy(self.neck)))
+            nn.Sequential(_momentum_copy(self.backbone), copy.deepcopy(self.neck))
+        )
         self.register_buffer("queue", torch.randn(16, 8))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
 
 
 def mmselfsup(model):
     """mmengine's CheckpointHook: {"meta", "state_dict", "message_hub", "optimizer", ...}."""
-    meta = {"epoch": 200, "iter": 1000, "cfg": "model = dict(type='MoCoV2', ...)",
-            "seed": 0, "experiment_name": "mocov2_resnet50_8xb32-coslr-200e_in1k",
-            "mmengine_version": "0.7.0", "dataset_meta": {}}
-    return {"meta": meta, "state_dict": MMSelfSupMoCoV2(model).state_dict(),
-            "message_hub": {"log_scalars": {}, "runtime_info": {"epoch": 200}},
-            "optimizer": {}, "param_schedulers": []}, {None: backbone_state(model)}
+    meta = {
+        "epoch": 200,
+        "iter": 1000,
+        "cfg": "model = dict(type='MoCoV2', ...)",
+        "seed": 0,
+        "experiment_name": "mocov2_resnet50_8xb32-coslr-200e_in1k",
+        "mmengine_version": "0.7.0",
+        "dataset_meta": {},
+    }
+    return {
+        "meta": meta,
+        "state_dict": MMSelfSupMoCoV2(model).state_dict(),
+        "message_hub": {"log_scalars": {}, "runtime_info": {"epoch": 200}},
+        "optimizer": {},
+        "param_schedulers": [],
+    }, {None: backbone_state(model)}
 
 
 class MMSelfSupMoCoV0(nn.Module):
@@ -327,8 +381,9 @@ class MMSelfSupMoCoV0(nn.Module):
 def mmselfsup_v0(model):
     """mmcv's save_checkpoint: {"meta", "state_dict", "optimizer"}."""
     meta = {"mmcv_version": "1.3.0", "time": "Mon Jan  4 2021", "epoch": 200, "iter": 1000}
-    return {"meta": meta, "state_dict": MMSelfSupMoCoV0(model).state_dict(), "optimizer": {}}, \
-        {None: backbone_state(model)}
+    return {"meta": meta, "state_dict": MMSelfSupMoCoV0(model).state_dict(), "optimizer": {}}, {
+        None: backbone_state(model)
+    }
 
 
 # ------------------------------------------------------------------ vturrisi/solo-learn
@@ -349,10 +404,16 @@ class SoloBYOL(nn.Module):
 
 def sololearn(model):
     """A Lightning checkpoint (trainer.save_checkpoint)."""
-    return {"epoch": 400, "global_step": 1000, "pytorch-lightning_version": "2.0.2",
-            "state_dict": SoloBYOL(model).state_dict(), "loops": {}, "callbacks": {},
-            "optimizer_states": [], "lr_schedulers": []}, \
-        {None: backbone_state(model), "momentum": shifted(backbone_state(model), DELTA)}
+    return {
+        "epoch": 400,
+        "global_step": 1000,
+        "pytorch-lightning_version": "2.0.2",
+        "state_dict": SoloBYOL(model).state_dict(),
+        "loops": {},
+        "callbacks": {},
+        "optimizer_states": [],
+        "lr_schedulers": [],
+    }, {None: backbone_state(model), "momentum": shifted(backbone_state(model), DELTA)}
 
 
 # ------------------------------------------------------------------ facebookresearch/vissl
@@ -362,10 +423,20 @@ class VisslResNeXt(nn.Module):
     def __init__(self, model):
         super().__init__()
         m = copy.deepcopy(model)
-        self._feature_blocks = nn.ModuleDict([
-            ("conv1", m.conv1), ("bn1", m.bn1), ("conv1_relu", m.relu), ("maxpool", m.maxpool),
-            ("layer1", m.layer1), ("layer2", m.layer2), ("layer3", m.layer3),
-            ("layer4", m.layer4), ("avgpool", m.avgpool), ("flatten", nn.Flatten(1))])
+        self._feature_blocks = nn.ModuleDict(
+            [
+                ("conv1", m.conv1),
+                ("bn1", m.bn1),
+                ("conv1_relu", m.relu),
+                ("maxpool", m.maxpool),
+                ("layer1", m.layer1),
+                ("layer2", m.layer2),
+                ("layer3", m.layer3),
+                ("layer4", m.layer4),
+                ("avgpool", m.avgpool),
+                ("flatten", nn.Flatten(1)),
+            ]
+        )
 
 
 def vissl(model):
@@ -374,13 +445,25 @@ def vissl(model):
     head.projection_head = _mlp([_features(model), 32, 16])
     head.prototypes0 = nn.Linear(16, 30, bias=False)
     heads = {f"0.{k}": v for k, v in head.state_dict().items()}
-    classy = {"train": True, "base_model": {"model": {"trunk": VisslResNeXt(model).state_dict(),
-                                                      "heads": heads},
-                                            "meta": {"model_version": "0.1"}},
-              "meta": {}, "loss": {}, "optimizer": {}, "num_updates": 1000}
-    return {"phase_idx": 199, "iteration": 1000, "train_phase_idx": 199,
-            "iteration_num": 1000, "type": "checkpoint", "classy_state_dict": classy}, \
-        {None: backbone_state(model)}
+    classy = {
+        "train": True,
+        "base_model": {
+            "model": {"trunk": VisslResNeXt(model).state_dict(), "heads": heads},
+            "meta": {"model_version": "0.1"},
+        },
+        "meta": {},
+        "loss": {},
+        "optimizer": {},
+        "num_updates": 1000,
+    }
+    return {
+        "phase_idx": 199,
+        "iteration": 1000,
+        "train_phase_idx": 199,
+        "iteration_num": 1000,
+        "type": "checkpoint",
+        "classy_state_dict": classy,
+    }, {None: backbone_state(model)}
 
 
 # ------------------------------------------------------------------ lightly
@@ -406,15 +489,23 @@ def lightly(model, form="backbone"):
         return LightlySimCLR(model).backbone.state_dict(), {None: backbone_state(model)}
     if form == "simclr":
         return LightlySimCLR(model).state_dict(), {None: backbone_state(model)}
-    return {"state_dict": LightlyMoCo(model).state_dict()}, \
-        {None: backbone_state(model), "momentum": shifted(backbone_state(model), DELTA)}
+    return {"state_dict": LightlyMoCo(model).state_dict()}, {
+        None: backbone_state(model),
+        "momentum": shifted(backbone_state(model), DELTA),
+    }
 
 
 # ------------------------------------------------------------ huggingface/pytorch-image-models
 def timm(model):
     """timm's train.py CheckpointSaver: timm's ResNet names equal torchvision's (fc included)."""
     args = argparse.Namespace(model="resnet50", lr=0.5, epochs=600, model_ema=True)
-    return {"epoch": 599, "arch": "resnet50", "state_dict": model.state_dict(), "optimizer": {},
-            "version": 2, "args": args, "metric": 80.4,
-            "state_dict_ema": shifted(model.state_dict(), DELTA)}, \
-        {None: backbone_state(model), "momentum": shifted(backbone_state(model), DELTA)}
+    return {
+        "epoch": 599,
+        "arch": "resnet50",
+        "state_dict": model.state_dict(),
+        "optimizer": {},
+        "version": 2,
+        "args": args,
+        "metric": 80.4,
+        "state_dict_ema": shifted(model.state_dict(), DELTA),
+    }, {None: backbone_state(model), "momentum": shifted(backbone_state(model), DELTA)}

@@ -1,4 +1,5 @@
 """tools/convert.py: one file with --verify, a folder with --batch, errors without tracebacks."""
+
 import os
 import pickle
 import subprocess
@@ -37,17 +38,29 @@ def test_single_file_with_verify(r18, tmp_path, capsys):
     config.write_text(R18_FPN_MOCO_YAML)
     torch.save(_moco_r18(r18), tmp_path / "moco_r18.pth.tar")
     out = tmp_path / "r18_fpn.pkl"
-    code = main([str(tmp_path / "moco_r18.pth.tar"), str(out), "--target", "fpn", "--verify", str(config)])
+    code = main(
+        [str(tmp_path / "moco_r18.pth.tar"), str(out), "--target", "fpn", "--verify", str(config)]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "source: moco, ResNet-18" in printed and "MoCo queue" in printed  # conversion report
-    assert "OK: 100 tensors loaded" in printed and "backbone.bottom_up.res5" in printed  # load table
+    assert (
+        "OK: 100 tensors loaded" in printed and "backbone.bottom_up.res5" in printed
+    )  # load table
     assert "features vs. the source ResNet: OK" in printed
     # A config typo fails before anything is converted.
-    assert main([str(tmp_path / "moco_r18.pth.tar"), str(tmp_path / "x.pkl"), "--verify", "no_such_cfg"]) == 1
+    assert (
+        main(
+            [str(tmp_path / "moco_r18.pth.tar"), str(tmp_path / "x.pkl"), "--verify", "no_such_cfg"]
+        )
+        == 1
+    )
     assert "no_such_cfg" in capsys.readouterr().err and not (tmp_path / "x.pkl").exists()
     # So does a --target whose names the config's model does not use.
-    assert main([str(tmp_path / "moco_r18.pth.tar"), str(tmp_path / "x.pkl"), "--verify", str(config)]) == 1
+    assert (
+        main([str(tmp_path / "moco_r18.pth.tar"), str(tmp_path / "x.pkl"), "--verify", str(config)])
+        == 1
+    )
     assert "needs --target fpn" in capsys.readouterr().err and not (tmp_path / "x.pkl").exists()
     # A second run must not replace the file.
     before = out.read_bytes()
@@ -65,19 +78,31 @@ def test_batch_converts_skips_and_reports_failures(r18, tmp_path, capsys):
     torch.save(r18.state_dict(), inputs / "kept.pth")
     (outputs / "kept.pkl").write_bytes(b"made by the user")
     with open(inputs / "detectron2_already.pkl", "wb") as f:
-        pickle.dump({"model": {"stem.conv1.weight": np.zeros((64, 3, 7, 7), np.float32)},
-                     "__author__": "Detectron2"}, f)
+        pickle.dump(
+            {
+                "model": {"stem.conv1.weight": np.zeros((64, 3, 7, 7), np.float32)},
+                "__author__": "Detectron2",
+            },
+            f,
+        )
     (inputs / "notes.txt").write_text("not a checkpoint")
 
     code = main(["--batch", str(inputs), str(outputs), "--target", "fpn"])
     captured = capsys.readouterr()
     assert code == 1  # one input failed
-    assert sorted(p.name for p in outputs.iterdir()) == ["kept.pkl", "moco_r18.pkl", "supervised_r18.pkl"]
+    assert sorted(p.name for p in outputs.iterdir()) == [
+        "kept.pkl",
+        "moco_r18.pkl",
+        "supervised_r18.pkl",
+    ]
     assert (outputs / "kept.pkl").read_bytes() == b"made by the user"
     assert "2 converted, 1 skipped (output exists), 1 failed" in captured.out
     assert "FAILED detectron2_already.pkl" in captured.out and "needs no conversion" in captured.err
     for name in ("moco_r18.pkl", "supervised_r18.pkl"):
-        assert pickle.loads((outputs / name).read_bytes())["source"]["format"] in ("moco", "torchvision")
+        assert pickle.loads((outputs / name).read_bytes())["source"]["format"] in (
+            "moco",
+            "torchvision",
+        )
 
     (inputs / "detectron2_already.pkl").unlink()
     assert main(["--batch", str(inputs), str(outputs), "--target", "fpn", "--force"]) == 0
@@ -87,8 +112,12 @@ def test_batch_converts_skips_and_reports_failures(r18, tmp_path, capsys):
 
 def test_tool_reports_bad_input_without_traceback(tmp_path, repo_stays_clean):
     torch.save({"state_dict": {"student.blocks.0.weight": torch.zeros(2)}}, tmp_path / "vit.pth")
-    result = subprocess.run([sys.executable, "tools/convert.py", str(tmp_path / "vit.pth"),
-                             str(tmp_path / "out.pkl")], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "tools/convert.py", str(tmp_path / "vit.pth"), str(tmp_path / "out.pkl")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert result.stderr.startswith("error: unknown checkpoint layout")
     assert "Traceback" not in result.stderr
@@ -148,22 +177,32 @@ def test_failed_verify_writes_nothing_and_keeps_the_users_file(r18, tmp_path, ca
 
 
 def test_a_conversion_killed_while_replacing_its_output_leaves_the_old_one(r18, tmp_path):
-    """A real kill: tools/convert.py --force in a child whose output write is cut off by the kernel."""
+    """A real kill: tools/convert.py --force in a child whose output write is cut off by
+    the kernel.
+    """
     from tests.killed_write import run_killed_mid_write
 
     src, other = tmp_path / "moco_r18.pth.tar", tmp_path / "other.pth.tar"
     torch.save(_moco_r18(r18), src)
     state = _moco_r18(r18)
-    state["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    state["state_dict"] = {
+        k: v + 1 if v.is_floating_point() else v for k, v in state["state_dict"].items()
+    }
     torch.save(state, other)
     out = tmp_path / "out" / "r18_fpn.pkl"
     out.parent.mkdir()
     assert main([str(src), str(out), "--target", "fpn"]) == 0
     before = out.read_bytes()
-    run_killed_mid_write(os.path.join(REPO, "tools", "convert.py"), [other, out, "--target", "fpn", "--force"],
-                         limit_bytes=len(before) // 2, cwd=tmp_path)
+    run_killed_mid_write(
+        os.path.join(REPO, "tools", "convert.py"),
+        [other, out, "--target", "fpn", "--force"],
+        limit_bytes=len(before) // 2,
+        cwd=tmp_path,
+    )
     partial = [p for p in os.listdir(out.parent) if p != out.name]
-    assert len(partial) == 1 and os.path.getsize(out.parent / partial[0]) == len(before) // 2  # killed mid-write
+    assert (
+        len(partial) == 1 and os.path.getsize(out.parent / partial[0]) == len(before) // 2
+    )  # killed mid-write
     assert out.read_bytes() == before
     with open(out, "rb") as f:
         assert pickle.load(f)["source"]["file"].endswith("moco_r18.pth.tar")

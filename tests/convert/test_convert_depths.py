@@ -3,6 +3,7 @@
 The printed ``MODEL.RESNETS.*`` keys are used as the config overrides below: if they were wrong,
 the model would not load the file or would compute different features.
 """
+
 import pytest
 import torch
 
@@ -14,20 +15,32 @@ from tests.convert.convert_layouts import C4_CONFIG, FPN_CONFIG, random_resnet
 R = "MODEL.RESNETS."
 CASES = [  # (torchvision name, --target, the config keys the report must print)
     ("resnet34", "fpn", f"{R}DEPTH 34 {R}RES2_OUT_CHANNELS 64"),
-    ("resnet101", "c4",
-     f"{R}DEPTH 101 {R}RES2_OUT_CHANNELS 256 {R}NUM_GROUPS 1 {R}WIDTH_PER_GROUP 64"),
-    ("resnet152", "fpn",
-     f"{R}DEPTH 152 {R}RES2_OUT_CHANNELS 256 {R}NUM_GROUPS 1 {R}WIDTH_PER_GROUP 64"),
-    ("wide_resnet50_2", "c4",
-     f"{R}DEPTH 50 {R}RES2_OUT_CHANNELS 256 {R}NUM_GROUPS 1 {R}WIDTH_PER_GROUP 128"),
+    (
+        "resnet101",
+        "c4",
+        f"{R}DEPTH 101 {R}RES2_OUT_CHANNELS 256 {R}NUM_GROUPS 1 {R}WIDTH_PER_GROUP 64",
+    ),
+    (
+        "resnet152",
+        "fpn",
+        f"{R}DEPTH 152 {R}RES2_OUT_CHANNELS 256 {R}NUM_GROUPS 1 {R}WIDTH_PER_GROUP 64",
+    ),
+    (
+        "wide_resnet50_2",
+        "c4",
+        f"{R}DEPTH 50 {R}RES2_OUT_CHANNELS 256 {R}NUM_GROUPS 1 {R}WIDTH_PER_GROUP 128",
+    ),
     ("wide_resnet50_2", "fpn", f"{R}WIDTH_PER_GROUP 128"),
-    ("resnext50_32x4d", "fpn",
-     f"{R}DEPTH 50 {R}RES2_OUT_CHANNELS 256 {R}NUM_GROUPS 32 {R}WIDTH_PER_GROUP 4"),
+    (
+        "resnext50_32x4d",
+        "fpn",
+        f"{R}DEPTH 50 {R}RES2_OUT_CHANNELS 256 {R}NUM_GROUPS 32 {R}WIDTH_PER_GROUP 4",
+    ),
 ]
 
 
 def _overrides(report):
-    """"MODEL.RESNETS.DEPTH 34 ..." -> ["MODEL.RESNETS.DEPTH", "34", ...]."""
+    """ "MODEL.RESNETS.DEPTH 34 ..." -> ["MODEL.RESNETS.DEPTH", "34", ...]."""
     return report.detectron2_config.split()
 
 

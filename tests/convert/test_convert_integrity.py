@@ -1,4 +1,5 @@
 """Files that cannot be right are refused with the reason, and nothing is written."""
+
 import argparse
 import os
 import pickle
@@ -31,15 +32,19 @@ def _drop(prefix):
     def edit(state):
         for k in [k for k in state if k.startswith("module.encoder_q." + prefix)]:
             del state[k]
+
     return edit
 
 
-@pytest.mark.parametrize("prefix,named", [
-    ("bn1.", "bn1 (4)"),  # the stem BN: the issue's partial file
-    ("layer3.5.", "layer3.5 (15)"),  # one block
-    ("layer4.", "layer4.0 (20), layer4.1 (15), layer4.2 (15)"),  # a whole stage
-    ("conv1.", "conv1 (1)"),  # the stem conv
-])
+@pytest.mark.parametrize(
+    "prefix,named",
+    [
+        ("bn1.", "bn1 (4)"),  # the stem BN: the issue's partial file
+        ("layer3.5.", "layer3.5 (15)"),  # one block
+        ("layer4.", "layer4.0 (20), layer4.1 (15), layer4.2 (15)"),  # a whole stage
+        ("conv1.", "conv1 (1)"),  # the stem conv
+    ],
+)
 def test_missing_tensors_are_named_and_nothing_is_written(r50, tmp_path, prefix, named):
     path = _moco_file(r50, tmp_path, _drop(prefix))
     with pytest.raises(IntegrityError, match="not a complete ResNet-50") as err:
@@ -51,17 +56,26 @@ def test_missing_tensors_are_named_and_nothing_is_written(r50, tmp_path, prefix,
 def test_wrong_shape_is_named_with_both_shapes(r50, tmp_path):
     def edit(state):
         state["module.encoder_q.conv1.weight"] = torch.randn(64, 4, 7, 7)  # one channel too many
+
     path = _moco_file(r50, tmp_path, edit)
-    with pytest.raises(IntegrityError, match=r"conv1.weight is \[64, 4, 7, 7\], ResNet-50 has "
-                                             r"\[64, 3, 7, 7\]"):
+    with pytest.raises(
+        IntegrityError,
+        match=r"conv1.weight is \[64, 4, 7, 7\], ResNet-50 has "
+        r"\[64, 3, 7, 7\]",
+    ):
         convert_checkpoint(path, tmp_path / "out.pkl")
     assert not (tmp_path / "out.pkl").exists()
 
 
 def test_extra_block_and_cifar_stem_are_refused(r18, tmp_path):
     state = dict(r18.state_dict())
-    state.update({k.replace("layer3.1.", "layer3.2."): v for k, v in state.items()
-                  if k.startswith("layer3.1.")})
+    state.update(
+        {
+            k.replace("layer3.1.", "layer3.2."): v
+            for k, v in state.items()
+            if k.startswith("layer3.1.")
+        }
+    )
     torch.save(state, tmp_path / "extra.pth")
     with pytest.raises(IntegrityError, match=r"does not have: layer3.2 \(10\)"):
         convert_checkpoint(tmp_path / "extra.pth", tmp_path / "out.pkl", target="fpn")
@@ -79,8 +93,11 @@ def test_non_finite_weights_are_refused(r18, tmp_path, value):
     state["layer2.0.conv1.weight"][0, 0, 0, 0] = value
     state["layer4.1.bn2.running_var"][3] = value
     torch.save({"state_dict": state}, tmp_path / "diverged.pth")
-    with pytest.raises(IntegrityError, match=r"2 tensors hold NaN or Inf .*layer2.0.conv1.weight "
-                                             r"\(1 values\), layer4.1.bn2.running_var"):
+    with pytest.raises(
+        IntegrityError,
+        match=r"2 tensors hold NaN or Inf .*layer2.0.conv1.weight "
+        r"\(1 values\), layer4.1.bn2.running_var",
+    ):
         convert_checkpoint(tmp_path / "diverged.pth", tmp_path / "out.pkl", target="fpn")
     assert not (tmp_path / "out.pkl").exists()
 
@@ -91,7 +108,7 @@ def _record_span(path, suffix):
         info = next(i for i in archive.infolist() if i.filename.endswith(suffix))
     raw = path.read_bytes()
     header = info.header_offset
-    name_len, extra_len = struct.unpack("<HH", raw[header + 26: header + 30])
+    name_len, extra_len = struct.unpack("<HH", raw[header + 26 : header + 30])
     return header + 30 + name_len + extra_len, info.file_size
 
 
@@ -174,20 +191,26 @@ def _batch_inputs(folder, r50):
 
     def wrong(state):
         state["module.encoder_q.conv1.weight"] = torch.randn(64, 4, 7, 7)
+
     _moco_file(r50, folder, wrong, name="wrong_shape.pth")
 
     def nan(state):  # on a copy: the tensors are the session fixture's
         name = "module.encoder_q.layer1.0.conv1.weight"
         state[name] = state[name].clone()
         state[name][0] = float("nan")
+
     _moco_file(r50, folder, nan, name="diverged.pth")
     path = _moco_file(r50, folder, name="bitrot.pth")
     start, size = _record_span(path, "/data/7")
     raw = bytearray(path.read_bytes())
     raw[start + size // 3] ^= 0x01
     path.write_bytes(bytes(raw))
-    return {"no_stem_bn.pth": "not a complete ResNet-50", "wrong_shape.pth": "wrong shape",
-            "diverged.pth": "NaN or Inf", "bitrot.pth": "damaged or truncated"}
+    return {
+        "no_stem_bn.pth": "not a complete ResNet-50",
+        "wrong_shape.pth": "wrong shape",
+        "diverged.pth": "NaN or Inf",
+        "bitrot.pth": "damaged or truncated",
+    }
 
 
 def test_batch_refuses_each_bad_file_in_one_line_and_converts_the_good_one(r50, tmp_path, capsys):
@@ -214,23 +237,33 @@ def test_tool_refuses_a_partial_file_in_one_line_without_traceback(r50, tmp_path
     command = [sys.executable, "tools/convert.py", str(path), str(tmp_path / "o.pkl")]
     result = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: the ResNet under 'module.encoder_q.' is not a complete "
-                                    "ResNet-50, so nothing was written: missing 4 tensors: bn1 (4)")
+    assert result.stderr.startswith(
+        "error: the ResNet under 'module.encoder_q.' is not a complete "
+        "ResNet-50, so nothing was written: missing 4 tensors: bn1 (4)"
+    )
     assert not (tmp_path / "o.pkl").exists()
 
 
 def test_resnet_variants_detectron2_does_not_build_are_refused(r18, tmp_path):
     # timm's resnet18d: a deep stem (conv1.0/.1/.3/.4/.6) instead of one 7x7 conv.
     state = {k: v for k, v in r18.state_dict().items() if k != "conv1.weight"}
-    state.update({"conv1.0.weight": torch.randn(32, 3, 3, 3), "conv1.1.weight": torch.ones(32),
-                  "conv1.3.weight": torch.randn(32, 32, 3, 3), "conv1.4.weight": torch.ones(32),
-                  "conv1.6.weight": torch.randn(64, 32, 3, 3)})
+    state.update(
+        {
+            "conv1.0.weight": torch.randn(32, 3, 3, 3),
+            "conv1.1.weight": torch.ones(32),
+            "conv1.3.weight": torch.randn(32, 32, 3, 3),
+            "conv1.4.weight": torch.ones(32),
+            "conv1.6.weight": torch.randn(64, 32, 3, 3),
+        }
+    )
     torch.save(state, tmp_path / "resnet18d.pth")
     with pytest.raises(IntegrityError, match=r"missing 1 tensors: conv1 \(1\)"):
         convert_checkpoint(tmp_path / "resnet18d.pth", tmp_path / "out.pkl", target="fpn")
     # SwAV's resnet50w2: the stem is twice as wide too, which torchvision's ResNet never is.
-    state = dict(r18.state_dict(), **{"conv1.weight": torch.randn(128, 3, 7, 7),
-                                      "bn1.weight": torch.ones(128)})
+    state = dict(
+        r18.state_dict(),
+        **{"conv1.weight": torch.randn(128, 3, 7, 7), "bn1.weight": torch.ones(128)},
+    )
     torch.save(state, tmp_path / "w2.pth")
     with pytest.raises(IntegrityError, match=r"conv1.weight is \[128, 3, 7, 7\].*bn1.weight is "):
         convert_checkpoint(tmp_path / "w2.pth", tmp_path / "out.pkl", target="fpn")

@@ -1,4 +1,5 @@
 """torchvision -> Detectron2 names: exact names per target, both block types, nothing lost."""
+
 import pytest
 import torch
 import torchvision
@@ -35,12 +36,18 @@ def test_c4_target_has_detectron2_r50_c4_names(r50):
     assert len([n for n in names if n.startswith("roi_heads.res5.")]) == 3 * 3 * 5 + 5
     # Everything but the 53 BN counters and the classifier is converted, values untouched.
     assert len(names) == len(state) - 53 - 2
-    assert torch.equal(mapped.tensors["backbone.res4.5.conv2.norm.running_mean"],
-                       state["layer3.5.bn2.running_mean"])
-    assert torch.equal(mapped.tensors["roi_heads.res5.0.shortcut.weight"],
-                       state["layer4.0.downsample.0.weight"])
+    assert torch.equal(
+        mapped.tensors["backbone.res4.5.conv2.norm.running_mean"],
+        state["layer3.5.bn2.running_mean"],
+    )
+    assert torch.equal(
+        mapped.tensors["roi_heads.res5.0.shortcut.weight"], state["layer4.0.downsample.0.weight"]
+    )
     reasons = dict(mapped.dropped)
-    assert set(reasons) == {n for n in state if n.endswith("num_batches_tracked")} | {"fc.weight", "fc.bias"}
+    assert set(reasons) == {n for n in state if n.endswith("num_batches_tracked")} | {
+        "fc.weight",
+        "fc.bias",
+    }
 
 
 def test_fpn_dc5_and_heuristic_targets_differ_only_by_prefix(r50):
@@ -70,10 +77,16 @@ def test_c4_target_refuses_basic_blocks_with_the_fix(r18):
         map_backbone(r18.state_dict(), "c4")
 
 
-@pytest.mark.parametrize("arch,depth,block", [
-    ("resnet18", 18, "basic"), ("resnet34", 34, "basic"), ("resnet50", 50, "bottleneck"),
-    ("resnet101", 101, "bottleneck"), ("resnext50_32x4d", 50, "bottleneck"),
-])
+@pytest.mark.parametrize(
+    "arch,depth,block",
+    [
+        ("resnet18", 18, "basic"),
+        ("resnet34", 34, "basic"),
+        ("resnet50", 50, "bottleneck"),
+        ("resnet101", 101, "bottleneck"),
+        ("resnext50_32x4d", 50, "bottleneck"),
+    ],
+)
 def test_architecture_is_read_from_the_keys(arch, depth, block):
     found = resnet_arch(_meta_state(arch))
     assert (found.depth, found.block) == (depth, block)

@@ -1,4 +1,5 @@
 """Untrusted files never run code; outputs are never overwritten by accident, never half-written."""
+
 import os
 import pickle
 

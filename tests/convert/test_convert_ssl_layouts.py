@@ -1,5 +1,6 @@
 """Each SSL codebase's checkpoint is detected without --source, converted, and computes the
 source ResNet's res4/res5 features in Detectron2; the dropped groups are listed by name."""
+
 import pytest
 import torch
 
@@ -39,21 +40,44 @@ CASES = {
     "dino": (dino, "dino", ["DINO projection head", "DINO student"]),
     "dino_teacher_without_ddp": (lambda m: dino(m, teacher_ddp=False), "dino", ["DINO student"]),
     "byol": (byol, "byol", ["BYOL projector", "BYOL predictor", "momentum", "alias"]),
-    "densecl": (densecl, "densecl", ["DenseCL neck", "key (momentum) encoder", "alias",
-                                     "DenseCL queues"]),
-    "pixpro": (pixpro, "pixpro", ["PixPro pixel projector", "PixPro instance predictor",
-                                  "PixPro pixel-propagation transform", "momentum"]),
-    "mmselfsup": (mmselfsup, "mmselfsup", ["mmselfsup neck", "momentum encoder",
-                                           "data preprocessor", "queue"]),
-    "mmselfsup_v0": (mmselfsup_v0, "mmselfsup", ["mmselfsup neck", "alias of backbone + neck",
-                                                 "key (momentum) encoder", "queue"]),
-    "sololearn": (sololearn, "sololearn", ["online linear classifier", "projection head",
-                                           "predictor head", "momentum"]),
+    "densecl": (
+        densecl,
+        "densecl",
+        ["DenseCL neck", "key (momentum) encoder", "alias", "DenseCL queues"],
+    ),
+    "pixpro": (
+        pixpro,
+        "pixpro",
+        [
+            "PixPro pixel projector",
+            "PixPro instance predictor",
+            "PixPro pixel-propagation transform",
+            "momentum",
+        ],
+    ),
+    "mmselfsup": (
+        mmselfsup,
+        "mmselfsup",
+        ["mmselfsup neck", "momentum encoder", "data preprocessor", "queue"],
+    ),
+    "mmselfsup_v0": (
+        mmselfsup_v0,
+        "mmselfsup",
+        ["mmselfsup neck", "alias of backbone + neck", "key (momentum) encoder", "queue"],
+    ),
+    "sololearn": (
+        sololearn,
+        "sololearn",
+        ["online linear classifier", "projection head", "predictor head", "momentum"],
+    ),
     "vissl": (vissl, "vissl", ["VISSL heads"]),
     "lightly_backbone": (lightly, "lightly", []),
     "lightly_simclr": (lambda m: lightly(m, "simclr"), "lightly", ["lightly projection head"]),
-    "lightly_moco": (lambda m: lightly(m, "moco"), "lightly", ["momentum",
-                                                               "lightly momentum projection"]),
+    "lightly_moco": (
+        lambda m: lightly(m, "moco"),
+        "lightly",
+        ["momentum", "lightly momentum projection"],
+    ),
     "timm": (timm, "timm", ["timm EMA copy", "classifier/projection head"]),
 }
 
@@ -78,8 +102,12 @@ def test_layout_is_detected_and_converts_to_the_same_features(case, r18, tmp_pat
     # A file written as the codebase writes it has no tensor the layout cannot account for.
     assert not any(why.startswith(OUTSIDE) for why in dropped), dropped
     assert "MODEL.RESNETS.DEPTH 18 MODEL.RESNETS.RES2_OUT_CHANNELS 64" in report.summary()
-    result = compare_features(torchvision_reference(expected[None]), report.output_path,
-                              FPN_CONFIG, overrides=R18_OVERRIDES)
+    result = compare_features(
+        torchvision_reference(expected[None]),
+        report.output_path,
+        FPN_CONFIG,
+        overrides=R18_OVERRIDES,
+    )
     assert result.ok and set(result.max_rel_diff) == {"res4", "res5"}
 
 
@@ -94,8 +122,10 @@ def test_momentum_encoder_flag_converts_the_momentum_copy(case, r18, tmp_path):
     _assert_holds(online.output_path, expected[None], "fpn")
     _assert_holds(momentum.output_path, expected["momentum"], "fpn")
     # The online network is now a dropped group, listed as such.
-    assert any("online" in why or "query" in why or "converted unless" in why
-               for _, why in momentum.dropped)
+    assert any(
+        "online" in why or "query" in why or "converted unless" in why
+        for _, why in momentum.dropped
+    )
 
 
 def test_dino_teacher_by_default_student_on_request_with_features(r50, tmp_path):
@@ -107,8 +137,10 @@ def test_dino_teacher_by_default_student_on_request_with_features(r50, tmp_path)
     _assert_holds(student.output_path, expected["student"], "c4")
     assert "args" in teacher.other_entries and "dino_loss" in teacher.other_entries
     assert any("DINO teacher" in why for _, why in student.dropped)
-    assert ("MODEL.RESNETS.DEPTH 50 MODEL.RESNETS.RES2_OUT_CHANNELS 256 MODEL.RESNETS.NUM_GROUPS 1"
-            " MODEL.RESNETS.WIDTH_PER_GROUP 64") in teacher.summary()
+    assert (
+        "MODEL.RESNETS.DEPTH 50 MODEL.RESNETS.RES2_OUT_CHANNELS 256 MODEL.RESNETS.NUM_GROUPS 1"
+        " MODEL.RESNETS.WIDTH_PER_GROUP 64"
+    ) in teacher.summary()
     for report, state in ((teacher, expected[None]), (student, expected["student"])):
         assert compare_features(torchvision_reference(state), report.output_path, C4_CONFIG).ok
     (tmp_path / "swav").mkdir()
@@ -138,9 +170,23 @@ def test_unknown_layout_lists_every_known_layout(tmp_path):
     torch.save({"state_dict": {"student_net.blocks.0.weight": torch.zeros(2)}}, tmp_path / "x.pth")
     with pytest.raises(UnknownLayoutError) as err:
         convert_checkpoint(tmp_path / "x.pth", tmp_path / "x.pkl")
-    for name in ("swav", "simsiam", "barlowtwins", "vicreg", "dino", "byol", "densecl", "pixpro",
-                 "mmselfsup", "sololearn", "vissl", "lightly", "timm", "torchvision",
-                 "student_net.blocks.* (1)"):
+    for name in (
+        "swav",
+        "simsiam",
+        "barlowtwins",
+        "vicreg",
+        "dino",
+        "byol",
+        "densecl",
+        "pixpro",
+        "mmselfsup",
+        "sololearn",
+        "vissl",
+        "lightly",
+        "timm",
+        "torchvision",
+        "student_net.blocks.* (1)",
+    ):
         assert name in str(err.value)
 
 
@@ -153,10 +199,14 @@ def test_cli_dino_teacher_student_and_the_printed_report(r18, tmp_path, capsys):
     assert main([src, str(tmp_path / "t.pkl"), "--target", "fpn"]) == 0
     printed = capsys.readouterr().out
     assert "source: dino, ResNet-18" in printed and "DINO projection head" in printed
-    assert "also in the file, not weights (not converted): optimizer, epoch, args, dino_loss" \
+    assert (
+        "also in the file, not weights (not converted): optimizer, epoch, args, dino_loss"
         in printed
-    assert "Detectron2 config for this file: MODEL.RESNETS.DEPTH 18 " \
-           "MODEL.RESNETS.RES2_OUT_CHANNELS 64" in printed
+    )
+    assert (
+        "Detectron2 config for this file: MODEL.RESNETS.DEPTH 18 "
+        "MODEL.RESNETS.RES2_OUT_CHANNELS 64" in printed
+    )
     assert main([src, str(tmp_path / "t2.pkl"), "--target", "fpn", "--teacher"]) == 0
     assert main([src, str(tmp_path / "s.pkl"), "--target", "fpn", "--student"]) == 0
     _assert_holds(tmp_path / "t.pkl", expected[None], "fpn")

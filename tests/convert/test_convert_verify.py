@@ -2,6 +2,7 @@
 
 Configs are our MoCo task YAMLs (configs/*_moco.yaml), loaded through ``detection.config``.
 """
+
 import pytest
 import torch
 
@@ -17,8 +18,13 @@ from detection.verify import (
 from tests.convert.convert_layouts import C4_CONFIG, FPN_CONFIG, R18_OVERRIDES
 
 C4_NEW_LAYERS = ("proposal_generator.", "roi_heads.box_predictor.", "roi_heads.res5.norm.")
-FPN_NEW_LAYERS = ("backbone.fpn_", "proposal_generator.", "roi_heads.box_head.",
-                  "roi_heads.box_predictor.", "roi_heads.mask_head.")
+FPN_NEW_LAYERS = (
+    "backbone.fpn_",
+    "proposal_generator.",
+    "roi_heads.box_head.",
+    "roi_heads.box_predictor.",
+    "roi_heads.mask_head.",
+)
 
 
 @pytest.mark.parametrize("target", ["c4", "heuristic"])
@@ -40,14 +46,22 @@ def test_fpn_weights_fill_every_backbone_tensor_of_the_fpn_model(r50_converted):
     assert "backbone.bottom_up.res2" in report.table()
 
 
-@pytest.mark.parametrize("target,config,norm", [
-    ("c4", C4_CONFIG, "naiveSyncBN"),  # as the config sets it; res5 comes from roi_heads.res5
-    ("fpn", FPN_CONFIG, "FrozenBN"),
-    ("heuristic", C4_CONFIG, "BN"),  # Detectron2's suffix matching puts res5 into the ROI head too
-])
+@pytest.mark.parametrize(
+    "target,config,norm",
+    [
+        ("c4", C4_CONFIG, "naiveSyncBN"),  # as the config sets it; res5 comes from roi_heads.res5
+        ("fpn", FPN_CONFIG, "FrozenBN"),
+        (
+            "heuristic",
+            C4_CONFIG,
+            "BN",
+        ),  # Detectron2's suffix matching puts res5 into the ROI head too
+    ],
+)
 def test_detectron2_computes_torchvision_features(r50, r50_converted, target, config, norm):
-    result = compare_features(r50, r50_converted[target].output_path, config,
-                              overrides=["MODEL.RESNETS.NORM", norm])
+    result = compare_features(
+        r50, r50_converted[target].output_path, config, overrides=["MODEL.RESNETS.NORM", norm]
+    )
     assert result.ok and set(result.max_rel_diff) == {"res4", "res5"}
     assert max(result.max_rel_diff.values()) < 1e-4
 
@@ -91,8 +105,12 @@ def test_dc5_target_fills_the_dilated_backbone(r50, moco_r50_file, tmp_path):
     # The paper's 512-channel neck after res5 (detection.modeling.dc5_neck) is the one new part of
     # the backbone: the ResNet inside keeps the names --target dc5 writes.
     assert {n for n in verified.missing_new if n.startswith("backbone.")} == {
-        "backbone.neck.weight", "backbone.neck.norm.weight", "backbone.neck.norm.bias",
-        "backbone.neck.norm.running_mean", "backbone.neck.norm.running_var"}
+        "backbone.neck.weight",
+        "backbone.neck.norm.weight",
+        "backbone.neck.norm.bias",
+        "backbone.neck.norm.running_mean",
+        "backbone.neck.norm.running_var",
+    }
     # The dilated res5 has no torchvision twin: only res4 is compared (OUT_FEATURES is res5 only).
     result = compare_features(r50, report.output_path, "voc0712_R50_DC5_24k_moco")
     assert set(result.max_rel_diff) == {"res4"} and result.ok

@@ -1,4 +1,5 @@
-"""Tiny datasets written in each benchmark's REAL on-disk layout, under one DETECTRON2_DATASETS root.
+"""Tiny datasets written in each benchmark's REAL on-disk layout, under one DETECTRON2_DATASETS
+root.
 
 Every writer puts files where Detectron2's builtin registrations (and ours in
 ``detection.modeling.semantic_seg``) look for them, with the real file names, formats and annotation
@@ -8,6 +9,7 @@ Images are small random scenes with a few rectangles (the objects), so runs take
 
 Imported by the test files of this folder (pytest puts the folder on sys.path).
 """
+
 import json
 import os
 
@@ -57,8 +59,11 @@ def write_voc_detection(root, year, splits, seed=0):
 
     rng = np.random.default_rng(seed)
     voc = os.path.join(root, f"VOC{year}")
-    ann_dir, img_dir, set_dir = (_mkdir(voc, "Annotations"), _mkdir(voc, "JPEGImages"),
-                                 _mkdir(voc, "ImageSets", "Main"))
+    ann_dir, img_dir, set_dir = (
+        _mkdir(voc, "Annotations"),
+        _mkdir(voc, "JPEGImages"),
+        _mkdir(voc, "ImageSets", "Main"),
+    )
     h, w = IMAGE_HW
     n = 0
     for split, count in splits.items():
@@ -69,7 +74,8 @@ def write_voc_detection(root, year, splits, seed=0):
             boxes = _boxes(rng, h, w, 2)
             _save(_scene(rng, h, w, boxes), os.path.join(img_dir, fileid + ".jpg"), quality=95)
             objects = "".join(
-                f"<object><name>{CLASS_NAMES[(n + k) % len(CLASS_NAMES)]}</name><pose>Unspecified</pose>"
+                f"<object><name>{CLASS_NAMES[(n + k) % len(CLASS_NAMES)]}</name>"
+                f"<pose>Unspecified</pose>"
                 f"<truncated>0</truncated><difficult>0</difficult><bndbox>"
                 # VOC boxes are 1-based, inclusive
                 f"<xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax>"
@@ -77,9 +83,11 @@ def write_voc_detection(root, year, splits, seed=0):
                 for k, (x1, y1, x2, y2) in enumerate(boxes)
             )
             with open(os.path.join(ann_dir, fileid + ".xml"), "w") as f:
-                f.write(f"<annotation><folder>VOC{year}</folder><filename>{fileid}.jpg</filename>"
-                        f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>"
-                        f"<segmented>0</segmented>{objects}</annotation>")
+                f.write(
+                    f"<annotation><folder>VOC{year}</folder><filename>{fileid}.jpg</filename>"
+                    f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>"
+                    f"<segmented>0</segmented>{objects}</annotation>"
+                )
             ids.append(fileid)
         with open(os.path.join(set_dir, split + ".txt"), "w") as f:
             f.write("\n".join(ids) + "\n")
@@ -143,20 +151,55 @@ def write_voc_sem_seg(root, splits=(("train", 2), ("val", 2), ("train_aug", 3)),
 
 
 # ---------------------------------------------------------------------------------------------
-# COCO 2017: coco/{train2017,val2017}/*.jpg, coco/annotations/{instances,person_keypoints}_<split>.json
+# COCO 2017: coco/{train2017,val2017}/*.jpg,
+# coco/annotations/{instances,person_keypoints}_<split>.json
 
 COCO_KEYPOINT_NAMES = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
 )
-COCO_SKELETON = [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7],
-                 [6, 8], [7, 9], [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5],
-                 [4, 6], [5, 7]]
+COCO_SKELETON = [
+    [16, 14],
+    [14, 12],
+    [17, 15],
+    [15, 13],
+    [12, 13],
+    [6, 12],
+    [7, 13],
+    [6, 7],
+    [6, 8],
+    [7, 9],
+    [8, 10],
+    [9, 11],
+    [2, 3],
+    [1, 2],
+    [1, 3],
+    [2, 4],
+    [3, 5],
+    [4, 6],
+    [5, 7],
+]
 
 
 def _polygon(x1, y1, x2, y2):
-    return [[float(x1), float(y1), float(x2), float(y1), float(x2), float(y2), float(x1), float(y2)]]
+    return [
+        [float(x1), float(y1), float(x2), float(y1), float(x2), float(y2), float(x1), float(y2)]
+    ]
 
 
 def _keypoints(rng, x1, y1, x2, y2):
@@ -181,30 +224,70 @@ def write_coco(root, split, n_images, seed=2):
         file_name = f"{image_id:012d}.jpg"
         boxes = _boxes(rng, h, w, 2)
         _save(_scene(rng, h, w, boxes), os.path.join(img_dir, file_name), quality=95)
-        images.append({"id": image_id, "file_name": file_name, "height": h, "width": w,
-                       "coco_url": f"http://images.cocodataset.org/{split}/{file_name}",
-                       "license": 1})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "height": h,
+                "width": w,
+                "coco_url": f"http://images.cocodataset.org/{split}/{file_name}",
+                "license": 1,
+            }
+        )
         for k, (x1, y1, x2, y2) in enumerate(boxes):
-            common = {"image_id": image_id, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                      "area": float((x2 - x1) * (y2 - y1)), "iscrowd": 0,
-                      "segmentation": _polygon(x1, y1, x2, y2)}
+            common = {
+                "image_id": image_id,
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": float((x2 - x1) * (y2 - y1)),
+                "iscrowd": 0,
+                "segmentation": _polygon(x1, y1, x2, y2),
+            }
             # category 1 is "person" in COCO: every image has one, the other box is another class
             cat = things[0] if k == 0 else things[1 + (n % (len(things) - 1))]
             instances.append({**common, "id": len(instances) + 1, "category_id": cat["id"]})
             if k == 0:
-                people.append({**common, "id": len(people) + 1, "category_id": 1,
-                               "keypoints": _keypoints(rng, x1, y1, x2, y2), "num_keypoints": 17})
-    head = {"info": {"description": "tiny COCO-layout test data"},
-            "licenses": [{"id": 1, "name": "test", "url": ""}], "images": images}
+                people.append(
+                    {
+                        **common,
+                        "id": len(people) + 1,
+                        "category_id": 1,
+                        "keypoints": _keypoints(rng, x1, y1, x2, y2),
+                        "num_keypoints": 17,
+                    }
+                )
+    head = {
+        "info": {"description": "tiny COCO-layout test data"},
+        "licenses": [{"id": 1, "name": "test", "url": ""}],
+        "images": images,
+    }
     with open(os.path.join(ann_dir, f"instances_{split}.json"), "w") as f:
-        json.dump({**head, "annotations": instances,
-                   "categories": [{"id": c["id"], "name": c["name"], "supercategory": "thing"}
-                                  for c in things]}, f)
+        json.dump(
+            {
+                **head,
+                "annotations": instances,
+                "categories": [
+                    {"id": c["id"], "name": c["name"], "supercategory": "thing"} for c in things
+                ],
+            },
+            f,
+        )
     with open(os.path.join(ann_dir, f"person_keypoints_{split}.json"), "w") as f:
-        json.dump({**head, "annotations": people,
-                   "categories": [{"id": 1, "name": "person", "supercategory": "person",
-                                   "keypoints": list(COCO_KEYPOINT_NAMES),
-                                   "skeleton": COCO_SKELETON}]}, f)
+        json.dump(
+            {
+                **head,
+                "annotations": people,
+                "categories": [
+                    {
+                        "id": 1,
+                        "name": "person",
+                        "supercategory": "person",
+                        "keypoints": list(COCO_KEYPOINT_NAMES),
+                        "skeleton": COCO_SKELETON,
+                    }
+                ],
+            },
+            f,
+        )
     return images
 
 
@@ -222,21 +305,39 @@ def write_lvis_v05(root, split, coco_images, seed=3):
     for img in coco_images:
         images.append({**img, "not_exhaustive_category_ids": [], "neg_category_ids": []})
         for x1, y1, x2, y2 in _boxes(rng, h, w, 2):
-            annotations.append({"id": len(annotations) + 1, "image_id": img["id"],
-                                "category_id": int(rng.choice(frequent)),
-                                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                                "area": float((x2 - x1) * (y2 - y1)),
-                                "segmentation": _polygon(x1, y1, x2, y2)})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": img["id"],
+                    "category_id": int(rng.choice(frequent)),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": float((x2 - x1) * (y2 - y1)),
+                    "segmentation": _polygon(x1, y1, x2, y2),
+                }
+            )
     counts = {}
     for a in annotations:
         counts.setdefault(a["category_id"], set()).add(a["image_id"])
-    categories = [{**c, "image_count": len(counts.get(c["id"], ())),
-                   "instance_count": sum(a["category_id"] == c["id"] for a in annotations)}
-                  for c in LVIS_CATEGORIES]
+    categories = [
+        {
+            **c,
+            "image_count": len(counts.get(c["id"], ())),
+            "instance_count": sum(a["category_id"] == c["id"] for a in annotations),
+        }
+        for c in LVIS_CATEGORIES
+    ]
     path = os.path.join(_mkdir(root, "lvis"), f"lvis_v0.5_{split}.json")
     with open(path, "w") as f:
-        json.dump({"info": {}, "licenses": [], "images": images, "annotations": annotations,
-                   "categories": categories}, f)
+        json.dump(
+            {
+                "info": {},
+                "licenses": [],
+                "images": images,
+                "annotations": annotations,
+                "categories": categories,
+            },
+            f,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,17 +363,28 @@ def write_cityscapes(root, split, n_images, city="aachen", seed=4):
         # Labelled everywhere, as real frames nearly are: a prediction on unlabelled (void)
         # pixels is ignored by the official evaluation, and with only ignored predictions for a
         # class cityscapesscripts (2.3.0) fails with an IndexError.
-        objects = [{"label": "building", "polygon": [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]},
-                   {"label": "road", "polygon": [[0, h // 2], [w - 1, h // 2], [w - 1, h - 1], [0, h - 1]]},
-                   {"label": "sky", "polygon": [[0, 0], [w - 1, 0], [w - 1, 8], [0, 8]]}]
+        objects = [
+            {"label": "building", "polygon": [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]},
+            {
+                "label": "road",
+                "polygon": [[0, h // 2], [w - 1, h // 2], [w - 1, h - 1], [0, h - 1]],
+            },
+            {"label": "sky", "polygon": [[0, 0], [w - 1, 0], [w - 1, 8], [0, 8]]},
+        ]
         for k, (x1, y1, x2, y2) in enumerate(boxes):
-            objects.append({"label": ("car", "person")[k % 2],
-                            "polygon": [[x1, y1], [x2, y1], [x2, y2], [x1, y2]]})
+            objects.append(
+                {
+                    "label": ("car", "person")[k % 2],
+                    "polygon": [[x1, y1], [x2, y1], [x2, y2], [x1, y2]],
+                }
+            )
         polygons = os.path.join(gt_dir, stem + "_gtFine_polygons.json")
         with open(polygons, "w") as f:
             json.dump({"imgHeight": h, "imgWidth": w, "objects": objects}, f)
         json2labelImg(polygons, os.path.join(gt_dir, stem + "_gtFine_labelIds.png"), "ids")
-        json2labelImg(polygons, os.path.join(gt_dir, stem + "_gtFine_labelTrainIds.png"), "trainIds")
+        json2labelImg(
+            polygons, os.path.join(gt_dir, stem + "_gtFine_labelTrainIds.png"), "trainIds"
+        )
         # json2instanceImg saves a 32-bit image, which Pillow >= 10 cannot write as PNG; the
         # released instanceIds PNGs are 16-bit, so save the same ids that way.
         annotation = Annotation()
@@ -320,7 +432,7 @@ def _densepose_annotation(rng, x1, y1, x2, y2, n_points=24):
         m = np.zeros((256, 256), dtype=np.uint8, order="F")
         r0 = (part // 4) * 64
         c0 = (part % 4) * 64
-        m[r0:r0 + 64, c0:c0 + 64] = 1
+        m[r0 : r0 + 64, c0 : c0 + 64] = 1
         rle = mask_utils.encode(m)
         rle["counts"] = rle["counts"].decode("ascii")
         masks.append(rle)
@@ -346,19 +458,39 @@ def write_densepose_coco(root, n_images=2, seed=5):
             image_id = 400000 + 1000 * k + n
             file_name = f"COCO_{image_folder}_{image_id:012d}.jpg"
             x1, y1, x2, y2 = _boxes(rng, h, w, 1)[0]
-            _save(_scene(rng, h, w, [(x1, y1, x2, y2)]), os.path.join(img_dir, file_name),
-                  quality=95)
+            _save(
+                _scene(rng, h, w, [(x1, y1, x2, y2)]), os.path.join(img_dir, file_name), quality=95
+            )
             images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float((x2 - x1) * (y2 - y1)),
-                "segmentation": _polygon(x1, y1, x2, y2),
-                "keypoints": _keypoints(rng, x1, y1, x2, y2), "num_keypoints": 17,
-                **_densepose_annotation(rng, x1, y1, x2, y2),
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": float((x2 - x1) * (y2 - y1)),
+                    "segmentation": _polygon(x1, y1, x2, y2),
+                    "keypoints": _keypoints(rng, x1, y1, x2, y2),
+                    "num_keypoints": 17,
+                    **_densepose_annotation(rng, x1, y1, x2, y2),
+                }
+            )
         with open(os.path.join(ann_dir, ann_name + ".json"), "w") as f:
-            json.dump({"images": images, "annotations": annotations,
-                       "categories": [{"id": 1, "name": "person", "supercategory": "person",
-                                       "keypoints": list(COCO_KEYPOINT_NAMES),
-                                       "skeleton": COCO_SKELETON}]}, f)
+            json.dump(
+                {
+                    "images": images,
+                    "annotations": annotations,
+                    "categories": [
+                        {
+                            "id": 1,
+                            "name": "person",
+                            "supercategory": "person",
+                            "keypoints": list(COCO_KEYPOINT_NAMES),
+                            "skeleton": COCO_SKELETON,
+                        }
+                    ],
+                },
+                f,
+            )
     return root

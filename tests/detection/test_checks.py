@@ -1,4 +1,5 @@
 """Each pre-flight check in detection.checks fails with a message that says what and how to fix."""
+
 import os
 import pickle
 import shutil
@@ -45,7 +46,9 @@ def test_builtin_dataset_missing_names_dataset_path_env_and_download(cfg, tmp_pa
     assert "datasets/README.md" in msg  # the expected layout
 
     cfg.DATASETS.TRAIN = ("coco_2017_train",)
-    with pytest.raises(checks.DatasetNotFoundError, match=r"instances_train2017\.json.*\n.*\n.*\n.*cocodataset"):
+    with pytest.raises(
+        checks.DatasetNotFoundError, match=r"instances_train2017\.json.*\n.*\n.*\n.*cocodataset"
+    ):
         checks.run_checks(cfg)
     cfg.DATASETS.TRAIN = ("cityscapes_fine_sem_seg_train",)
     with pytest.raises(checks.DatasetNotFoundError, match="csCreateTrainIdLabelImgs"):
@@ -62,28 +65,36 @@ def test_partly_extracted_voc_and_hint(cfg, tiny_demo_data, tmp_path):
     cfg.MOCO.DATASET_ROOT_HINT = "the lab copy is in /shared/datasets"
     with pytest.raises(checks.DatasetNotFoundError) as e:
         checks.run_checks(cfg)
-    assert f"{first}.jpg" in str(e.value) and "Hint: the lab copy is in /shared/datasets" in str(e.value)
+    assert f"{first}.jpg" in str(e.value) and "Hint: the lab copy is in /shared/datasets" in str(
+        e.value
+    )
     # The test set alone is what --eval-only needs.
     checks.run_checks(cfg, eval_only=True)
 
 
 def test_unregistered_dataset_suggests_names(cfg):
     cfg.DATASETS.TEST = ("digits_voc_tset",)
-    with pytest.raises(checks.DatasetNotFoundError, match="not registered; close names: digits_voc_test"):
+    with pytest.raises(
+        checks.DatasetNotFoundError, match="not registered; close names: digits_voc_test"
+    ):
         checks.run_checks(cfg)
 
 
 def test_demo_datasets_missing_say_make_data(cfg, tmp_path, monkeypatch):
     monkeypatch.delenv("DEMO_DATA", raising=False)
     register_demo_datasets(str(tmp_path / "nowhere"))
-    with pytest.raises(checks.DatasetNotFoundError, match="DEMO_DATA is unset, so ./data(.|\n)*make data"):
+    with pytest.raises(
+        checks.DatasetNotFoundError, match="DEMO_DATA is unset, so ./data(.|\n)*make data"
+    ):
         checks.run_checks(cfg)
 
 
 @pytest.mark.parametrize("weights", ["REPLACE_ME/moco_v2_800ep.pkl", "/path/to/converted.pkl"])
 def test_placeholder_weights(cfg, weights):
     cfg.MODEL.WEIGHTS = weights
-    with pytest.raises(checks.WeightsError, match="still a placeholder(.|\n)*Fix: convert the MoCo checkpoint"):
+    with pytest.raises(
+        checks.WeightsError, match="still a placeholder(.|\n)*Fix: convert the MoCo checkpoint"
+    ):
         checks.run_checks(cfg)
 
 
@@ -97,8 +108,12 @@ def _converted(tmp_path):
     import torch
 
     path = str(tmp_path / "moco_converted.pkl")
-    write_detectron2_weights({"stem.conv1.weight": torch.zeros(64, 3, 7, 7)}, path, matching_heuristics=True,
-                             source={"file": "moco_v2.pth.tar", "sha256": "0" * 64, "format": "moco"})
+    write_detectron2_weights(
+        {"stem.conv1.weight": torch.zeros(64, 3, 7, 7)},
+        path,
+        matching_heuristics=True,
+        source={"file": "moco_v2.pth.tar", "sha256": "0" * 64, "format": "moco"},
+    )
     return path
 
 
@@ -114,9 +129,11 @@ def test_moco_weights_need_rgb_torchvision_stats(cfg, tmp_path):
     with pytest.raises(checks.WeightsError, match="would leave 264 of 265 backbone tensors"):
         checks.run_checks(cfg)  # one tensor of ResNet-50: the rest would be random init
 
-    for key, value, shown in [("INPUT.FORMAT", "BGR", "INPUT.FORMAT: config has 'BGR'"),
-                              ("MODEL.PIXEL_MEAN", [103.530, 116.280, 123.675], "MODEL.PIXEL_MEAN"),
-                              ("MODEL.RESNETS.STRIDE_IN_1X1", True, "STRIDE_IN_1X1: config has True")]:
+    for key, value, shown in [
+        ("INPUT.FORMAT", "BGR", "INPUT.FORMAT: config has 'BGR'"),
+        ("MODEL.PIXEL_MEAN", [103.530, 116.280, 123.675], "MODEL.PIXEL_MEAN"),
+        ("MODEL.RESNETS.STRIDE_IN_1X1", True, "STRIDE_IN_1X1: config has True"),
+    ]:
         bad = cfg.clone()
         bad.merge_from_list([key, str(value)])
         with pytest.raises(checks.WeightsError) as e:
@@ -131,10 +148,22 @@ def test_msra_weights_need_bgr(cfg, tmp_path):
     with open(path, "wb") as f:
         pickle.dump({"blobs": {"conv1_w": np.zeros((64, 3, 7, 7), np.float32)}}, f)
     cfg.MODEL.WEIGHTS = str(path)
-    with pytest.raises(checks.WeightsError, match="Caffe2 model-zoo pickle(.|\n)*INPUT.FORMAT: config has 'RGB'"):
+    with pytest.raises(
+        checks.WeightsError, match="Caffe2 model-zoo pickle(.|\n)*INPUT.FORMAT: config has 'RGB'"
+    ):
         checks.run_checks(cfg)
-    cfg.merge_from_list(["INPUT.FORMAT", "BGR", "MODEL.PIXEL_MEAN", "[103.530, 116.280, 123.675]",
-                         "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]", "MODEL.RESNETS.STRIDE_IN_1X1", "True"])
+    cfg.merge_from_list(
+        [
+            "INPUT.FORMAT",
+            "BGR",
+            "MODEL.PIXEL_MEAN",
+            "[103.530, 116.280, 123.675]",
+            "MODEL.PIXEL_STD",
+            "[1.0, 1.0, 1.0]",
+            "MODEL.RESNETS.STRIDE_IN_1X1",
+            "True",
+        ]
+    )
     _weights_and_pixel_checks(cfg)
     # Model-zoo URLs are judged by name, without downloading.
     cfg.MODEL.WEIGHTS = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
@@ -180,8 +209,11 @@ def test_unconverted_checkpoints_are_refused_with_the_convert_command(cfg, tmp_p
     import torch
 
     state = _torchvision_r18()
-    moco = {"epoch": 200, "arch": "resnet18",  # main_moco.py's (and our pretraining's) layout
-            "state_dict": {"module.encoder_q." + k: v for k, v in state.items()}}
+    moco = {
+        "epoch": 200,
+        "arch": "resnet18",  # main_moco.py's (and our pretraining's) layout
+        "state_dict": {"module.encoder_q." + k: v for k, v in state.items()},
+    }
     torch.save(moco, tmp_path / "moco_v2_200ep.pth.tar")
     torch.save(state, tmp_path / "resnet18.pth")
     for name, layout in [("moco_v2_200ep.pth.tar", "MoCo v1/v2"), ("resnet18.pth", "torchvision")]:
@@ -191,13 +223,17 @@ def test_unconverted_checkpoints_are_refused_with_the_convert_command(cfg, tmp_p
         msg = str(e.value)
         assert f"unconverted {layout} checkpoint" in msg and "random initialisation" in msg
         stem = name.split(".")[0]
-        assert f"python tools/convert.py {tmp_path / name} {stem}_c4.pkl --target c4" in msg  # a C4 config
+        assert (
+            f"python tools/convert.py {tmp_path / name} {stem}_c4.pkl --target c4" in msg
+        )  # a C4 config
         # run_checks (train_net) converts what it can; an R18 has no bottleneck res5 for a C4 head.
         with pytest.raises(checks.WeightsError) as e:
             checks.run_checks(cfg)
         msg = str(e.value)
-        assert (f"is a {layout} checkpoint that cannot be converted for this config's model "
-                f"(--target c4): ResNet-18") in msg
+        assert (
+            f"is a {layout} checkpoint that cannot be converted for this config's model "
+            f"(--target c4): ResNet-18"
+        ) in msg
         assert "Fix: use --target fpn" in msg and "\n" not in msg
         assert not os.path.exists(os.path.join(cfg.OUTPUT_DIR, f"{stem}_c4.pkl"))
 
@@ -211,14 +247,19 @@ def test_ssl_checkpoint_of_another_codebase_is_refused_too(cfg, tmp_path):
     cfg.MODEL.WEIGHTS = str(tmp_path / "swav_800ep_pretrain.pth.tar")
     # Recognised by its codebase, and converted for the config when it can be: an R18 cannot feed
     # this C4 config's res5 head, which is said (with the target that would work).
-    with pytest.raises(checks.WeightsError, match=r"is a SwAV / DeepCluster-v2 .* cannot be converted "
-                                                  r"for this config's model \(--target c4\).*--target fpn"):
+    with pytest.raises(
+        checks.WeightsError,
+        match=r"is a SwAV / DeepCluster-v2 .* cannot be converted "
+        r"for this config's model \(--target c4\).*--target fpn",
+    ):
         checks.run_checks(cfg)
 
 
 def test_converted_weights_damaged_after_conversion_are_refused(cfg, tmp_path):
     cfg.MODEL.WEIGHTS = _converted(tmp_path)
-    checks.check_weights_path(cfg.MODEL.WEIGHTS, cfg)  # intact: its tensors match their tensor_sha256
+    checks.check_weights_path(
+        cfg.MODEL.WEIGHTS, cfg
+    )  # intact: its tensors match their tensor_sha256
     with open(cfg.MODEL.WEIGHTS, "rb") as f:
         raw = bytearray(f.read())
     raw[raw.find(bytes(4096)) + 100] ^= 0x01  # one bit inside the (all-zero) stem weights
@@ -235,8 +276,9 @@ def test_detectron2_checkpoint_and_caffe2_pickle_still_pass(cfg, tmp_path):
 
     model = build_model(cfg)  # what --eval-only MODEL.WEIGHTS out/model_final.pth reads back
     optimizer = build_optimizer(cfg, model)
-    DetectionCheckpointer(model, str(tmp_path), optimizer=optimizer,
-                          scheduler=build_lr_scheduler(cfg, optimizer)).save("model_final", iteration=3)
+    DetectionCheckpointer(
+        model, str(tmp_path), optimizer=optimizer, scheduler=build_lr_scheduler(cfg, optimizer)
+    ).save("model_final", iteration=3)
     cfg.MODEL.WEIGHTS = str(tmp_path / "model_final.pth")
     checks.run_checks(cfg)  # the whole model: every backbone tensor is there
     cfg.MODEL.WEIGHTS = _converted(tmp_path)
@@ -245,7 +287,9 @@ def test_detectron2_checkpoint_and_caffe2_pickle_still_pass(cfg, tmp_path):
 
 @pytest.fixture
 def http_folder(tmp_path, monkeypatch):
-    """(folder, base URL): a local web server; downloads are cached under tmp_path (FVCORE_CACHE)."""
+    """(folder, base URL): a local web server; downloads are cached under tmp_path
+    (FVCORE_CACHE).
+    """
     import functools
     import http.server
     import threading
@@ -305,11 +349,15 @@ def test_detectron2_fair_gn_config_passes_and_stride_follows_the_weights():
     assert gn.MODEL.WEIGHTS == "catalog://ImageNetPretrained/FAIR/R-50-GN"
     checks.check_pixel_format(gn)  # Detectron2's own config for its own FAIR weights
     gn.MODEL.RESNETS.STRIDE_IN_1X1 = True
-    with pytest.raises(checks.WeightsError, match="STRIDE_IN_1X1: config has True, the weights need False"):
+    with pytest.raises(
+        checks.WeightsError, match="STRIDE_IN_1X1: config has True, the weights need False"
+    ):
         checks.check_pixel_format(gn)
     msra = gn.clone()
     msra.MODEL.WEIGHTS = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
     checks.check_pixel_format(msra)
     msra.MODEL.RESNETS.STRIDE_IN_1X1 = False
-    with pytest.raises(checks.WeightsError, match="STRIDE_IN_1X1: config has False, the weights need True"):
+    with pytest.raises(
+        checks.WeightsError, match="STRIDE_IN_1X1: config has False, the weights need True"
+    ):
         checks.check_pixel_format(msra)

@@ -1,12 +1,14 @@
 """Every Detectron2 config in configs/: its name, its ``_BASE_`` chain, its initialisation
 conventions, and a real 2-iteration training + evaluation with ``detection.trainer.Trainer``
-on a tiny copy of its dataset written in the dataset's real on-disk layout (tests/detection/layouts.py).
+on a tiny copy of its dataset written in the dataset's real on-disk layout
+(tests/detection/layouts.py).
 
 Detectron2 registers its builtin datasets under ``$DETECTRON2_DATASETS`` once, at import; the
 ``datasets_root`` fixture points the variable at the tiny copies and re-registers the builtin
 names there (restoring them afterwards), so every config runs in this process, unchanged except
 for the tiny-run overrides below.
 """
+
 import json
 import math
 import os
@@ -36,8 +38,10 @@ NAME_RE = re.compile(
 NOT_TASK_CONFIG = re.compile(r"^(Base-.*|demo_.*)\.yaml$")
 # Short names users type (the design brief's `--config voc_R50_C4_moco.yaml`): each is a file whose
 # only key is `_BASE_`, naming the explicit config it stands for.
-ALIASES = {f"voc_R50_C4_{init}.yaml": f"voc0712_R50_C4_24k_{init}.yaml"
-           for init in ("moco", "supervised", "random", "supervised_tv")}
+ALIASES = {
+    f"voc_R50_C4_{init}.yaml": f"voc0712_R50_C4_24k_{init}.yaml"
+    for init in ("moco", "supervised", "random", "supervised_tv")
+}
 # Task configs live in a folder per dataset and task, bases beside them (configs/pretrain/ holds
 # pretraining recipes, not Detectron2 configs).
 CONFIG_PATHS = {p.name: p for p in Path(CONFIG_DIR).rglob("*.yaml") if p.parent.name != "pretrain"}
@@ -49,8 +53,13 @@ FROZEN_BN_CONFIGS = [n for n in RUN_CONFIGS if n.endswith("_supervised_frozenbn.
 
 MSRA_WEIGHTS = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
 SCHEDULE_ITERS = {"1x": 90000, "2x": 180000, "s1x": 130000}
-INIT_KEYS = ("MODEL.WEIGHTS", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "INPUT.FORMAT",
-             "MODEL.RESNETS.STRIDE_IN_1X1")
+INIT_KEYS = (
+    "MODEL.WEIGHTS",
+    "MODEL.PIXEL_MEAN",
+    "MODEL.PIXEL_STD",
+    "INPUT.FORMAT",
+    "MODEL.RESNETS.STRIDE_IN_1X1",
+)
 # Inits from the MSRA weights: the supervised baseline, and LVIS's with BN frozen (Table 6 dagger).
 MSRA_INITS = ("supervised", "supervised_frozenbn")
 
@@ -58,26 +67,70 @@ MSRA_INITS = ("supervised", "supervised_frozenbn")
 # one PreciseBN batch (kept on: the configs enable it), every detection scored (untrained
 # heads give ~1/(K+1) scores, below the usual 0.05 threshold).
 TINY_RUN = [
-    "MODEL.DEVICE", "cpu",
-    "MODEL.WEIGHTS", "",
-    "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MIN_SIZE_TRAIN_SAMPLING", "choice",
-    "INPUT.MAX_SIZE_TRAIN", "128",
-    "INPUT.CROP.SIZE", "(48, 64)",
-    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)",
-    "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "1000",
-    "TEST.EVAL_PERIOD", "0", "TEST.PRECISE_BN.NUM_ITER", "1", "TEST.DETECTIONS_PER_IMAGE", "20",
-    "DATALOADER.NUM_WORKERS", "0",
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "64", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "32",
-    "MODEL.RPN.PRE_NMS_TOPK_TEST", "64", "MODEL.RPN.POST_NMS_TOPK_TEST", "16",
-    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "32", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
-    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.WEIGHTS",
+    "",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(64,)",
+    "INPUT.MIN_SIZE_TRAIN_SAMPLING",
+    "choice",
+    "INPUT.MAX_SIZE_TRAIN",
+    "128",
+    "INPUT.CROP.SIZE",
+    "(48, 64)",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.MAX_ITER",
+    "2",
+    "SOLVER.STEPS",
+    "(1,)",
+    "SOLVER.WARMUP_ITERS",
+    "0",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "1000",
+    "TEST.EVAL_PERIOD",
+    "0",
+    "TEST.PRECISE_BN.NUM_ITER",
+    "1",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "20",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
+    "64",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "32",
+    "MODEL.RPN.PRE_NMS_TOPK_TEST",
+    "64",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "16",
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "16",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "0.0",
     # Widths / 8: ResNet-50's depth, blocks, strides, dilations and norms, the heads' layers and
     # norms are the config's; only channel counts shrink, so that a CPU runs a config in seconds.
-    "MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RESNETS.RES2_OUT_CHANNELS", "32",
-    "MODEL.RESNETS.WIDTH_PER_GROUP", "8", "MODEL.FPN.OUT_CHANNELS", "32",
-    "MODEL.ROI_BOX_HEAD.CONV_DIM", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM", "32", "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", str((64,) * 8),
-    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32",
+    "MODEL.RESNETS.STEM_OUT_CHANNELS",
+    "8",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "32",
+    "MODEL.RESNETS.WIDTH_PER_GROUP",
+    "8",
+    "MODEL.FPN.OUT_CHANNELS",
+    "32",
+    "MODEL.ROI_BOX_HEAD.CONV_DIM",
+    "32",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "128",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "32",
+    "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS",
+    str((64,) * 8),
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM",
+    "32",
 ]
 TINY_TEST_SIZE = ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128"]
 
@@ -96,7 +149,9 @@ BUILTIN_PREFIXES = ("coco_", "keypoints_coco_", "lvis_", "cityscapes_", "voc_")
 
 
 def register_builtin_datasets(root):
-    """Detectron2's builtin VOC/COCO/LVIS/Cityscapes names (and our VOC segmentation) under ``root``."""
+    """Detectron2's builtin VOC/COCO/LVIS/Cityscapes names (and our VOC segmentation) under
+    ``root``.
+    """
     for name in list(DatasetCatalog.list()):
         if name.startswith(BUILTIN_PREFIXES):
             DatasetCatalog.remove(name)
@@ -134,7 +189,9 @@ def yaml_chain(name):
         if "_BASE_" not in data:
             return chain
         base = data["_BASE_"]
-        assert not os.path.isabs(base) and "://" not in base, f"{path.name}: _BASE_ must be relative"
+        assert not os.path.isabs(base) and "://" not in base, (
+            f"{path.name}: _BASE_ must be relative"
+        )
         path = (path.parent / base).resolve()
 
 
@@ -165,8 +222,11 @@ def parsed(name):
 
 
 def test_every_yaml_is_a_base_or_follows_the_naming_convention():
-    bad = [n for n in ALL_YAMLS
-           if not NAME_RE.match(n) and not NOT_TASK_CONFIG.match(n) and n not in ALIASES]
+    bad = [
+        n
+        for n in ALL_YAMLS
+        if not NAME_RE.match(n) and not NOT_TASK_CONFIG.match(n) and n not in ALIASES
+    ]
     assert not bad, f"not <dataset>_<arch>_<schedule>_<init>.yaml (see README): {bad}"
     assert len(TASK_CONFIGS) >= 40
 
@@ -176,10 +236,19 @@ def test_every_task_has_each_init():
     for n in TASK_CONFIGS:
         tasks.setdefault(parsed(n)["task"], set()).add(parsed(n)["init"])
     assert set(tasks) == {  # the paper's transfer tasks (README, "Detectron2 configs")
-        "voc0712_R50_C4_24k", "voc0712_R50_DC5_24k", "voc07_R50_C4_9k",
-        "coco_R50_FPN_1x", "coco_R50_FPN_2x", "coco_R50_C4_1x", "coco_R50_C4_2x",
-        "cocokp_R50_FPN_2x", "cocodp_R50_FPN_s1x", "lvis05_R50_FPN_1x", "cityscapes_R50_FPN_24k",
-        "cityscapessem_R50_dilated_90k", "voc12sem_R50_dilated_30k",
+        "voc0712_R50_C4_24k",
+        "voc0712_R50_DC5_24k",
+        "voc07_R50_C4_9k",
+        "coco_R50_FPN_1x",
+        "coco_R50_FPN_2x",
+        "coco_R50_C4_1x",
+        "coco_R50_C4_2x",
+        "cocokp_R50_FPN_2x",
+        "cocodp_R50_FPN_s1x",
+        "lvis05_R50_FPN_1x",
+        "cityscapes_R50_FPN_24k",
+        "cityscapessem_R50_dilated_90k",
+        "voc12sem_R50_dilated_30k",
     }, sorted(tasks)
     for task, inits in tasks.items():
         assert {"moco", "supervised", "random"} <= inits, task
@@ -268,7 +337,9 @@ def test_schedule_in_the_name_is_the_schedule(name):
     schedule = parsed(name)["schedule"]
     iters = SCHEDULE_ITERS.get(schedule) or int(schedule[:-1]) * 1000
     assert cfg.SOLVER.MAX_ITER == iters
-    assert all(0 < s < iters for s in cfg.SOLVER.STEPS) and list(cfg.SOLVER.STEPS) == sorted(cfg.SOLVER.STEPS)
+    assert all(0 < s < iters for s in cfg.SOLVER.STEPS) and list(cfg.SOLVER.STEPS) == sorted(
+        cfg.SOLVER.STEPS
+    )
     # What the paper changes from Detectron2's defaults, in every config (per-task values and
     # the one BN-frozen variant: tests/detection/test_protocols.py, detection/protocols.yaml).
     assert cfg.MODEL.BACKBONE.FREEZE_AT == 0
@@ -296,7 +367,9 @@ def test_densepose_configs(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", RUN_CONFIGS)
-def test_trains_and_evaluates_on_its_dataset_layout(name, datasets_root, one_thread, tmp_path, monkeypatch):
+def test_trains_and_evaluates_on_its_dataset_layout(
+    name, datasets_root, one_thread, tmp_path, monkeypatch
+):
     from detection.trainer import EVAL_RESULTS_FILE, Trainer
 
     (tmp_path / "cwd").mkdir()

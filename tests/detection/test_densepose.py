@@ -5,6 +5,7 @@ with DensePose's interfaces (its ``register_dataset(info, datasets_root)``, its
 ``PathManager.get_local_path(url, timeout_sec=120)`` call), and the real iopath and Detectron2
 around them (README, "Detectron2", says what a real run with DensePose installed does).
 """
+
 import os
 import shlex
 from collections import namedtuple
@@ -23,9 +24,11 @@ from tests.detection import layouts
 Info = namedtuple("Info", "name images_root annotations_fpath")
 INFOS = [
     Info(f"densepose_coco_2014_{split}", f"coco/{images}", f"coco/annotations/densepose_{ann}.json")
-    for split, images, ann in (("train", "train2014", "train2014"),
-                               ("minival", "val2014", "minival2014"),
-                               ("valminusminival", "val2014", "valminusminival2014"))
+    for split, images, ann in (
+        ("train", "train2014", "train2014"),
+        ("minival", "val2014", "minival2014"),
+        ("valminusminival", "val2014", "valminusminival2014"),
+    )
 ]
 
 
@@ -38,8 +41,10 @@ class StandInRegistrar:
     def __call__(self, info, root):
         self.calls.append((info.name, root))
         DatasetCatalog.register(info.name, lambda: [])
-        MetadataCatalog.get(info.name).set(json_file=os.path.join(root, info.annotations_fpath),
-                                           image_root=os.path.join(root, info.images_root))
+        MetadataCatalog.get(info.name).set(
+            json_file=os.path.join(root, info.annotations_fpath),
+            image_root=os.path.join(root, info.images_root),
+        )
 
 
 @pytest.fixture
@@ -73,8 +78,9 @@ def test_datasets_are_registered_under_detectron2_datasets(registrar, tmp_path, 
     assert minival.image_root == str(tmp_path / "other" / "coco" / "val2014")
 
 
-def test_missing_densepose_data_names_the_variable_that_chose_the_root(registrar, tmp_path,
-                                                                        monkeypatch):
+def test_missing_densepose_data_names_the_variable_that_chose_the_root(
+    registrar, tmp_path, monkeypatch
+):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "d2"))
     densepose.register_densepose_datasets(registrars=[(registrar, INFOS)])
     with pytest.raises(checks.DatasetNotFoundError) as e:
@@ -89,8 +95,9 @@ def test_missing_densepose_data_names_the_variable_that_chose_the_root(registrar
         checks.check_dataset(info.name)
 
 
-def test_densepose_own_registration_is_reported_as_ignoring_the_variable(registrar, tmp_path,
-                                                                         monkeypatch):
+def test_densepose_own_registration_is_reported_as_ignoring_the_variable(
+    registrar, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "d2"))
     registrar(INFOS[1], "datasets")  # what `import densepose` alone leaves behind
@@ -116,8 +123,12 @@ def test_uncached_runtime_files_fail_before_training_with_the_fix(tmp_path, monk
     with pytest.raises(checks.CheckError) as e:
         checks.check_densepose_files(DP_CFG, fetch=offline)
     msg = str(e.value)
-    for name in ("UV_symmetry_transforms.mat", "SMPL_subdiv.mat", "SMPL_SUBDIV_TRANSFORM.mat",
-                 "Pdist_matrix.pkl"):
+    for name in (
+        "UV_symmetry_transforms.mat",
+        "SMPL_subdiv.mat",
+        "SMPL_SUBDIV_TRANSFORM.mat",
+        "Pdist_matrix.pkl",
+    ):
         assert densepose.DENSEPOSE_URL_PREFIX + name in msg
     assert str(tmp_path / "cache" / "densepose" / "data") in msg  # where iopath caches them
     assert "URLError" in msg and "FVCORE_CACHE=dp_cache python -c" in msg

@@ -5,6 +5,7 @@ keys, the ``_BASE_`` chain). DensePose configs need the DensePose project for it
 it they are merged the same way with unknown keys allowed, and that path is itself checked
 against ``load_config`` on a config both can read.
 """
+
 import math
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def expected_keys(name):
     task, init = parsed(name)["task"], parsed(name)["init"]
     protocol = PROTOCOLS["tasks"][task]
     layers = [PROTOCOLS["common"], protocol] + (
-        [protocol["variants"][init]] if init in protocol.get("variants", {}) else [])
+        [protocol["variants"][init]] if init in protocol.get("variants", {}) else []
+    )
     out = {}
     for layer in layers:
         out.update({k: (v, layer["source"]) for k, v in layer["keys"].items()})
@@ -54,11 +56,15 @@ def expected_keys(name):
 
 def same(got, want):
     if isinstance(want, list):
-        return isinstance(got, (list, tuple)) and len(got) == len(want) and all(
-            same(g, w) for g, w in zip(got, want))
+        return (
+            isinstance(got, (list, tuple))
+            and len(got) == len(want)
+            and all(same(g, w) for g, w in zip(got, want))
+        )
     if isinstance(want, float) and not isinstance(want, bool):
-        return (isinstance(got, (int, float)) and not isinstance(got, bool)
-                and math.isclose(got, want))
+        return (
+            isinstance(got, (int, float)) and not isinstance(got, bool) and math.isclose(got, want)
+        )
     return type(got) is type(want) and got == want
 
 
@@ -81,8 +87,9 @@ def test_config_follows_its_protocol(name):
     for key, (want, source) in expected_keys(name).items():
         got = cfg_value(cfg, key)
         if not same(got, want):
-            wrong.append(f"{key}: config has {got!r}, the protocol says {want!r} "
-                         f"({source.strip()[:80]})")
+            wrong.append(
+                f"{key}: config has {got!r}, the protocol says {want!r} ({source.strip()[:80]})"
+            )
     assert not wrong, f"{name} differs from detection/protocols.yaml:\n  " + "\n  ".join(wrong)
 
 

@@ -1,5 +1,6 @@
 """The effective protocol on fewer (or more) processes than the paper's 8, and what every result
 records about how it was made (detection.provenance), on our real task configs."""
+
 import pytest
 
 from detection import provenance
@@ -20,8 +21,10 @@ def test_the_papers_protocol_keeps_the_total_batch_on_any_world_size(world):
     cfg, line = provenance.apply_protocol(_frozen(), world)
     assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER) == (16, 0.02, 24000)
     assert tuple(cfg.SOLVER.STEPS) == (18000, 22000) and cfg.MOCO.PROTOCOL == provenance.SAME_BATCH
-    assert line.endswith(f"{world} process(es) x {16 // world} images = total batch 16, "
-                         f"BASE_LR 0.02, MAX_ITER 24000, STEPS (18000, 22000), WARMUP_ITERS 100")
+    assert line.endswith(
+        f"{world} process(es) x {16 // world} images = total batch 16, "
+        f"BASE_LR 0.02, MAX_ITER 24000, STEPS (18000, 22000), WARMUP_ITERS 100"
+    )
     assert "LINEAR" not in line and cfg.is_frozen()
 
 
@@ -29,14 +32,24 @@ def test_linear_scaling_is_detectron2s_rule_and_says_so():
     cfg, line = provenance.apply_protocol(_frozen(opts=["SOLVER.REFERENCE_WORLD_SIZE", "8"]), 2)
     s = cfg.SOLVER
     assert (s.IMS_PER_BATCH, s.BASE_LR, s.MAX_ITER, tuple(s.STEPS), s.WARMUP_ITERS) == (
-        4, 0.005, 96000, (72000, 88000), 400)
+        4,
+        0.005,
+        96000,
+        (72000, 88000),
+        400,
+    )
     assert cfg.MOCO.PROTOCOL == "linear-scaled"
-    assert line.startswith("effective protocol: LINEAR-SCALED by Detectron2's "
-                           "SOLVER.REFERENCE_WORLD_SIZE rule from 8 to 2 processes (x0.25; not the "
-                           "paper's protocol, whose total batch is the config's 16)")
+    assert line.startswith(
+        "effective protocol: LINEAR-SCALED by Detectron2's "
+        "SOLVER.REFERENCE_WORLD_SIZE rule from 8 to 2 processes (x0.25; not the "
+        "paper's protocol, whose total batch is the config's 16)"
+    )
     record = provenance.protocol_record(cfg, 2)
     assert (record["label"], record["ims_per_batch"], record["ims_per_process"]) == (
-        "linear-scaled", 4, 2)
+        "linear-scaled",
+        4,
+        2,
+    )
     # Applying it again (the trainer's own auto_scale_workers) changes nothing.
     again, _ = provenance.apply_protocol(cfg, 2)
     assert again.SOLVER.IMS_PER_BATCH == 4 and again.SOLVER.MAX_ITER == 96000
@@ -46,12 +59,23 @@ def test_a_batch_that_cannot_be_split_is_a_one_line_error(tmp_path, tiny_demo_da
     with pytest.raises(provenance.ProtocolError, match="16 cannot be split evenly over 3 process"):
         provenance.apply_protocol(_frozen(), 3)
     register_demo_datasets(tiny_demo_data["root"])
-    rc = cli(["--config", write_tiny_c4_config(tmp_path), "--num-gpus", "3",
-              "OUTPUT_DIR", str(tmp_path / "out")])
+    rc = cli(
+        [
+            "--config",
+            write_tiny_c4_config(tmp_path),
+            "--num-gpus",
+            "3",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith(
-        "error: SOLVER.IMS_PER_BATCH 2 cannot be split evenly over 3 processes. Fix: ")
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("error: SOLVER.IMS_PER_BATCH 2 cannot be split evenly over 3 processes. Fix: ")
+    )
 
 
 def test_config_hash_ignores_locations_and_seed_not_settings():

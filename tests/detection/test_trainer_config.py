@@ -1,4 +1,5 @@
 """Config lookup by name, our keys, overrides, and DensePose configs without DensePose installed."""
+
 import sys
 
 import pytest
@@ -44,7 +45,9 @@ def test_unknown_name_lists_close_matches(config_dir):
 
 
 def test_load_config_merges_file_then_overrides_unfrozen(config_dir):
-    cfg = load_config("voc_R50_C4_24k_moco", ["SOLVER.MAX_ITER", "7", "MOCO.DATASET_ROOT_HINT", "x"])
+    cfg = load_config(
+        "voc_R50_C4_24k_moco", ["SOLVER.MAX_ITER", "7", "MOCO.DATASET_ROOT_HINT", "x"]
+    )
     assert cfg.MODEL.ROI_HEADS.NAME == "Res5ROIHeadsExtraNorm"  # from the file
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 10
     assert cfg.MODEL.RPN.POST_NMS_TOPK_TEST == 20
@@ -77,8 +80,19 @@ def test_densepose_config_without_densepose_says_what_to_install(tmp_path, monke
 
 def test_command_line_is_detectron2s_plus_config_alias_and_cpu_num_gpus():
     parser = argument_parser()
-    args = parser.parse_args(["--config", "voc0712_R50_C4_24k_moco", "--resume", "--num-gpus", "auto",
-                              "--dist-url", "auto", "SOLVER.MAX_ITER", "10"])
+    args = parser.parse_args(
+        [
+            "--config",
+            "voc0712_R50_C4_24k_moco",
+            "--resume",
+            "--num-gpus",
+            "auto",
+            "--dist-url",
+            "auto",
+            "SOLVER.MAX_ITER",
+            "10",
+        ]
+    )
     assert args.config_file == "voc0712_R50_C4_24k_moco" and args.resume and args.dist_url == "auto"
     assert args.opts == ["SOLVER.MAX_ITER", "10"]
     assert parser.parse_args(["--config-file", "x.yaml"]).num_gpus == 1  # Detectron2's default

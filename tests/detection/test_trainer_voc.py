@@ -1,5 +1,6 @@
 """The Trainer end to end, in-process: a real R50-C4 MoCo-style model on the tiny digit scenes
 (Pascal VOC and COCO layouts), 2 iterations, evaluation, eval-only from the checkpoint, resume."""
+
 import json
 import math
 import os
@@ -27,8 +28,16 @@ def test_train_evaluate_eval_only_and_resume(tmp_path, tiny_demo_data):
     out = str(tmp_path / "run")
 
     # 1. Train 2 iterations, then evaluate on both layouts of the test scenes.
-    results = _run("--config", config, "--num-gpus", "0", "OUTPUT_DIR", out,
-                   "DATASETS.TEST", '("digits_voc_test", "digits_coco_test")')
+    results = _run(
+        "--config",
+        config,
+        "--num-gpus",
+        "0",
+        "OUTPUT_DIR",
+        out,
+        "DATASETS.TEST",
+        '("digits_voc_test", "digits_coco_test")',
+    )
     with open(os.path.join(out, EVAL_RESULTS_FILE)) as f:
         saved = json.load(f)
     assert set(saved) == {"digits_voc_test", "digits_coco_test", "__provenance__"}
@@ -41,8 +50,9 @@ def test_train_evaluate_eval_only_and_resume(tmp_path, tiny_demo_data):
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(coco)
     # Only the size buckets may be NaN (COCO: no objects of that size); AP, AP50, AP75 are numbers.
     for name, v in coco.items():
-        assert isinstance(v, float) and (0.0 <= v <= 100.0 or (math.isnan(v) and name in ("APs", "APm", "APl"))), (
-            name, v)
+        assert isinstance(v, float) and (
+            0.0 <= v <= 100.0 or (math.isnan(v) and name in ("APs", "APm", "APl"))
+        ), (name, v)
     assert results["digits_voc_test"]["bbox"]["AP50"] == voc["AP50"]
     # Detectron2's metrics.json holds them too (flattened), next to the training losses.
     lines = _json_lines(os.path.join(out, "metrics.json"))
@@ -53,26 +63,51 @@ def test_train_evaluate_eval_only_and_resume(tmp_path, tiny_demo_data):
     # 2. --eval-only from the final checkpoint reproduces the run's predictions exactly
     #    (a model that did not load the weights would predict other boxes).
     out_eval = str(tmp_path / "eval")
-    _run("--config", config, "--eval-only", "OUTPUT_DIR", out_eval,
-         "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "DATASETS.TEST", '("digits_coco_test",)')
+    _run(
+        "--config",
+        config,
+        "--eval-only",
+        "OUTPUT_DIR",
+        out_eval,
+        "MODEL.WEIGHTS",
+        os.path.join(out, "model_final.pth"),
+        "DATASETS.TEST",
+        '("digits_coco_test",)',
+    )
     with open(os.path.join(out, "inference", "coco_instances_results.json")) as f:
         trained = json.load(f)
     with open(os.path.join(out_eval, "inference", "coco_instances_results.json")) as f:
         evaluated = json.load(f)
     assert len(trained) > 0 and evaluated == trained
     with open(os.path.join(out_eval, EVAL_RESULTS_FILE)) as f:
-        assert json.load(f)["digits_coco_test"]["bbox"]["AP50"] == coco["AP50"]  # a number (checked above)
+        assert (
+            json.load(f)["digits_coco_test"]["bbox"]["AP50"] == coco["AP50"]
+        )  # a number (checked above)
 
     # 3. --resume continues at iteration 2 from last_checkpoint (no evaluation, to stay quick;
     #    the earlier eval_results.json is kept).
-    _run("--config", config, "--num-gpus", "0", "--resume", "OUTPUT_DIR", out,
-         "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()")
+    _run(
+        "--config",
+        config,
+        "--num-gpus",
+        "0",
+        "--resume",
+        "OUTPUT_DIR",
+        out,
+        "SOLVER.MAX_ITER",
+        "3",
+        "DATASETS.TEST",
+        "()",
+    )
     assert torch.load(os.path.join(out, "model_final.pth"), weights_only=False)["iteration"] == 2
     with open(os.path.join(out, "log.txt")) as f:
         log = f.read()
     assert "Starting training from iteration 2" in log
-    trained_iters = [line["iteration"] for line in _json_lines(os.path.join(out, "metrics.json"))
-                     if "total_loss" in line]
+    trained_iters = [
+        line["iteration"]
+        for line in _json_lines(os.path.join(out, "metrics.json"))
+        if "total_loss" in line
+    ]
     assert trained_iters == [1, 2]
     with open(os.path.join(out, EVAL_RESULTS_FILE)) as f:
         assert json.load(f) == saved

@@ -5,6 +5,7 @@ Real conversions (``convert.convert_checkpoint`` of a MoCo v2 checkpoint) of a n
 (torchvision's ``width_per_group=8``: every layer of R50, bottlenecks 8x thinner) for each target,
 loaded by Detectron2's own checkpointer into each config's real model (built on CPU).
 """
+
 import pickle
 
 import pytest
@@ -21,9 +22,20 @@ CONFIGS = {  # config kind -> (our config, the --target its model needs)
     "DC5": ("voc0712_R50_DC5_24k_moco", "dc5"),
     "FCN": ("voc12sem_R50_dilated_30k_moco", "dc5"),
 }
-NARROW = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.WIDTH_PER_GROUP", "8",
-          "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
-          "MODEL.ROI_MASK_HEAD.CONV_DIM", "16", "MODEL.SEM_SEG_HEAD.CONVS_DIM", "16"]
+NARROW = [
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.RESNETS.WIDTH_PER_GROUP",
+    "8",
+    "MODEL.FPN.OUT_CHANNELS",
+    "32",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "64",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "16",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM",
+    "16",
+]
 TARGETS = ("c4", "fpn", "dc5", "heuristic")
 
 
@@ -40,19 +52,23 @@ def moco_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def converted(moco_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("converted")
-    return {t: str(convert_checkpoint(moco_file, out / f"narrow_{t}.pkl", target=t).output_path)
-            for t in TARGETS}
+    return {
+        t: str(convert_checkpoint(moco_file, out / f"narrow_{t}.pkl", target=t).output_path)
+        for t in TARGETS
+    }
 
 
 def _cfg(kind, weights, tmp_path):
-    return load_config(CONFIGS[kind][0], NARROW + ["MODEL.WEIGHTS", weights,
-                                                    "OUTPUT_DIR", str(tmp_path / "out")])
+    return load_config(
+        CONFIGS[kind][0], NARROW + ["MODEL.WEIGHTS", weights, "OUTPUT_DIR", str(tmp_path / "out")]
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
 @pytest.mark.parametrize("target", TARGETS)
-def test_every_mix_up_is_refused_and_every_fit_accepted(kind, target, converted, tmp_path,
-                                                          one_thread):
+def test_every_mix_up_is_refused_and_every_fit_accepted(
+    kind, target, converted, tmp_path, one_thread
+):
     cfg = _cfg(kind, converted[target], tmp_path)
     needed = CONFIGS[kind][1]
     if target in (needed, "heuristic"):  # heuristic: Detectron2's suffix matching places them
@@ -65,8 +81,10 @@ def test_every_mix_up_is_refused_and_every_fit_accepted(kind, target, converted,
     assert "\n" not in msg  # one line
     assert "backbone tensors of this config's model at random init" in msg
     assert f"the file holds names for --target {target}" in msg
-    assert (f"Fix: python tools/convert.py moco_v2_narrow.pth.tar moco_v2_narrow_{needed}.pkl "
-            f"--target {needed}") in msg
+    assert (
+        f"Fix: python tools/convert.py moco_v2_narrow.pth.tar moco_v2_narrow_{needed}.pkl "
+        f"--target {needed}"
+    ) in msg
     # How many: C4 <-> DC5 share res2-res4 under backbone., so only res5 (3 blocks, one
     # shortcut) is missing there.
     missing = int(msg.split("would leave ")[1].split(" of ")[0])
@@ -83,9 +101,11 @@ def test_a_file_with_one_stage_missing_is_refused(converted, tmp_path, one_threa
     partial = tmp_path / "partial_c4.pkl"
     with open(partial, "wb") as f:
         pickle.dump(data, f)
-    with pytest.raises(checks.WeightsError,
-                       match=rf"would leave {len(dropped)} of 265 backbone tensors .* "
-                             r"e\.g\. backbone\.res4\.0\..*--target c4"):
+    with pytest.raises(
+        checks.WeightsError,
+        match=rf"would leave {len(dropped)} of 265 backbone tensors .* "
+        r"e\.g\. backbone\.res4\.0\..*--target c4",
+    ):
         checks.check_weights_fit(_cfg("C4", str(partial), tmp_path))
     assert len(dropped) == 6 * 3 * 5 + 5  # 6 blocks x 3 convs x (weight + 4 BN), one shortcut
 
@@ -99,8 +119,10 @@ def test_wrong_depth_is_a_shape_mismatch(converted, tmp_path, one_thread):
     # Same names, other shapes in each of the 16 bottlenecks: conv1 and conv2 with their BNs
     # (4 tensors each), and conv3's input: 11 tensors; the stem, conv3's BN, shortcuts fit.
     assert f"would leave {16 * 11} of 265 backbone tensors" in msg
-    assert (f"({16 * 11} of them with the wrong shape, e.g. backbone.bottom_up.res2.0.conv1.weight:"
-            " (8, 64, 1, 1) in the file, (16, 64, 1, 1) in the model)") in msg
+    assert (
+        f"({16 * 11} of them with the wrong shape, e.g. backbone.bottom_up.res2.0.conv1.weight:"
+        " (8, 64, 1, 1) in the file, (16, 64, 1, 1) in the model)"
+    ) in msg
     assert "the names fit (--target fpn), but the file holds ResNet-50 with other widths" in msg
     assert "WIDTH_PER_GROUP 16" in msg and "\n" not in msg
 

@@ -1,7 +1,9 @@
-"""Tiny real Detectron2 runs for the detection tests: a C4 R50 MoCo-style config on the digit scenes.
+"""Tiny real Detectron2 runs for the detection tests: a C4 R50 MoCo-style config on the digit
+scenes.
 
 Imported by the test files of this folder (pytest puts the folder on sys.path).
 """
+
 import os
 
 from detectron2 import model_zoo

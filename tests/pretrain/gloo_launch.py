@@ -6,6 +6,7 @@ store. Here the store is bound once, on a port the OS chooses, and stays bound w
 run; ``TORCHELASTIC_USE_AGENT_STORE`` makes every rank a client of it (torchrun's agent does the
 same), so the code under test still joins through ``env://`` with MASTER_ADDR/MASTER_PORT.
 """
+
 import os
 
 import torch.distributed as dist
@@ -13,7 +14,9 @@ import torch.multiprocessing as mp
 
 
 def _entry(rank, port, fn, args):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True"
+    )
     fn(rank, *args)
 
 

@@ -5,6 +5,7 @@ A machine that cannot host it (not root, no apt-get) skips them with the reason;
 fails to start it errors, never passes. ``REQUIRE_SLURM=1`` (set by .ci/run) turns the skip into
 a failure.
 """
+
 import os
 import time
 
@@ -41,4 +42,5 @@ def pytest_terminal_summary(terminalreporter):
     if _timings:
         terminalreporter.write_line(
             f"SLURM cluster ({_timings['version']}): install {_timings['install_s']:.1f} s, "
-            f"daemons up in {_timings['start_s']:.1f} s")
+            f"daemons up in {_timings['start_s']:.1f} s"
+        )

@@ -11,6 +11,7 @@ Clients (sbatch, sacct, scontrol, submitit) find it through ``SLURM_CONF`` (see 
     python -m tests.slurm.slurm_cluster start [DIR]   # prints `export SLURM_CONF=...`; stays up
     python -m tests.slurm.slurm_cluster stop DIR
 """
+
 import os
 import shutil
 import signal
@@ -22,8 +23,19 @@ import time
 from pathlib import Path
 
 PACKAGES = ["slurm-wlm", "slurmdbd", "munge", "mariadb-server"]
-BINARIES = ["sbatch", "sacct", "sacctmgr", "scontrol", "slurmctld", "slurmd", "slurmdbd", "munged",
-            "mariadbd", "mariadb-install-db", "mariadb"]
+BINARIES = [
+    "sbatch",
+    "sacct",
+    "sacctmgr",
+    "scontrol",
+    "slurmctld",
+    "slurmd",
+    "slurmdbd",
+    "munged",
+    "mariadbd",
+    "mariadb-install-db",
+    "mariadb",
+]
 PARTITION = "debug"
 CPUS = 2
 DB_PASS = "slurm-ci"  # a throw-away database bound to 127.0.0.1 for the tests' lifetime
@@ -50,14 +62,20 @@ def install():
     if not missing_binaries():
         return False
     if os.geteuid() != 0:
-        raise ClusterUnavailable(f"not root: cannot apt-get install {' '.join(PACKAGES)} "
-                                 f"(missing: {', '.join(missing_binaries())})")
+        raise ClusterUnavailable(
+            f"not root: cannot apt-get install {' '.join(PACKAGES)} "
+            f"(missing: {', '.join(missing_binaries())})"
+        )
     if not shutil.which("apt-get"):
-        raise ClusterUnavailable(f"no apt-get: install {' '.join(PACKAGES)} yourself "
-                                 f"(missing: {', '.join(missing_binaries())})")
+        raise ClusterUnavailable(
+            f"no apt-get: install {' '.join(PACKAGES)} yourself "
+            f"(missing: {', '.join(missing_binaries())})"
+        )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-q"],
-                ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]):
+    for cmd in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES],
+    ):
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if r.returncode != 0:
             raise ClusterError(f"{' '.join(cmd)} failed: {r.stderr.strip()[-500:]}")
@@ -108,8 +126,9 @@ class Cluster:
 
     def run(self, *cmd, check=True, timeout=60):
         """Runs a SLURM client against this cluster; returns stdout."""
-        r = subprocess.run(cmd, env=dict(os.environ, **self.env), capture_output=True, text=True,
-                           timeout=timeout)
+        r = subprocess.run(
+            cmd, env=dict(os.environ, **self.env), capture_output=True, text=True, timeout=timeout
+        )
         if check and r.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip() or r.stdout.strip()}")
         return r.stdout
@@ -117,8 +136,15 @@ class Cluster:
     # -- start / stop ----------------------------------------------------------------------------
     def _spawn(self, name, cmd, **kw):
         log = open(self.root / f"{name}.out", "ab")
-        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             env=dict(os.environ, **self.env), start_new_session=True, **kw)
+        p = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(os.environ, **self.env),
+            start_new_session=True,
+            **kw,
+        )
         log.close()
         self.pids[name] = p.pid
         self._procs[name] = p
@@ -134,8 +160,10 @@ class Cluster:
 
     def start(self):
         if os.geteuid() != 0:
-            raise ClusterUnavailable("not root: the daemons run as root (SlurmUser=root, munged, "
-                                     "MariaDB) and the packages are installed with apt-get")
+            raise ClusterUnavailable(
+                "not root: the daemons run as root (SlurmUser=root, munged, "
+                "MariaDB) and the packages are installed with apt-get"
+            )
         t0 = time.monotonic()
         self.timings["install_s"] = (install(), time.monotonic() - t0)[1]
         t1 = time.monotonic()
@@ -155,29 +183,61 @@ class Cluster:
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
         self.munge_socket = self.root / "munge.socket"
-        self._spawn("munged", [_which("munged"), "--foreground", "--force",
-                               f"--key-file={key}", f"--socket={self.munge_socket}",
-                               f"--pid-file={self.root / 'munged.pid'}",
-                               f"--log-file={self.root / 'munged.log'}",
-                               f"--seed-file={self.root / 'munged.seed'}"])
-        _wait("munged", lambda: self._alive("munged") and self.munge_socket.exists(), 30,
-              self.root / "munged.out")
+        self._spawn(
+            "munged",
+            [
+                _which("munged"),
+                "--foreground",
+                "--force",
+                f"--key-file={key}",
+                f"--socket={self.munge_socket}",
+                f"--pid-file={self.root / 'munged.pid'}",
+                f"--log-file={self.root / 'munged.log'}",
+                f"--seed-file={self.root / 'munged.seed'}",
+            ],
+        )
+        _wait(
+            "munged",
+            lambda: self._alive("munged") and self.munge_socket.exists(),
+            30,
+            self.root / "munged.out",
+        )
 
     def _start_mariadb(self):
         data, sock = self.root / "mysql", self.root / "mysql.sock"
         self.db_port = _free_port()
-        r = subprocess.run([_which("mariadb-install-db"), "--no-defaults", f"--datadir={data}",
-                            "--user=root", "--auth-root-authentication-method=socket",
-                            "--skip-test-db"], capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                _which("mariadb-install-db"),
+                "--no-defaults",
+                f"--datadir={data}",
+                "--user=root",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             raise ClusterError(f"mariadb-install-db failed: {r.stderr[-1000:]}")
-        self._spawn("mariadbd", [_which("mariadbd"), "--no-defaults", f"--datadir={data}",
-                                 f"--socket={sock}", "--bind-address=127.0.0.1",
-                                 f"--port={self.db_port}", "--user=root", "--skip-name-resolve",
-                                 f"--pid-file={self.root / 'mariadbd.pid'}",
-                                 "--innodb-buffer-pool-size=64M",
-                                 # slurmdbd's schema needs these (its log says so otherwise)
-                                 "--innodb-log-file-size=64M", "--innodb-lock-wait-timeout=900"])
+        self._spawn(
+            "mariadbd",
+            [
+                _which("mariadbd"),
+                "--no-defaults",
+                f"--datadir={data}",
+                f"--socket={sock}",
+                "--bind-address=127.0.0.1",
+                f"--port={self.db_port}",
+                "--user=root",
+                "--skip-name-resolve",
+                f"--pid-file={self.root / 'mariadbd.pid'}",
+                "--innodb-buffer-pool-size=64M",
+                # slurmdbd's schema needs these (its log says so otherwise)
+                "--innodb-log-file-size=64M",
+                "--innodb-lock-wait-timeout=900",
+            ],
+        )
         client = [_which("mariadb"), "--no-defaults", f"--socket={sock}", "-uroot"]
 
         def up():
@@ -185,8 +245,10 @@ class Cluster:
             return subprocess.run([*client, "-e", "SELECT 1"], capture_output=True).returncode == 0
 
         _wait("mariadbd", up, 60, self.root / "mariadbd.out")
-        sql = (f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{DB_PASS}';"
-               "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';")
+        sql = (
+            f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{DB_PASS}';"
+            "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
+        )
         subprocess.run([*client, "-e", sql], check=True, capture_output=True)
 
     def _common_conf(self, cred_expire=False):
@@ -198,7 +260,9 @@ class Cluster:
     def _start_slurmdbd(self):
         self.dbd_port = _free_port()
         dbd = self.root / "slurmdbd.conf"
-        dbd.write_text(self._common_conf() + f"""\
+        dbd.write_text(
+            self._common_conf()
+            + f"""\
 DbdHost=localhost
 DbdPort={self.dbd_port}
 SlurmUser=root
@@ -208,17 +272,25 @@ StoragePort={self.db_port}
 StorageUser=slurm
 StoragePass={DB_PASS}
 StorageLoc=slurm_acct_db
-PidFile={self.root / 'slurmdbd.pid'}
-LogFile={self.root / 'slurmdbd.log'}
-""")
+PidFile={self.root / "slurmdbd.pid"}
+LogFile={self.root / "slurmdbd.log"}
+"""
+        )
         dbd.chmod(0o600)  # slurmdbd refuses a readable password file
         self._write_slurm_conf()  # slurmdbd finds slurmdbd.conf next to $SLURM_CONF
         self._spawn("slurmdbd", [_which("slurmdbd"), "-D"])
 
         def up():
             self._alive("slurmdbd")
-            return subprocess.run(["sacctmgr", "-n", "list", "cluster"], capture_output=True,
-                                  env=dict(os.environ, **self.env), timeout=10).returncode == 0
+            return (
+                subprocess.run(
+                    ["sacctmgr", "-n", "list", "cluster"],
+                    capture_output=True,
+                    env=dict(os.environ, **self.env),
+                    timeout=10,
+                ).returncode
+                == 0
+            )
 
         _wait("slurmdbd", up, 60, self.root / "slurmdbd.log")
         self.run("sacctmgr", "-i", "add", "cluster", "ci")
@@ -229,7 +301,9 @@ LogFile={self.root / 'slurmdbd.log'}
         (self.root / "state").mkdir()
         (self.root / "spool").mkdir()
         self.ctld_port, self.slurmd_port = _free_port(), _free_port()
-        self.conf.write_text(self._common_conf(cred_expire=True) + f"""\
+        self.conf.write_text(
+            self._common_conf(cred_expire=True)
+            + f"""\
 ClusterName=ci
 SlurmctldHost={self.host}(127.0.0.1)
 SlurmctldPort={self.ctld_port}
@@ -237,12 +311,12 @@ SlurmdPort={self.slurmd_port}
 SlurmUser=root
 SlurmdUser=root
 CredType=cred/munge
-StateSaveLocation={self.root / 'state'}
-SlurmdSpoolDir={self.root / 'spool'}
-SlurmctldPidFile={self.root / 'slurmctld.pid'}
-SlurmdPidFile={self.root / 'slurmd.pid'}
-SlurmctldLogFile={self.root / 'slurmctld.log'}
-SlurmdLogFile={self.root / 'slurmd.log'}
+StateSaveLocation={self.root / "state"}
+SlurmdSpoolDir={self.root / "spool"}
+SlurmctldPidFile={self.root / "slurmctld.pid"}
+SlurmdPidFile={self.root / "slurmd.pid"}
+SlurmctldLogFile={self.root / "slurmctld.log"}
+SlurmdLogFile={self.root / "slurmd.log"}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -262,13 +336,27 @@ KillWait=5
 SlurmdParameters=config_overrides
 NodeName={self.host} NodeAddr=127.0.0.1 CPUs={CPUS} RealMemory={_mem_mb()} State=UNKNOWN
 PartitionName={PARTITION} Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
-""")
+"""
+        )
 
     def _start_slurm(self):
         self._spawn("slurmctld", [_which("slurmctld"), "-D", "-i"])
-        _wait("slurmctld", lambda: self._alive("slurmctld") and subprocess.run(
-            ["scontrol", "ping"], env=dict(os.environ, **self.env), capture_output=True,
-            text=True, timeout=10).stdout.count("UP") > 0, 60, self.root / "slurmctld.log")
+        _wait(
+            "slurmctld",
+            lambda: (
+                self._alive("slurmctld")
+                and subprocess.run(
+                    ["scontrol", "ping"],
+                    env=dict(os.environ, **self.env),
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout.count("UP")
+                > 0
+            ),
+            60,
+            self.root / "slurmctld.log",
+        )
         self._spawn("slurmd", [_which("slurmd"), "-D", "-N", self.host])
 
         def idle():
@@ -314,12 +402,33 @@ PartitionName={PARTITION} Nodes={self.host} Default=YES MaxTime=INFINITE State=U
     def states(self, job_id, duplicates=False):
         """sacct's State column for the job's allocation, oldest first (``duplicates``: also the
         runs before each requeue, which sacct lists as REQUEUED)."""
-        out = self.run("sacct", "-n", "-X", "-P", "-o", "State", "-j", str(job_id),
-                       *(["-D"] if duplicates else []))
+        out = self.run(
+            "sacct",
+            "-n",
+            "-X",
+            "-P",
+            "-o",
+            "State",
+            "-j",
+            str(job_id),
+            *(["-D"] if duplicates else []),
+        )
         return [line.split()[0] for line in out.splitlines() if line.strip()]
 
-    def wait(self, job_id, timeout=300, done=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
-                                                 "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL")):
+    def wait(
+        self,
+        job_id,
+        timeout=300,
+        done=(
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "TIMEOUT",
+            "OUT_OF_MEMORY",
+            "NODE_FAIL",
+            "BOOT_FAIL",
+        ),
+    ):
         """Waits until sacct reports the job in a final state; returns that state."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -327,8 +436,10 @@ PartitionName={PARTITION} Nodes={self.host} Default=YES MaxTime=INFINITE State=U
             if states and states[-1] in done:
                 return states[-1]
             time.sleep(1)
-        raise TimeoutError(f"job {job_id} still {self.states(job_id)} after {timeout} s; "
-                           f"squeue: {self.run('squeue', check=False)}")
+        raise TimeoutError(
+            f"job {job_id} still {self.states(job_id)} after {timeout} s; "
+            f"squeue: {self.run('squeue', check=False)}"
+        )
 
     def version(self):
         return self.run("sinfo", "--version").strip()
@@ -370,8 +481,10 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 1
     t = c.timings
-    print(f"# {c.version()}: install {t['install_s']:.1f} s, start {t['start_s']:.1f} s",
-          file=sys.stderr)
+    print(
+        f"# {c.version()}: install {t['install_s']:.1f} s, start {t['start_s']:.1f} s",
+        file=sys.stderr,
+    )
     print(f"export SLURM_CONF={c.conf}")
     # Daemons run in their own sessions: they outlive this process; `stop DIR` ends them.
     return 0

@@ -1,4 +1,5 @@
 """Where the cluster cannot run (not root), the SLURM tests are told why: a skip naming it."""
+
 import os
 
 import pytest

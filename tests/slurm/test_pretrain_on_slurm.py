@@ -1,6 +1,7 @@
 """`tools/pretrain.py --slurm` on the real cluster: CPU jobs finish with checkpoints, a requeued
 (preempted) job resumes to the same weights as an uninterrupted one, a 2-task job trains as two
 gloo processes with shuffling BN across them, and sbatch's refusals are one-line errors."""
+
 import os
 import re
 import subprocess
@@ -21,10 +22,26 @@ TINY = PRETRAIN_OVERRIDES
 
 def pretrain(data, out, *flags, overrides=()):
     """Submits with the command line a user runs; -> (returncode, job id or None, stderr)."""
-    cmd = [sys.executable, "tools/pretrain.py", "--slurm", "--partition", "debug",
-           "--cpus-per-task", "1",
-           "--timeout-min", "15", *flags, "--config", "configs/pretrain/demo.yaml",
-           "--data", str(data), "--out", str(out), *TINY, *overrides]
+    cmd = [
+        sys.executable,
+        "tools/pretrain.py",
+        "--slurm",
+        "--partition",
+        "debug",
+        "--cpus-per-task",
+        "1",
+        "--timeout-min",
+        "15",
+        *flags,
+        "--config",
+        "configs/pretrain/demo.yaml",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *TINY,
+        *overrides,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     m = re.search(r"submitted SLURM job (\d+)", r.stdout)
@@ -34,8 +51,9 @@ def pretrain(data, out, *flags, overrides=()):
 def results(out, job_id, tasks=1):
     import submitit
 
-    job = submitit.SlurmJob(folder=os.path.join(out, "slurm", "%j"), job_id=job_id,
-                            tasks=range(tasks))
+    job = submitit.SlurmJob(
+        folder=os.path.join(out, "slurm", "%j"), job_id=job_id, tasks=range(tasks)
+    )
     return job.results()
 
 
@@ -47,9 +65,9 @@ def weights(path):
     return safe_torch_load(path)["state_dict"]
 
 
-def test_cpu_job_finishes_and_a_requeued_one_resumes_to_the_same_weights(slurm_cluster,
-                                                                          tiny_demo_data,
-                                                                          tmp_path):
+def test_cpu_job_finishes_and_a_requeued_one_resumes_to_the_same_weights(
+    slurm_cluster, tiny_demo_data, tmp_path
+):
     data = tiny_demo_data["unlabeled_root"]
     straight, preempted = tmp_path / "straight", tmp_path / "preempted"
     # --gpus-per-node 0 without --tasks-per-node: one task (the default must not be 0 tasks).
@@ -90,12 +108,20 @@ def test_cpu_job_finishes_and_a_requeued_one_resumes_to_the_same_weights(slurm_c
     assert not torch.equal(start[conv1], wa[conv1])
 
 
-def test_two_task_job_trains_as_two_gloo_processes_with_shuffling_bn(slurm_cluster, tiny_demo_data,
-                                                                      tmp_path):
+def test_two_task_job_trains_as_two_gloo_processes_with_shuffling_bn(
+    slurm_cluster, tiny_demo_data, tmp_path
+):
     out = tmp_path / "ddp"
     # model.shuffle=ddp: the key batch is shuffled across processes; a one-process run refuses it.
-    rc, job, err = pretrain(tiny_demo_data["unlabeled_root"], out, "--gpus-per-node", "0",
-                            "--tasks-per-node", "2", overrides=["max_iters=4", "model.shuffle=ddp"])
+    rc, job, err = pretrain(
+        tiny_demo_data["unlabeled_root"],
+        out,
+        "--gpus-per-node",
+        "0",
+        "--tasks-per-node",
+        "2",
+        overrides=["max_iters=4", "model.shuffle=ddp"],
+    )
     assert rc == 0 and job, err
     assert slurm_cluster.wait(job) == "COMPLETED", job_log(out, job)[-3000:]
     rank0, rank1 = results(out, job, tasks=2)
@@ -105,19 +131,20 @@ def test_two_task_job_trains_as_two_gloo_processes_with_shuffling_bn(slurm_clust
     assert ckpt["world_size"] == 2 and len(ckpt["ranks"]) == 2
 
 
-def test_sbatch_refusals_are_one_line_errors_quoting_sbatch(slurm_cluster, tiny_demo_data,
-                                                            tmp_path):
+def test_sbatch_refusals_are_one_line_errors_quoting_sbatch(
+    slurm_cluster, tiny_demo_data, tmp_path
+):
     data = tiny_demo_data["unlabeled_root"]
     # A GPU request on a partition without GPU gres.
     rc, job, err = pretrain(data, tmp_path / "gpu", "--gpus-per-node", "1")
     assert (rc, job) == (2, None)
     assert err.strip().splitlines() == [
-        "error: SLURM refused the job: "
-        "sbatch: error: Invalid generic resource (gres) specification"]
+        "error: SLURM refused the job: sbatch: error: Invalid generic resource (gres) specification"
+    ]
     # A partition that does not exist.
-    rc, job, err = pretrain(data, tmp_path / "nope", "--gpus-per-node", "0",
-                            "--partition", "nope")
+    rc, job, err = pretrain(data, tmp_path / "nope", "--gpus-per-node", "0", "--partition", "nope")
     assert (rc, job) == (2, None)
     assert err.strip().splitlines() == [
         "error: SLURM refused the job: sbatch: error: invalid partition specified: nope "
-        "sbatch: error: Batch job submission failed: Invalid partition name specified"]
+        "sbatch: error: Batch job submission failed: Invalid partition name specified"
+    ]

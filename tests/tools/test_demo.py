@@ -1,5 +1,6 @@
 """`make demo` end to end at a tiny budget: every stage runs our real tools, the table files
 appear, and a rerun skips the finished stages."""
+
 import csv
 import json
 import os
@@ -14,17 +15,35 @@ from tests.paths import REPO
 
 def run_demo(data, out):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "tools/demo.py", "--data", str(data), "--out", str(out),
-                           "--budget", "quick"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        [
+            sys.executable,
+            "tools/demo.py",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--budget",
+            "quick",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def assert_started_from(run_folder, weights):
     """The run's manifest names ``weights`` (None: random init), and Detectron2's own log shows it
     loaded them: every ResNet tensor found (only the new FPN/RPN/ROI heads missing), none unused."""
     manifest = json.loads((run_folder / "run.json").read_text())
-    assert manifest["status"] == "done" and manifest["weights"] == ("" if weights is None else str(weights))
-    log = re.sub(r"\x1b\[[0-9;]*m", "", (run_folder / "log.txt").read_text())  # fvcore colours key names
+    assert manifest["status"] == "done" and manifest["weights"] == (
+        "" if weights is None else str(weights)
+    )
+    log = re.sub(
+        r"\x1b\[[0-9;]*m", "", (run_folder / "log.txt").read_text()
+    )  # fvcore colours key names
     if weights is None:
         assert "No checkpoint found. Initializing model from scratch" in log
         return
@@ -54,12 +73,19 @@ def test_quick_demo_produces_the_transfer_table_and_resumes(tmp_path, repo_stays
     Image.open(table / "moco_loss_curve.png").verify()
     # Each fine-tuning run evaluated on the digit-scene test split and left its numbers.
     for init in ("moco", "supervised", "random"):
-        results = json.loads((out / "transfer" / "digits_R18_FPN" / init / "trial0" / "eval_results.json").read_text())
+        results = json.loads(
+            (
+                out / "transfer" / "digits_R18_FPN" / init / "trial0" / "eval_results.json"
+            ).read_text()
+        )
         assert set(results["digits_voc_test"]["bbox"]) >= {"AP", "AP50", "AP75"}
     # Both pretrained detectors really started from converted weights, random from nothing.
     for init in ("moco", "supervised"):
         assert (out / "weights" / f"{init}_r18_fpn.pkl").stat().st_size > 1_000_000
-        assert_started_from(out / "transfer" / "digits_R18_FPN" / init / "trial0", out / "weights" / f"{init}_r18_fpn.pkl")
+        assert_started_from(
+            out / "transfer" / "digits_R18_FPN" / init / "trial0",
+            out / "weights" / f"{init}_r18_fpn.pkl",
+        )
     assert_started_from(out / "transfer" / "digits_R18_FPN" / "random" / "trial0", None)
 
     again = run_demo(data, out)

@@ -1,4 +1,5 @@
 """tools/env_info.py, run as a user runs it, reports this environment truthfully."""
+
 import importlib.metadata
 import json
 import os
@@ -14,7 +15,9 @@ TOOL = os.path.join(REPO, "tools", "env_info.py")
 
 
 def _run(*args):
-    proc = subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, TOOL, *args], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -36,7 +39,11 @@ def _expected_variant():
 
 def test_text_report_names_torch_and_the_detectron2_variant(repo_stays_clean):
     # "key  value" lines: keys have single spaces, the value starts after two or more.
-    lines = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in _run().splitlines() if not line.startswith(" "))
+    lines = dict(
+        re.split(r"\s{2,}", line.strip(), maxsplit=1)
+        for line in _run().splitlines()
+        if not line.startswith(" ")
+    )
     assert lines["torch"].split()[0] == torch.__version__
     variant = _expected_variant()
     assert lines["detectron2 variant"] == variant
@@ -48,7 +55,9 @@ def test_text_report_names_torch_and_the_detectron2_variant(repo_stays_clean):
 def test_json_report_parses_and_agrees(repo_stays_clean):
     env = json.loads(_run("--json"))
     assert env["torch"]["version"] == torch.__version__
-    assert env["cuda"]["device_count"] == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    assert env["cuda"]["device_count"] == (
+        torch.cuda.device_count() if torch.cuda.is_available() else 0
+    )
     d2 = env["detectron2"]
     assert d2["variant"] == _expected_variant()
     assert d2["compiled_ops"] == (d2["variant"] == "official compiled")

@@ -1,4 +1,7 @@
-"""The demo data loads with the real readers (Detectron2, pycocotools, torchvision) and is reproducible."""
+"""The demo data loads with the real readers (Detectron2, pycocotools, torchvision) and is
+reproducible.
+"""
+
 import hashlib
 import json
 import os
@@ -45,7 +48,8 @@ def test_classification_folders_are_imagenet_layout_and_stratified(tiny_demo_dat
 
     unlabeled = ImageFolder(tiny_demo_data["unlabeled_train"])
     assert unlabeled.classes == ["unlabeled"]
-    # Every train scan (and no val scan) rendered unlabeled_renders times (1 here), on shared styles.
+    # Every train scan (and no val scan) rendered unlabeled_renders times (1 here), on shared
+    # styles.
     renders = _manifest(tiny_demo_data)["params"]["unlabeled_renders"]
     assert len(unlabeled) == renders * len(train) == counts["unlabeled_train"]
     scans = {n.rsplit("_r", 1)[0] + ".jpg" for n in names(unlabeled)}
@@ -75,8 +79,11 @@ def test_voc_layout_loads_with_detectron2(tiny_demo_data):
                 assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
                 assert y1 - y0 >= 16, "digits must be big enough for a small detector"
                 assert 0 <= ann["category_id"] < len(DIGIT_CLASSES)
-        # Every class in every split, even this tiny one (an absent class scores AP 0 in VOC evaluation).
-        assert {a["category_id"] for d in dicts for a in d["annotations"]} == set(range(len(DIGIT_CLASSES)))
+        # Every class in every split, even this tiny one (an absent class scores AP 0 in VOC
+        # evaluation).
+        assert {a["category_id"] for d in dicts for a in d["annotations"]} == set(
+            range(len(DIGIT_CLASSES))
+        )
     trainval_ids = {d["image_id"] for d in load_voc_instances(voc, "trainval", DIGIT_CLASSES)}
     test_ids = {d["image_id"] for d in load_voc_instances(voc, "test", DIGIT_CLASSES)}
     assert not trainval_ids & test_ids
@@ -91,7 +98,11 @@ def test_voc_xml_has_the_fields_of_real_voc(tiny_demo_data):
     assert tree.findtext("size/depth") == "3"
     for obj in tree.findall("object"):
         assert obj.findtext("name") in DIGIT_CLASSES
-        assert (obj.findtext("pose"), obj.findtext("truncated"), obj.findtext("difficult")) == ("Unspecified", "0", "0")
+        assert (obj.findtext("pose"), obj.findtext("truncated"), obj.findtext("difficult")) == (
+            "Unspecified",
+            "0",
+            "0",
+        )
         box = [int(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
         assert box[0] >= 1 and box[1] >= 1, "VOC boxes are 1-based"
 
@@ -113,7 +124,10 @@ def test_coco_json_loads_and_masks_lie_in_boxes(tiny_demo_data, split):
     name = f"test_demo_data_coco_{split}"
     dicts = load_coco_json(json_file, tiny_demo_data["image_root"], dataset_name=name)
     assert MetadataCatalog.get(name).thing_classes == list(DIGIT_CLASSES)
-    voc = {d["file_name"]: d for d in load_voc_instances(tiny_demo_data["voc_root"], split, DIGIT_CLASSES)}
+    voc = {
+        d["file_name"]: d
+        for d in load_voc_instances(tiny_demo_data["voc_root"], split, DIGIT_CLASSES)
+    }
     assert len(dicts) == len(voc) == len(coco.imgs)
 
     for d in dicts:
@@ -127,11 +141,17 @@ def test_coco_json_loads_and_masks_lie_in_boxes(tiny_demo_data, split):
             assert mask.shape == (height, width)
             ys, xs = np.nonzero(mask)
             assert len(xs) > 0
-            # The box is the tight box of the stroke mask: the mask lies inside it and touches all four sides.
+            # The box is the tight box of the stroke mask: the mask lies inside it and touches all
+            # four sides.
             assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x, y, x + w, y + h)
         # The COCO and VOC versions describe the same scene: same boxes, same classes.
-        coco_boxes = sorted((a["category_id"], *BoxMode.convert(a["bbox"], BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)) for a in d["annotations"])
-        voc_boxes = sorted((a["category_id"], *a["bbox"]) for a in voc[d["file_name"]]["annotations"])
+        coco_boxes = sorted(
+            (a["category_id"], *BoxMode.convert(a["bbox"], BoxMode.XYWH_ABS, BoxMode.XYXY_ABS))
+            for a in d["annotations"]
+        )
+        voc_boxes = sorted(
+            (a["category_id"], *a["bbox"]) for a in voc[d["file_name"]]["annotations"]
+        )
         assert coco_boxes == voc_boxes
 
     areas = [a["area"] for a in coco.anns.values()]
@@ -149,7 +169,9 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(tmp_path):
     # Another seed: other digits, pixels, annotations and manifest (file names may coincide).
     differing = [p for p in hashes_a if hashes_c.get(p) != hashes_a[p]]
     assert len(differing) > 0.9 * len(hashes_a)
-    assert _manifest(a)["files"] == {p.replace(os.sep, "/"): h for p, h in hashes_a.items() if p != "MANIFEST.json"}
+    assert _manifest(a)["files"] == {
+        p.replace(os.sep, "/"): h for p, h in hashes_a.items() if p != "MANIFEST.json"
+    }
 
 
 def test_refuses_to_overwrite_without_force_and_keeps_user_files(tmp_path):
@@ -205,8 +227,18 @@ def test_bad_arguments_say_what_to_do(tmp_path):
 def test_cli_refuses_non_empty_folder_with_a_clear_message(tmp_path, repo_stays_clean):
     (tmp_path / "keep.txt").write_text("x")
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "make_demo_data.py"), "--out", str(tmp_path), "--limit", "60"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "make_demo_data.py"),
+            "--out",
+            str(tmp_path),
+            "--limit",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "refusing to write demo data" in proc.stderr and "--force" in proc.stderr
@@ -214,7 +246,9 @@ def test_cli_refuses_non_empty_folder_with_a_clear_message(tmp_path, repo_stays_
 
 
 def test_detectron2_evaluators_score_the_ground_truth_perfectly(tiny_demo_data, tmp_path):
-    """The files are complete enough for Detectron2's VOC and COCO evaluators, and consistent with the images."""
+    """The files are complete enough for Detectron2's VOC and COCO evaluators, and consistent with
+    the images.
+    """
     import torch
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data.datasets import register_coco_instances, register_pascal_voc
@@ -223,18 +257,31 @@ def test_detectron2_evaluators_score_the_ground_truth_perfectly(tiny_demo_data, 
     from pycocotools import mask as mask_utils
 
     voc_name, coco_name = "test_demo_data_voc_eval", "test_demo_data_coco_eval"
-    register_pascal_voc(voc_name, tiny_demo_data["voc_root"], "test", 2007, class_names=DIGIT_CLASSES)
-    register_coco_instances(coco_name, {}, tiny_demo_data["coco_test_json"], tiny_demo_data["image_root"])
+    register_pascal_voc(
+        voc_name, tiny_demo_data["voc_root"], "test", 2007, class_names=DIGIT_CLASSES
+    )
+    register_coco_instances(
+        coco_name, {}, tiny_demo_data["coco_test_json"], tiny_demo_data["image_root"]
+    )
 
     def perfect(d, masks):
         h, w = d["height"], d["width"]
         inst = Instances((h, w))
-        boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]]
+        boxes = [
+            BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]
+        ]
         inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
         inst.scores = torch.ones(len(boxes))
         inst.pred_classes = torch.tensor([a["category_id"] for a in d["annotations"]])
         if masks:
-            inst.pred_masks = BitMasks(torch.stack([torch.from_numpy(mask_utils.decode(a["segmentation"])).bool() for a in d["annotations"]])).tensor
+            inst.pred_masks = BitMasks(
+                torch.stack(
+                    [
+                        torch.from_numpy(mask_utils.decode(a["segmentation"])).bool()
+                        for a in d["annotations"]
+                    ]
+                )
+            ).tensor
         return {"instances": inst}
 
     voc_eval = PascalVOCDetectionEvaluator(voc_name)
@@ -243,12 +290,16 @@ def test_detectron2_evaluators_score_the_ground_truth_perfectly(tiny_demo_data, 
         voc_eval.process([{"image_id": d["image_id"]}], [perfect(d, masks=False)])
     assert voc_eval.evaluate()["bbox"]["AP50"] == pytest.approx(100.0)
 
-    coco_eval = COCOEvaluator(coco_name, tasks=("bbox", "segm"), output_dir=str(tmp_path), use_fast_impl=False)
+    coco_eval = COCOEvaluator(
+        coco_name, tasks=("bbox", "segm"), output_dir=str(tmp_path), use_fast_impl=False
+    )
     coco_eval.reset()
     for d in DatasetCatalog.get(coco_name):
         coco_eval.process([{"image_id": d["image_id"]}], [perfect(d, masks=True)])
     results = coco_eval.evaluate()
-    assert results["bbox"]["AP"] == pytest.approx(100.0) and results["segm"]["AP"] == pytest.approx(100.0)
+    assert results["bbox"]["AP"] == pytest.approx(100.0) and results["segm"]["AP"] == pytest.approx(
+        100.0
+    )
     assert MetadataCatalog.get(coco_name).thing_classes == list(DIGIT_CLASSES)
 
 
@@ -275,6 +326,8 @@ def test_the_demo_renders_each_train_scan_four_times(tmp_path):
     assert len(files) == 4 * counts["cls_train"] == counts["unlabeled_train"]
     first = [f for f in files if f.startswith(files[0].rsplit("_r", 1)[0])]
     assert len(first) == 4
-    a, b = (np.asarray(Image.open(os.path.join(paths["unlabeled_train"], "unlabeled", f)), np.float32)
-            for f in first[:2])
+    a, b = (
+        np.asarray(Image.open(os.path.join(paths["unlabeled_train"], "unlabeled", f)), np.float32)
+        for f in first[:2]
+    )
     assert np.abs(a - b).mean() > 1.0, "the renders of one scan must differ"

@@ -1,6 +1,7 @@
 """The demo's stage bookkeeping: markers that record the settings, --force, per-budget data folders,
 a supervised stage killed before its marker, and `make clean`. Real files, real data generation;
 the slow stages (MoCo, fine-tuning) are left out by running only the first stages of the list."""
+
 import json
 import os
 import subprocess
@@ -12,7 +13,9 @@ from detection.demo.data import DemoDataError, make_demo_data
 from detection.demo.pipeline import Demo, SettingsMismatch, default_data_dir
 from tests.paths import REPO
 
-SMALL = dict(limit=40, n_det_trainval=2, n_det_test=2, verbose=False)  # demo data unlike any budget's
+SMALL = dict(
+    limit=40, n_det_trainval=2, n_det_test=2, verbose=False
+)  # demo data unlike any budget's
 
 
 def first_stages(demo, n):
@@ -26,13 +29,18 @@ def read_marker(out, name="data"):
         return json.load(f)
 
 
-# ---- defect 1: a marker counts only for the settings it was made with -----------------------------
+# ---- defect 1: a marker counts only for the settings it was made with
+# -----------------------------
 def test_markers_of_another_budget_stop_the_run_instead_of_skipping(tmp_path):
     out, data = tmp_path / "demo", tmp_path / "data"
     os.makedirs(out / "stages")
     for name in ("data", "pretrain_moco", "pretrain_supervised", "convert", "finetune", "table"):
-        (out / "stages" / f"{name}.done").write_text(json.dumps({"stage": name, "seconds": 1, "budget": "quick"}))
-    with pytest.raises(SettingsMismatch, match=r"budget 'quick'.*budget 'full', seed 3.*--out.*--force"):
+        (out / "stages" / f"{name}.done").write_text(
+            json.dumps({"stage": name, "seconds": 1, "budget": "quick"})
+        )
+    with pytest.raises(
+        SettingsMismatch, match=r"budget 'quick'.*budget 'full', seed 3.*--out.*--force"
+    ):
         Demo(str(out), str(data), budget="full", seed=3).run()
     assert not data.exists()  # stopped before any stage
 
@@ -40,9 +48,13 @@ def test_markers_of_another_budget_stop_the_run_instead_of_skipping(tmp_path):
 def test_markers_from_before_the_seed_was_recorded_count_as_seed_0(tmp_path, capsys):
     out = tmp_path / "demo"
     os.makedirs(out / "stages")
-    (out / "stages" / "data.done").write_text(json.dumps({"stage": "data", "seconds": 1, "budget": "quick"}))
+    (out / "stages" / "data.done").write_text(
+        json.dumps({"stage": "data", "seconds": 1, "budget": "quick"})
+    )
     first_stages(Demo(str(out), str(tmp_path / "d0"), budget="quick", seed=0), 1).run()
-    assert "data: already done, skipping" in capsys.readouterr().out  # an existing output/demo goes on
+    assert (
+        "data: already done, skipping" in capsys.readouterr().out
+    )  # an existing output/demo goes on
     with pytest.raises(SettingsMismatch, match="seed 0"):
         first_stages(Demo(str(out), str(tmp_path / "d1"), budget="quick", seed=1), 1).run()
 
@@ -73,12 +85,15 @@ def test_cli_reports_a_settings_mismatch_in_one_line(tmp_path):
     out = tmp_path / "demo"
     first_stages(Demo(str(out), str(tmp_path / "d0"), budget="quick", seed=0), 1).run()
     with pytest.raises(SystemExit) as e:
-        demo_cli.main(["--budget", "quick", "--seed", "2", "--data", str(tmp_path / "d2"), "--out", str(out)])
+        demo_cli.main(
+            ["--budget", "quick", "--seed", "2", "--data", str(tmp_path / "d2"), "--out", str(out)]
+        )
     assert str(e.value.code).startswith("demo stopped: ") and "\n" not in str(e.value.code)
     assert "seed 2" in str(e.value.code) and "--force" in str(e.value.code)
 
 
-# ---- defect 3: each budget and seed has its own data folder; data errors are one line --------------
+# ---- defect 3: each budget and seed has its own data folder; data errors are one line
+# --------------
 def test_default_data_folders():
     assert default_data_dir("full", 0) == "data"  # what `make demo` has always used
     assert default_data_dir("quick", 0) == os.path.join("data", "demo_quick_s0")
@@ -121,11 +136,14 @@ def test_cli_reports_data_of_other_parameters_in_one_line_and_force_replaces_it(
 
 
 def test_make_demo_still_uses_data_and_output_demo():
-    proc = subprocess.run(["make", "-n", "-C", REPO, "demo"], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        ["make", "-n", "-C", REPO, "demo"], capture_output=True, text=True, check=True
+    )
     assert "tools/demo.py --data data --out output/demo" in proc.stdout
 
 
-# ---- defect 2: the supervised stage killed after model_final.pth, before its marker -----------------
+# ---- defect 2: the supervised stage killed after model_final.pth, before its marker
+# -----------------
 def test_supervised_stage_rerun_after_its_final_weights_reuses_them(tmp_path):
     out = tmp_path / "demo"
     demo = first_stages(Demo(str(out), str(tmp_path / "data"), budget="quick"), 1)
@@ -140,23 +158,46 @@ def test_supervised_stage_rerun_after_its_final_weights_reuses_them(tmp_path):
     assert "finished run with these settings; kept as is" in log
 
 
-# ---- defect 4: `make clean` keeps the user's results --------------------------------------------------
+# ---- defect 4: `make clean` keeps the user's results
+# --------------------------------------------------
 def make_tree(root):
-    for path in (".venv/bin/python", "output/demo/stages/data.done", "output/demo_quick_s0/table/t.md",
-                 "output/moco_v2_200ep/checkpoint_0199.pth.tar", "data/MANIFEST.json"):
+    for path in (
+        ".venv/bin/python",
+        "output/demo/stages/data.done",
+        "output/demo_quick_s0/table/t.md",
+        "output/moco_v2_200ep/checkpoint_0199.pth.tar",
+        "data/MANIFEST.json",
+    ):
         os.makedirs(os.path.dirname(root / path), exist_ok=True)
         (root / path).write_text("x")
 
 
 def test_make_clean_removes_the_venv_and_demo_outputs_only(tmp_path):
     make_tree(tmp_path)
-    subprocess.run(["make", "-C", str(tmp_path), "-f", os.path.join(REPO, "Makefile"), "clean"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["make", "-C", str(tmp_path), "-f", os.path.join(REPO, "Makefile"), "clean"],
+        check=True,
+        capture_output=True,
+    )
     assert not (tmp_path / ".venv").exists()
-    assert not (tmp_path / "output" / "demo").exists() and not (tmp_path / "output" / "demo_quick_s0").exists()
+    assert (
+        not (tmp_path / "output" / "demo").exists()
+        and not (tmp_path / "output" / "demo_quick_s0").exists()
+    )
     assert (tmp_path / "output" / "moco_v2_200ep" / "checkpoint_0199.pth.tar").exists()
     assert (tmp_path / "data" / "MANIFEST.json").exists()
 
-    subprocess.run(["make", "-C", str(tmp_path), "-f", os.path.join(REPO, "Makefile"), "clean", "CLEAN_OUTPUT=1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "make",
+            "-C",
+            str(tmp_path),
+            "-f",
+            os.path.join(REPO, "Makefile"),
+            "clean",
+            "CLEAN_OUTPUT=1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert not (tmp_path / "output").exists() and (tmp_path / "data" / "MANIFEST.json").exists()

@@ -1,4 +1,5 @@
 """The R50-dilated-C5 backbone with the paper's 512-channel neck (appendix A.1), real configs."""
+
 import pytest
 import torch
 from detectron2.layers import NaiveSyncBatchNorm, ShapeSpec
@@ -13,11 +14,28 @@ from detection.modeling.dc5_neck import ResNetDC5Neck, build_resnet_dc5_neck_bac
 
 DC5_CONFIGS = [f"voc0712_R50_DC5_24k_{init}" for init in ("supervised", "moco", "random")]
 # ResNet widths / 8 (as tests/detection/test_configs.py's tiny runs); the neck keeps its 512.
-NARROW = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "",
-          "MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RESNETS.RES2_OUT_CHANNELS", "32",
-          "MODEL.RESNETS.WIDTH_PER_GROUP", "8", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
-          "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "64", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "32",
-          "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "32", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16"]
+NARROW = [
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.WEIGHTS",
+    "",
+    "MODEL.RESNETS.STEM_OUT_CHANNELS",
+    "8",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "32",
+    "MODEL.RESNETS.WIDTH_PER_GROUP",
+    "8",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "64",
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
+    "64",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "32",
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "16",
+]
 
 
 @pytest.mark.parametrize("name", DC5_CONFIGS)
@@ -56,8 +74,14 @@ def test_a_training_step_updates_the_neck(one_thread):
         inst = Instances((64, 64))
         inst.gt_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 48.0]]) + i)
         inst.gt_classes = torch.tensor([3 + i])
-        inputs.append({"image": torch.randint(0, 256, (3, 64, 64)).float(), "instances": inst,
-                       "height": 64, "width": 64})
+        inputs.append(
+            {
+                "image": torch.randint(0, 256, (3, 64, 64)).float(),
+                "instances": inst,
+                "height": 64,
+                "width": 64,
+            }
+        )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     with EventStorage():
         losses = model(inputs)
@@ -71,7 +95,8 @@ def test_a_training_step_updates_the_neck(one_thread):
 
 
 def test_neck_needs_res5_as_the_last_stage():
-    cfg = load_config("voc0712_R50_DC5_24k_random",
-                      NARROW + ["MODEL.RESNETS.OUT_FEATURES", '["res4"]'])
+    cfg = load_config(
+        "voc0712_R50_DC5_24k_random", NARROW + ["MODEL.RESNETS.OUT_FEATURES", '["res4"]']
+    )
     with pytest.raises(ValueError, match='OUT_FEATURES \\["res5"\\]'):
         build_resnet_dc5_neck_backbone(cfg, ShapeSpec(channels=3))

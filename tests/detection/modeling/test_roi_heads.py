@@ -1,4 +1,7 @@
-"""Res5ROIHeadsExtraNorm and the norm options of newly initialised heads, built from real configs."""
+"""Res5ROIHeadsExtraNorm and the norm options of newly initialised heads, built from
+real configs.
+"""
+
 import torch
 from detectron2.config import get_cfg
 from detectron2.layers import NaiveSyncBatchNorm, ShapeSpec
@@ -37,7 +40,8 @@ def test_registered_and_has_norm_after_res5(tmp_path):
     cfg = _c4_cfg(tmp_path)
     heads = build_roi_heads(cfg, {"res4": ShapeSpec(channels=1024, stride=16)})
     assert isinstance(heads, Res5ROIHeadsExtraNorm) and isinstance(heads, Res5ROIHeads)
-    # The last module of res5 is the extra norm, of the backbone's norm type, on res5's output width.
+    # The last module of res5 is the extra norm, of the backbone's norm type, on res5's output
+    # width.
     names = [n for n, _ in heads.res5.named_children()]
     assert names[-1] == "norm" and len(names) == 4  # three bottleneck blocks + norm
     assert type(heads.res5.norm) is NaiveSyncBatchNorm and heads.res5.norm.num_features == 2048
@@ -45,8 +49,10 @@ def test_registered_and_has_norm_after_res5(tmp_path):
     # Detectron2's Res5ROIHeads from the same config lacks exactly that layer.
     plain = Res5ROIHeads(cfg, {"res4": ShapeSpec(channels=1024, stride=16)})
     extra = set(heads.state_dict()) - set(plain.state_dict())
-    assert extra == {f"res5.norm.{k}" for k in
-                     ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+    assert extra == {
+        f"res5.norm.{k}"
+        for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    }
 
 
 def test_forward_shapes_train_and_eval(tmp_path):
@@ -95,25 +101,64 @@ def test_fpn_norm_options_cover_new_layers():
     """FPN models: Detectron2's own NORM keys put sync BN in FPN, box head convs, mask head."""
     cfg = get_cfg()
     add_moco_config(cfg)
-    cfg.merge_from_list([
-        "MODEL.DEVICE", "cpu", "MODEL.MASK_ON", "True", "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone",
-        "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
-        "MODEL.RESNETS.OUT_FEATURES", "['res2','res3','res4','res5']",
-        "MODEL.FPN.IN_FEATURES", "['res2','res3','res4','res5']", "MODEL.FPN.OUT_CHANNELS", "32",
-        "MODEL.RPN.IN_FEATURES", "['p2','p3','p4','p5','p6']",
-        "MODEL.ROI_HEADS.NAME", "StandardROIHeads", "MODEL.ROI_HEADS.IN_FEATURES", "['p2','p3','p4','p5']",
-        "MODEL.ANCHOR_GENERATOR.SIZES", "[[32],[64],[128],[256],[512]]",
-        "MODEL.ROI_BOX_HEAD.NAME", "FastRCNNConvFCHead", "MODEL.ROI_BOX_HEAD.NUM_CONV", "2",
-        "MODEL.ROI_BOX_HEAD.NUM_FC", "1", "MODEL.ROI_BOX_HEAD.CONV_DIM", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
-        "MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead", "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
-        "MODEL.ROI_MASK_HEAD.NUM_CONV", "4",
-        "MODEL.RESNETS.NORM", "naiveSyncBN", "MODEL.FPN.NORM", "naiveSyncBN",
-        "MODEL.ROI_BOX_HEAD.NORM", "naiveSyncBN", "MODEL.ROI_MASK_HEAD.NORM", "naiveSyncBN",
-    ])
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.MASK_ON",
+            "True",
+            "MODEL.BACKBONE.NAME",
+            "build_resnet_fpn_backbone",
+            "MODEL.RESNETS.DEPTH",
+            "18",
+            "MODEL.RESNETS.RES2_OUT_CHANNELS",
+            "64",
+            "MODEL.RESNETS.OUT_FEATURES",
+            "['res2','res3','res4','res5']",
+            "MODEL.FPN.IN_FEATURES",
+            "['res2','res3','res4','res5']",
+            "MODEL.FPN.OUT_CHANNELS",
+            "32",
+            "MODEL.RPN.IN_FEATURES",
+            "['p2','p3','p4','p5','p6']",
+            "MODEL.ROI_HEADS.NAME",
+            "StandardROIHeads",
+            "MODEL.ROI_HEADS.IN_FEATURES",
+            "['p2','p3','p4','p5']",
+            "MODEL.ANCHOR_GENERATOR.SIZES",
+            "[[32],[64],[128],[256],[512]]",
+            "MODEL.ROI_BOX_HEAD.NAME",
+            "FastRCNNConvFCHead",
+            "MODEL.ROI_BOX_HEAD.NUM_CONV",
+            "2",
+            "MODEL.ROI_BOX_HEAD.NUM_FC",
+            "1",
+            "MODEL.ROI_BOX_HEAD.CONV_DIM",
+            "32",
+            "MODEL.ROI_BOX_HEAD.FC_DIM",
+            "64",
+            "MODEL.ROI_MASK_HEAD.NAME",
+            "MaskRCNNConvUpsampleHead",
+            "MODEL.ROI_MASK_HEAD.CONV_DIM",
+            "32",
+            "MODEL.ROI_MASK_HEAD.NUM_CONV",
+            "4",
+            "MODEL.RESNETS.NORM",
+            "naiveSyncBN",
+            "MODEL.FPN.NORM",
+            "naiveSyncBN",
+            "MODEL.ROI_BOX_HEAD.NORM",
+            "naiveSyncBN",
+            "MODEL.ROI_MASK_HEAD.NORM",
+            "naiveSyncBN",
+        ]
+    )
     model = build_model(cfg)
     sync = lambda mod: [m for m in mod.modules() if type(m) is NaiveSyncBatchNorm]  # noqa: E731
     assert len(sync(model.backbone.bottom_up)) > 0
-    assert len(sync(model.backbone)) - len(sync(model.backbone.bottom_up)) == 8  # 4 lateral + 4 output convs
+    assert (
+        len(sync(model.backbone)) - len(sync(model.backbone.bottom_up)) == 8
+    )  # 4 lateral + 4 output convs
     assert len(sync(model.roi_heads.box_head)) == 2
     assert len(sync(model.roi_heads.mask_head)) == 4
 
@@ -122,8 +167,14 @@ def test_keypoint_head_with_norm():
     """Detectron2's keypoint head has no norm option; ours adds one, "" keeps Detectron2's head."""
     cfg = get_cfg()
     add_moco_config(cfg)
-    cfg.merge_from_list(["MODEL.ROI_KEYPOINT_HEAD.NAME", "KRCNNConvDeconvUpsampleHeadNorm",
-                         "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", "(16, 16)"])
+    cfg.merge_from_list(
+        [
+            "MODEL.ROI_KEYPOINT_HEAD.NAME",
+            "KRCNNConvDeconvUpsampleHeadNorm",
+            "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS",
+            "(16, 16)",
+        ]
+    )
     shape = ShapeSpec(channels=8, width=14, height=14)
     plain = build_keypoint_head(cfg, shape)
     assert not [m for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d)]

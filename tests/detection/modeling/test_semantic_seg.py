@@ -1,4 +1,7 @@
-"""detection.modeling.semantic_seg: the FCN head, the VOC 2012 segmentation datasets and the training mapper."""
+"""detection.modeling.semantic_seg: the FCN head, the VOC 2012 segmentation datasets and the
+training mapper.
+"""
+
 import numpy as np
 import pytest
 import torch
@@ -14,11 +17,23 @@ from tests.detection import layouts
 
 
 def fcn_cfg(num_classes=21):
-    cfg = load_config("voc12sem_R50_dilated_30k_random", [
-        "MODEL.DEVICE", "cpu", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(num_classes),
-        "MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RESNETS.RES2_OUT_CHANNELS", "32",
-        "MODEL.RESNETS.WIDTH_PER_GROUP", "8", "MODEL.SEM_SEG_HEAD.CONVS_DIM", "16",
-    ])
+    cfg = load_config(
+        "voc12sem_R50_dilated_30k_random",
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+            str(num_classes),
+            "MODEL.RESNETS.STEM_OUT_CHANNELS",
+            "8",
+            "MODEL.RESNETS.RES2_OUT_CHANNELS",
+            "32",
+            "MODEL.RESNETS.WIDTH_PER_GROUP",
+            "8",
+            "MODEL.SEM_SEG_HEAD.CONVS_DIM",
+            "16",
+        ],
+    )
     return cfg
 
 
@@ -28,7 +43,9 @@ def test_fcn_head_is_the_papers_head_on_a_stride_16_dilated_r50():
     assert isinstance(head, semantic_seg.FCNHead)
     convs = list(head.convs)
     assert len(convs) == 2
-    assert all(c.kernel_size == (3, 3) and c.dilation == (6, 6) and c.norm is not None for c in convs)
+    assert all(
+        c.kernel_size == (3, 3) and c.dilation == (6, 6) and c.norm is not None for c in convs
+    )
     assert head.predictor.kernel_size == (1, 1) and head.predictor.out_channels == 21
     # res5 dilated at stride 1: output stride 16, dilation 2 in every res5 3x3 conv.
     assert model.backbone.output_shape()["res5"].stride == 16
@@ -38,8 +55,15 @@ def test_fcn_head_is_the_papers_head_on_a_stride_16_dilated_r50():
 
 def test_fcn_head_logits_cover_the_image_and_loss_ignores_255():
     torch.manual_seed(0)
-    head = semantic_seg.FCNHead(ShapeSpec(channels=8, stride=16), in_feature="res5", num_classes=3,
-                                conv_dims=8, common_stride=16, norm="BN", ignore_value=255)
+    head = semantic_seg.FCNHead(
+        ShapeSpec(channels=8, stride=16),
+        in_feature="res5",
+        num_classes=3,
+        conv_dims=8,
+        common_stride=16,
+        norm="BN",
+        ignore_value=255,
+    )
     features = {"res5": torch.randn(2, 8, 5, 7)}  # an image padded to 72 x 100 -> 5 x 7
     head.eval()
     logits, _ = head(features)
@@ -52,8 +76,11 @@ def test_fcn_head_logits_cover_the_image_and_loss_ignores_255():
     assert torch.isfinite(loss) and loss > 0
     # Only the 200 labelled pixels count: the mean CE over them, from the same logits.
     ref = torch.nn.functional.cross_entropy(
-        torch.nn.functional.interpolate(head.layers(features), scale_factor=16, mode="bilinear",
-                                        align_corners=False)[:, :, :10, :10], targets[:, :10, :10])
+        torch.nn.functional.interpolate(
+            head.layers(features), scale_factor=16, mode="bilinear", align_corners=False
+        )[:, :, :10, :10],
+        targets[:, :10, :10],
+    )
     assert torch.allclose(loss, ref, atol=1e-6)
 
 
@@ -64,7 +91,9 @@ def test_voc_sem_seg_datasets_read_the_real_layout(tmp_path):
         val = DatasetCatalog.get("voc_2012_sem_seg_val")
         aug = DatasetCatalog.get("voc_2012_sem_seg_train_aug")
         assert len(val) == 2 and len(aug) == 3
-        assert val[0]["sem_seg_file_name"].endswith(f"SegmentationClass/{val[0]['file_name'][-15:-4]}.png")
+        assert val[0]["sem_seg_file_name"].endswith(
+            f"SegmentationClass/{val[0]['file_name'][-15:-4]}.png"
+        )
         assert "SegmentationClassAug" in aug[0]["sem_seg_file_name"]
         meta = MetadataCatalog.get("voc_2012_sem_seg_val")
         assert meta.evaluator_type == "sem_seg" and meta.ignore_label == 255
@@ -82,7 +111,9 @@ def test_voc_sem_seg_datasets_read_the_real_layout(tmp_path):
 
 def test_missing_voc_split_says_what_to_get(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"train_aug.*SegmentationClassAug"):
-        semantic_seg.load_voc_sem_seg(str(tmp_path / "VOC2012"), "train_aug", "SegmentationClassAug")
+        semantic_seg.load_voc_sem_seg(
+            str(tmp_path / "VOC2012"), "train_aug", "SegmentationClassAug"
+        )
 
 
 def test_train_mapper_scales_then_crops_and_keeps_label_ids(tmp_path):
@@ -108,13 +139,26 @@ def test_sem_seg_train_loader_feeds_the_fcn_model(tmp_path):
     try:
         semantic_seg.register_voc_sem_seg(str(tmp_path))
         cfg = fcn_cfg()
-        cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
-                             "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MIN_SIZE_TRAIN_SAMPLING", "choice",
-                             "INPUT.CROP.SIZE", "(48, 64)"])
+        cfg.merge_from_list(
+            [
+                "SOLVER.IMS_PER_BATCH",
+                "2",
+                "DATALOADER.NUM_WORKERS",
+                "0",
+                "INPUT.MIN_SIZE_TRAIN",
+                "(64,)",
+                "INPUT.MIN_SIZE_TRAIN_SAMPLING",
+                "choice",
+                "INPUT.CROP.SIZE",
+                "(48, 64)",
+            ]
+        )
         batch = next(iter(semantic_seg.build_sem_seg_train_loader(cfg)))
         assert len(batch) == 2
-        assert all(tuple(d["image"].shape) == (3, 48, 64) and tuple(d["sem_seg"].shape) == (48, 64)
-                   for d in batch)
+        assert all(
+            tuple(d["image"].shape) == (3, 48, 64) and tuple(d["sem_seg"].shape) == (48, 64)
+            for d in batch
+        )
         model = build_model(cfg)
         model.train()
         losses = model(batch)

@@ -4,6 +4,7 @@ Two processes, different inputs: after one training-mode forward pass every BN l
 backbone and FPN has the same running statistics on both ranks, equal to the statistics of the
 union of the inputs; plain BN on the same inputs does not (so the test can fail).
 """
+
 import os
 
 import torch
@@ -18,17 +19,35 @@ from tests.detection.tiny_detection import write_tiny_c4_config
 
 
 def _fpn_cfg(config_path, norm):
-    return load_config(config_path, [
-        "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone", "MODEL.RESNETS.DEPTH", "18",
-        "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.RESNETS.OUT_FEATURES", "['res2','res3','res4','res5']",
-        "MODEL.FPN.IN_FEATURES", "['res2','res3','res4','res5']", "MODEL.FPN.OUT_CHANNELS", "16",
-        "MODEL.RESNETS.NORM", norm, "MODEL.FPN.NORM", norm,
-    ])
+    return load_config(
+        config_path,
+        [
+            "MODEL.BACKBONE.NAME",
+            "build_resnet_fpn_backbone",
+            "MODEL.RESNETS.DEPTH",
+            "18",
+            "MODEL.RESNETS.RES2_OUT_CHANNELS",
+            "64",
+            "MODEL.RESNETS.OUT_FEATURES",
+            "['res2','res3','res4','res5']",
+            "MODEL.FPN.IN_FEATURES",
+            "['res2','res3','res4','res5']",
+            "MODEL.FPN.OUT_CHANNELS",
+            "16",
+            "MODEL.RESNETS.NORM",
+            norm,
+            "MODEL.FPN.NORM",
+            norm,
+        ],
+    )
 
 
 def _bn_stats(model):
-    return {name: torch.cat([m.running_mean, m.running_var]) for name, m in model.named_modules()
-            if isinstance(m, torch.nn.BatchNorm2d)}
+    return {
+        name: torch.cat([m.running_mean, m.running_var])
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    }
 
 
 def _worker(folder, config_path):
@@ -41,7 +60,11 @@ def _worker(folder, config_path):
         model(x)
         out[norm] = _bn_stats(model)
         if norm == "naiveSyncBN":
-            assert all(type(m) is NaiveSyncBatchNorm for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+            assert all(
+                type(m) is NaiveSyncBatchNorm
+                for m in model.modules()
+                if isinstance(m, torch.nn.BatchNorm2d)
+            )
             # Statistics of the first conv's output over both ranks' inputs together.
             xs = [torch.empty_like(x) for _ in range(dist.get_world_size())]
             dist.all_gather(xs, x)
@@ -67,8 +90,12 @@ def test_naive_sync_bn_statistics_are_shared_across_gloo_processes(tmp_path):
     momentum = r0["momentum"]  # running = (1 - m) * initial (0 mean, 1 var) + m * batch statistic
     stem = synced0["bottom_up.stem.conv1.norm"]
     torch.testing.assert_close(stem[: len(mean)], momentum * mean, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(stem[len(mean):], (1 - momentum) + momentum * var, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        stem[len(mean) :], (1 - momentum) + momentum * var, rtol=1e-4, atol=1e-5
+    )
 
     # Per-process BN on the same inputs disagrees: the check above is not vacuous.
     plain0, plain1 = r0["BN"], r1["BN"]
-    assert not torch.allclose(plain0["bottom_up.stem.conv1.norm"], plain1["bottom_up.stem.conv1.norm"])
+    assert not torch.allclose(
+        plain0["bottom_up.stem.conv1.norm"], plain1["bottom_up.stem.conv1.norm"]
+    )

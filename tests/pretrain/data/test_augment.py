@@ -130,7 +130,8 @@ def test_colour_jitter_strengths_are_the_papers(aug, hue, jitter_p):
     unchanged = float(((factor - 1).abs() < 0.004).float().mean())  # 1/255 of a step
     assert abs(unchanged - (1 - jitter_p)) < 0.07, unchanged
     orange = colours((153, 77, 38))
-    coloured = orange[(orange.max(dim=1).values - orange.min(dim=1).values) > 20]  # grayscale views left out
+    # grayscale views left out
+    coloured = orange[(orange.max(dim=1).values - orange.min(dim=1).values) > 20]
     shift = torch.tensor([_hue(c) - _hue(torch.tensor([153.0, 77.0, 38.0])) for c in coloured])
     shift = (shift + 0.5) % 1 - 0.5
     assert 0.9 * hue <= shift.abs().max() <= hue + 0.02, shift.abs().max()

@@ -1,4 +1,5 @@
-"""Batched device augmentations: torchvision's ops, its random order, the reference's distributions."""
+"""Batched device augmentations: torchvision's ops, its random order, the reference's distributions.
+"""
 import copy
 
 import numpy as np

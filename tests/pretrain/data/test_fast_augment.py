@@ -69,7 +69,8 @@ def test_draft_scale_keeps_every_crop_at_least_crop_size():
     assert draft_scale([(0, 0, 500, 500), (0, 0, 300, 400)], 64) == 4  # 300 / 4 = 75 >= 64
     assert draft_scale([(0, 0, 500, 500), (0, 0, 100, 400)], 64) == 1
     assert draft_scale([(0, 0, 4000, 4000)] * 2, 64) == 8  # libjpeg's coarsest scale
-    assert scale_box((10, 20, 300, 400), 2) == (10.0, 5.0, 210.0, 155.0)  # PIL (left, upper, right, lower)
+    # PIL (left, upper, right, lower)
+    assert scale_box((10, 20, 300, 400), 2) == (10.0, 5.0, 210.0, 155.0)
 
 
 def test_reduced_size_decode_gives_the_same_crops_as_a_full_decode():

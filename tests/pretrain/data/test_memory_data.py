@@ -55,7 +55,8 @@ def test_boxes_follow_random_resized_crops_area_and_ratio():
     assert ((w / h).log().abs() <= math.log(4 / 3) * 2 + 1e-5).all()
     assert (cx - w / 2 >= -1e-6).all() and (cx + w / 2 <= 1 + 1e-6).all()
     assert (cy - h / 2 >= -1e-6).all() and (cy + h / 2 <= 1 + 1e-6).all()
-    assert 0.55 < float(area.mean()) < 0.62  # ~U(0.2, 1), a little less where boxes were shrunk to fit
+    # ~U(0.2, 1), a little less where boxes were shrunk to fit
+    assert 0.55 < float(area.mean()) < 0.62
 
 
 def loader(images, **kw):

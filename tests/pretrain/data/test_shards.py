@@ -100,7 +100,8 @@ def test_missing_and_unreadable_listed_files_are_skipped_warned_and_counted(imag
     assert "gone.png" in printed and "No such file" in printed and "a_folder.png" in printed
     assert "skipped 2 of 5 file(s)" in printed and "wrote 3 images" in printed
     samples = [m for tar in sorted(glob.glob(os.path.join(out, "*.tar"))) for m in members(tar)]
-    assert [name for name, _ in samples] == [f"{i:09d}.png" for i in range(3)]  # keys stay contiguous
+    # keys stay contiguous
+    assert [name for name, _ in samples] == [f"{i:09d}.png" for i in range(3)]
     assert [data for _, data in samples] == [(tmp_path / n).read_bytes() for n in ("000.png", "001.png", "002.png")]
     index = json.load(open(os.path.join(out, "train-index.json")))
     assert index["num_samples"] == 3 and index["skipped_files"] == 2
@@ -180,10 +181,12 @@ def test_fast_transform_reads_shard_bytes_and_skips_corrupt_ones(tmp_path, image
         (a, b), = list(loader)
         if decode == "device":  # the worker sent bytes and crop boxes; the training process decodes
             assert isinstance(a, list) and len(a) == 7 and b.shape == (7, 2, 5)
-            assert all(".tar:" in name for _, name in a)  # shard and key, for a warning if undecodable
+            # shard and key, for a warning if undecodable
+            assert all(".tar:" in name for _, name in a)
             a, b, failed = decode_two_crops_on_device(a, b, 16, "cpu")
             assert failed == []
-        assert a.dtype == torch.uint8 and a.shape == b.shape == (7, 3, 16, 16)  # full despite the bad one
+        # full despite the bad one
+        assert a.dtype == torch.uint8 and a.shape == b.shape == (7, 3, 16, 16)
         assert set(ids(a.float())) <= set(range(7)) and ids(a.float()) == ids(b.float())
     assert loader.skipped >= 1
 

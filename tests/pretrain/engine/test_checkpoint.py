@@ -1,4 +1,5 @@
 """Checkpoint files: official layout, atomic rotation, newest valid picked, RNG round trip."""
+
 import os
 import random
 import stat
@@ -14,8 +15,16 @@ from pretrain.model.moco import MoCo
 
 def _state(step, model=None):
     sd = ckpt.model_state_dict(model) if model is not None else {"module.queue": torch.zeros(2, 3)}
-    return {"epoch": 0, "iter": step, "global_step": step, "arch": "resnet18", "state_dict": sd,
-            "optimizer": {"state": {}, "param_groups": []}, "rng": ckpt.get_rng_state(), "config": {"seed": 0}}
+    return {
+        "epoch": 0,
+        "iter": step,
+        "global_step": step,
+        "arch": "resnet18",
+        "state_dict": sd,
+        "optimizer": {"state": {}, "param_groups": []},
+        "rng": ckpt.get_rng_state(),
+        "config": {"seed": 0},
+    }
 
 
 def test_official_layout_with_module_prefix_loads_weights_only(tmp_path):
@@ -34,9 +43,13 @@ def test_official_layout_with_module_prefix_loads_weights_only(tmp_path):
 def test_wrong_model_is_a_clear_error(tmp_path):
     path = ckpt.save_checkpoint(_state(1, MoCo("resnet18", dim=8, K=16)), tmp_path)
     with pytest.raises(ValueError, match="different arch / dim / K"):
-        ckpt.load_model_state(MoCo("resnet18", dim=8, K=16, mlp=True), safe_torch_load(path)["state_dict"])
+        ckpt.load_model_state(
+            MoCo("resnet18", dim=8, K=16, mlp=True), safe_torch_load(path)["state_dict"]
+        )
     # Same names, other sizes (another K): named, with the fix, not torch's size-mismatch dump.
-    with pytest.raises(ValueError, match=r"(?s)queue \(8, 16\) in the checkpoint, \(8, 32\) in the model.*Fix"):
+    with pytest.raises(
+        ValueError, match=r"(?s)queue \(8, 16\) in the checkpoint, \(8, 32\) in the model.*Fix"
+    ):
         ckpt.load_model_state(MoCo("resnet18", dim=8, K=32), safe_torch_load(path)["state_dict"])
 
 
@@ -78,11 +91,17 @@ def test_rng_state_round_trip():
     assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage" * 10, b"PK\x03\x04" + b"\x00" * 40], ids=["empty", "garbage", "cut-zip"])
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"garbage" * 10, b"PK\x03\x04" + b"\x00" * 40],
+    ids=["empty", "garbage", "cut-zip"],
+)
 def test_a_file_that_is_no_checkpoint_is_a_clear_error(tmp_path, content):
     path = tmp_path / "model.pth"
     path.write_bytes(content)
-    with pytest.raises(CorruptCheckpointError, match="(?s)not a readable checkpoint.*download or copy it again"):
+    with pytest.raises(
+        CorruptCheckpointError, match="(?s)not a readable checkpoint.*download or copy it again"
+    ):
         safe_torch_load(path)
 
 
@@ -115,7 +134,9 @@ def test_writes_cut_short_by_a_kill_are_cleaned_up_and_nothing_else(tmp_path):
     assert os.path.isfile(done) and all(p.exists() for p in keep)
 
 
-def test_a_run_killed_inside_a_checkpoint_write_resumes_from_the_previous_one(tiny_demo_data, tmp_path):
+def test_a_run_killed_inside_a_checkpoint_write_resumes_from_the_previous_one(
+    tiny_demo_data, tmp_path
+):
     """A real kill: tools/pretrain.py in a child whose checkpoint write is cut off by the kernel."""
     from pretrain.engine.config import load_config
     from pretrain.engine.train import train
@@ -123,18 +144,40 @@ def test_a_run_killed_inside_a_checkpoint_write_resumes_from_the_previous_one(ti
     from tests.paths import TOOLS
 
     data, out = tiny_demo_data["unlabeled_root"], tmp_path / "run"
-    cfg = load_config(None, {
-        "model": {"arch": "resnet18", "dim": 16, "K": 32, "mlp": True, "T": 0.2},
-        "data": {"aug": "v2", "crop_size": 32, "num_workers": 0, "samples_per_epoch": 32},
-        "optim": {"lr": 0.03, "base_batch_size": 8, "epochs": 1}, "batch_size": 8,
-        "checkpoint": {"every_iters": 1, "keep_last": 3}, "log": {"every_iters": 1, "tensorboard": False},
-        "device": "cpu", "max_iters": 1})
+    cfg = load_config(
+        None,
+        {
+            "model": {"arch": "resnet18", "dim": 16, "K": 32, "mlp": True, "T": 0.2},
+            "data": {"aug": "v2", "crop_size": 32, "num_workers": 0, "samples_per_epoch": 32},
+            "optim": {"lr": 0.03, "base_batch_size": 8, "epochs": 1},
+            "batch_size": 8,
+            "checkpoint": {"every_iters": 1, "keep_last": 3},
+            "log": {"every_iters": 1, "tensorboard": False},
+            "device": "cpu",
+            "max_iters": 1,
+        },
+    )
     train(cfg, data, out)
     previous = out / "checkpoint_0000001.pth"
     before = previous.read_bytes()
-    run_killed_mid_write(os.path.join(TOOLS, "pretrain.py"),
-                         ["--config", out / "config.yaml", "--data", data, "--out", out, "--resume", "auto",
-                          "--opts", "max_iters", "2"], limit_bytes=len(before) // 2, cwd=tmp_path)
+    run_killed_mid_write(
+        os.path.join(TOOLS, "pretrain.py"),
+        [
+            "--config",
+            out / "config.yaml",
+            "--data",
+            data,
+            "--out",
+            out,
+            "--resume",
+            "auto",
+            "--opts",
+            "max_iters",
+            "2",
+        ],
+        limit_bytes=len(before) // 2,
+        cwd=tmp_path,
+    )
     # It died writing step 2's checkpoint: half of it lies in a temporary file, none under its name.
     partial = [p for p in os.listdir(out) if p.startswith(".checkpoint_0000002.pth.")]
     assert len(partial) == 1 and os.path.getsize(out / partial[0]) == len(before) // 2

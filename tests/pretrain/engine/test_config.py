@@ -1,4 +1,5 @@
 """Recipes: _BASE_ inheritance, overrides, validation, the paper's numbers in the shipped YAMLs."""
+
 import os
 
 import pytest
@@ -22,21 +23,44 @@ def recipe(name, overrides=None):
 
 def test_moco_v1_recipe_matches_paper():
     c = recipe("moco_v1.yaml")
-    assert c["model"] == {"arch": "resnet50", "dim": 128, "K": 65536, "m": 0.999, "T": 0.07, "mlp": False,
-                          "bn_splits": 1, "shuffle": "auto", "queue_init": "random"}  # random: Sec. 3.2
+    assert c["model"] == {
+        "arch": "resnet50",
+        "dim": 128,
+        "K": 65536,
+        "m": 0.999,
+        "T": 0.07,
+        "mlp": False,
+        "bn_splits": 1,
+        "shuffle": "auto",
+        "queue_init": "random",
+    }  # random: Sec. 3.2
     assert c["data"]["aug"] == "v1" and c["data"]["crop_size"] == 224
     o = c["optim"]
-    assert (o["lr"], o["momentum"], o["weight_decay"], o["schedule"], o["milestones"], o["epochs"]) == \
-        (0.03, 0.9, 1e-4, "step", [120, 160], 200)
+    assert (
+        o["lr"],
+        o["momentum"],
+        o["weight_decay"],
+        o["schedule"],
+        o["milestones"],
+        o["epochs"],
+    ) == (0.03, 0.9, 1e-4, "step", [120, 160], 200)
     assert scaled_lr(c, world_size=8) == pytest.approx(0.03)  # 8 GPUs x 32 = 256
 
 
 def test_moco_v2_inherits_and_800ep_inherits_v2():
     v2 = recipe("moco_v2.yaml")
     assert v2["model"]["mlp"] is True and v2["model"]["T"] == 0.2 and v2["data"]["aug"] == "v2"
-    assert v2["optim"]["schedule"] == "cosine" and v2["optim"]["epochs"] == 200 and v2["model"]["K"] == 65536
+    assert (
+        v2["optim"]["schedule"] == "cosine"
+        and v2["optim"]["epochs"] == 200
+        and v2["model"]["K"] == 65536
+    )
     long = recipe("moco_v2_800ep.yaml")
-    assert long["optim"]["epochs"] == 800 and long["model"] == v2["model"] and long["data"] == v2["data"]
+    assert (
+        long["optim"]["epochs"] == 800
+        and long["model"] == v2["model"]
+        and long["data"] == v2["data"]
+    )
 
 
 def test_demo_recipe_is_small():
@@ -47,8 +71,15 @@ def test_demo_recipe_is_small():
 
 
 def test_overrides_both_styles_and_yaml_values():
-    c = recipe("moco_v2.yaml", ["optim.lr=0.06", "model.K", "4096", "optim.milestones=[10,20]", "knn.path=null"])
-    assert c["optim"]["lr"] == 0.06 and c["model"]["K"] == 4096 and c["optim"]["milestones"] == [10, 20]
+    c = recipe(
+        "moco_v2.yaml",
+        ["optim.lr=0.06", "model.K", "4096", "optim.milestones=[10,20]", "knn.path=null"],
+    )
+    assert (
+        c["optim"]["lr"] == 0.06
+        and c["model"]["K"] == 4096
+        and c["optim"]["milestones"] == [10, 20]
+    )
     assert parse_overrides(["a.b=true", "c", "1e-3"]) == {"a": {"b": True}, "c": "1e-3"}
 
 
@@ -57,15 +88,18 @@ def test_unknown_key_suggests_the_right_one():
         recipe("moco_v1.yaml", ["optim.lrr=0.1"])
 
 
-@pytest.mark.parametrize("override, message", [
-    ("amp=fp8", "amp must be one of"),
-    ("model.bn_splits=3", "multiple of model.bn_splits"),
-    ("optim.weight_decay=1e-4", "write 1.0e-4"),  # YAML reads 1e-4 as a string
-    ("model.m=1.0", r"model.m must be in \[0, 1\)"),
-    ("knn.every_epochs=1", "knn.path is not"),
-    ("data.decode=gpu", "data.decode must be one of"),
-    ("compile=3", "compile must be"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("amp=fp8", "amp must be one of"),
+        ("model.bn_splits=3", "multiple of model.bn_splits"),
+        ("optim.weight_decay=1e-4", "write 1.0e-4"),  # YAML reads 1e-4 as a string
+        ("model.m=1.0", r"model.m must be in \[0, 1\)"),
+        ("knn.every_epochs=1", "knn.path is not"),
+        ("data.decode=gpu", "data.decode must be one of"),
+        ("compile=3", "compile must be"),
+    ],
+)
 def test_bad_values_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         recipe("moco_v1.yaml", [override])

@@ -6,13 +6,14 @@ init, the queue full of its real keys). The supervised baseline must be far abov
 held-out digits. Short real runs of the code the demo uses (in-memory batched augmentation, one
 thread); the numbers they compare were measured (README status) with margins of about 2x.
 """
+
 import json
 
 import pytest
 
 from pretrain.engine.config import load_config
-from pretrain.eval.supervised import train_supervised
 from pretrain.engine.train import train
+from pretrain.eval.supervised import train_supervised
 
 pytestmark = pytest.mark.slow
 
@@ -24,19 +25,46 @@ def digits200(tmp_path_factory):
     """The demo's data at 200 scans, with its 4 unlabeled renders per train scan (640 images)."""
     from detection.demo.data import make_demo_data
 
-    return make_demo_data(tmp_path_factory.mktemp("digits200"), seed=0, limit=200, n_det_trainval=2,
-                          n_det_test=2, verbose=False)
+    return make_demo_data(
+        tmp_path_factory.mktemp("digits200"),
+        seed=0,
+        limit=200,
+        n_det_trainval=2,
+        n_det_test=2,
+        verbose=False,
+    )
 
 
 def moco_cfg(lr, max_iters=None):
-    return load_config(None, {
-        "model": {"arch": "resnet18", "dim": 64, "K": 128, "m": 0.99, "T": 0.2, "mlp": True, "bn_splits": 4},
-        "data": {"aug": "v2", "crop_size": 32, "in_memory": True, "num_workers": 0},
-        "optim": {"lr": lr, "base_batch_size": 256, "epochs": 6, "schedule": "cosine",
-                  "warmup_epochs": 0.5, "weight_decay": 5.0e-4},
-        "batch_size": 32, "checkpoint": {"every_iters": 100000, "keep_last": 1},
-        "log": {"every_iters": 10, "tensorboard": False}, "device": "cpu", "seed": 0, "max_iters": max_iters,
-    })
+    return load_config(
+        None,
+        {
+            "model": {
+                "arch": "resnet18",
+                "dim": 64,
+                "K": 128,
+                "m": 0.99,
+                "T": 0.2,
+                "mlp": True,
+                "bn_splits": 4,
+            },
+            "data": {"aug": "v2", "crop_size": 32, "in_memory": True, "num_workers": 0},
+            "optim": {
+                "lr": lr,
+                "base_batch_size": 256,
+                "epochs": 6,
+                "schedule": "cosine",
+                "warmup_epochs": 0.5,
+                "weight_decay": 5.0e-4,
+            },
+            "batch_size": 32,
+            "checkpoint": {"every_iters": 100000, "keep_last": 1},
+            "log": {"every_iters": 10, "tensorboard": False},
+            "device": "cpu",
+            "seed": 0,
+            "max_iters": max_iters,
+        },
+    )
 
 
 def late_stats(out_dir, last=3):
@@ -44,7 +72,11 @@ def late_stats(out_dir, last=3):
     rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "pos_top1" in r][-last:]
     mean = lambda key: sum(key(r) for r in rows) / len(rows)
-    return mean(lambda r: r["loss"]), mean(lambda r: r["pos_top1"]), mean(lambda r: r["sim_pos"] - r["sim_neg"])
+    return (
+        mean(lambda r: r["loss"]),
+        mean(lambda r: r["pos_top1"]),
+        mean(lambda r: r["sim_pos"] - r["sim_neg"]),
+    )
 
 
 def test_moco_learns_its_pretext_task(digits200, tmp_path, one_thread):
@@ -55,8 +87,10 @@ def test_moco_learns_its_pretext_task(digits200, tmp_path, one_thread):
     train(moco_cfg(FROZEN_LR, max_iters=30), data, tmp_path / "frozen")
     loss, top1, gap = late_stats(tmp_path / "moco")
     loss_0, top1_0, gap_0 = late_stats(tmp_path / "frozen", last=2)
-    print(f"loss {loss:.3f} vs {loss_0:.3f} at lr ~0; positive top-1 {top1:.1f} % vs {top1_0:.1f} %; "
-          f"q.k+ - q.k- {gap:.3f} vs {gap_0:.3f}")
+    print(
+        f"loss {loss:.3f} vs {loss_0:.3f} at lr ~0; positive top-1 {top1:.1f} % vs {top1_0:.1f} %; "
+        f"q.k+ - q.k- {gap:.3f} vs {gap_0:.3f}"
+    )
     assert loss < loss_0 - 0.1, (loss, loss_0)  # measured 4.66 vs 4.87 (ln 129 = 4.86)
     assert gap > gap_0 + 0.03, (gap, gap_0)  # measured 0.087 vs 0.015
 
@@ -67,17 +101,36 @@ def digits600(tmp_path_factory):
     digits of ``tiny_demo_data`` are memorised (train loss 0.9, val 15 % measured), not learned."""
     from detection.demo.data import make_demo_data
 
-    return make_demo_data(tmp_path_factory.mktemp("digits600"), seed=0, limit=600, n_det_trainval=2,
-                          n_det_test=2, unlabeled_styles=0, verbose=False)
+    return make_demo_data(
+        tmp_path_factory.mktemp("digits600"),
+        seed=0,
+        limit=600,
+        n_det_trainval=2,
+        n_det_test=2,
+        unlabeled_styles=0,
+        verbose=False,
+    )
 
 
 def test_supervised_baseline_learns_far_above_chance(digits600, tmp_path, one_thread):
     # The demo's recipe (48 px, no mirror, crops 0.5-1, lr 0.2 per 256 with warm-up), 375 steps:
     # measured 27.5 % (19 % at 225 steps: the first ~150 steps of this recipe stay near chance).
-    metrics = train_supervised(digits600["cls_root"], tmp_path / "sup", arch="resnet18", epochs=25,
-                               image_size=48, batch_size=32, lr=0.2, weight_decay=5e-4, num_workers=0,
-                               device="cpu", crop_scale=(0.5, 1.0), warmup_epochs=2, hflip=False,
-                               printer=lambda *a, **k: None)
+    metrics = train_supervised(
+        digits600["cls_root"],
+        tmp_path / "sup",
+        arch="resnet18",
+        epochs=25,
+        image_size=48,
+        batch_size=32,
+        lr=0.2,
+        weight_decay=5e-4,
+        num_workers=0,
+        device="cpu",
+        crop_scale=(0.5, 1.0),
+        warmup_epochs=2,
+        hflip=False,
+        printer=lambda *a, **k: None,
+    )
     print(f"supervised val top-1 {metrics['top1']:.1f} % (chance 10 %)")
     # 24 of 120 right: P < 1e-3 for a chance-level classifier (10 %: 12 expected, sd 3.3)
     assert metrics["top1"] >= 20, metrics

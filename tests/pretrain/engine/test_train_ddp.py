@@ -1,4 +1,5 @@
 """Two gloo processes through the real loop: gradients in sync, checkpoints from rank 0 only."""
+
 import os
 
 import torch
@@ -40,18 +41,36 @@ def _worker(rank, world, data, out, result_dir):
     train_module.build_model = build_and_keep
     ckpt.save_checkpoint = save_and_count
     PretrainImageDataset.__getitem__ = getitem_and_record
-    cfg = load_config(None, {
-        "model": {"arch": "resnet18", "dim": 16, "K": 48, "mlp": True, "T": 0.2},
-        "data": {"aug": "v2", "crop_size": 32, "num_workers": 0, "samples_per_epoch": SAMPLES_PER_EPOCH},
-        "optim": {"lr": 0.1, "base_batch_size": 8, "epochs": 1},
-        "batch_size": 4, "checkpoint": {"every_iters": 2, "keep_last": 5},
-        "log": {"every_iters": 1, "tensorboard": False}, "device": "cpu", "max_iters": 4,  # 1 epoch
-    })
+    cfg = load_config(
+        None,
+        {
+            "model": {"arch": "resnet18", "dim": 16, "K": 48, "mlp": True, "T": 0.2},
+            "data": {
+                "aug": "v2",
+                "crop_size": 32,
+                "num_workers": 0,
+                "samples_per_epoch": SAMPLES_PER_EPOCH,
+            },
+            "optim": {"lr": 0.1, "base_batch_size": 8, "epochs": 1},
+            "batch_size": 4,
+            "checkpoint": {"every_iters": 2, "keep_last": 5},
+            "log": {"every_iters": 1, "tensorboard": False},
+            "device": "cpu",
+            "max_iters": 4,  # 1 epoch
+        },
+    )
     summary = train_module.train(cfg, data, out)
     model = built[0]
-    torch.save({"state": {k: v.clone() for k, v in model.state_dict().items()}, "saves": saves,
-                "summary_step": summary["global_step"], "mode": modes[0], "seen": seen},
-               os.path.join(result_dir, f"rank{rank}.pt"))
+    torch.save(
+        {
+            "state": {k: v.clone() for k, v in model.state_dict().items()},
+            "saves": saves,
+            "summary_step": summary["global_step"],
+            "mode": modes[0],
+            "seen": seen,
+        },
+        os.path.join(result_dir, f"rank{rank}.pt"),
+    )
 
 
 def test_two_process_training_stays_in_sync(tiny_demo_data, tmp_path):
@@ -62,11 +81,16 @@ def test_two_process_training_stays_in_sync(tiny_demo_data, tmp_path):
     r0, r1 = (torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in range(2))
     assert r0["mode"] == r1["mode"] == "ddp" and r0["summary_step"] == r1["summary_step"] == 4
     # Each rank read its own half of the epoch: disjoint samples that together are the epoch.
-    epoch = epoch_order(len(scan_image_folder(data)), seed=0, epoch=0, samples_per_epoch=SAMPLES_PER_EPOCH)
+    epoch = epoch_order(
+        len(scan_image_folder(data)), seed=0, epoch=0, samples_per_epoch=SAMPLES_PER_EPOCH
+    )
     seen0, seen1 = ([tuple(key) for key in r["seen"]] for r in (r0, r1))
     assert len(seen0) == len(seen1) == 4 * 4  # 4 steps of 4 per rank
     assert not set(seen0) & set(seen1)
-    assert sorted(seen0 + seen1) == sorted((0, i) for i in epoch) and len(set(epoch)) == SAMPLES_PER_EPOCH
+    assert (
+        sorted(seen0 + seen1) == sorted((0, i) for i in epoch)
+        and len(set(epoch)) == SAMPLES_PER_EPOCH
+    )
     # Same weights on both ranks after steps on different data: DDP averaged the gradients;
     # the queue holds both ranks' keys (2 x 4 per step). (BN running statistics are per rank,
     # as in the official code; DDP broadcasts rank 0's at each forward.)
@@ -83,7 +107,9 @@ def test_two_process_training_stays_in_sync(tiny_demo_data, tmp_path):
     assert [s for s, _ in list_checkpoints(out)] == [4, 2]
     saved = safe_torch_load(out / "checkpoint_0000004.pth")
     assert saved["world_size"] == 2
-    assert torch.equal(saved["state_dict"]["module.encoder_q.conv1.weight"], r0["state"]["encoder_q.conv1.weight"])
+    assert torch.equal(
+        saved["state_dict"]["module.encoder_q.conv1.weight"], r0["state"]["encoder_q.conv1.weight"]
+    )
     assert torch.equal(saved["state_dict"]["module.queue"], r1["state"]["queue"])
 
 
@@ -92,17 +118,32 @@ def _run(rank, world, data, out, max_iters, resume):
 
     torch.set_num_threads(1)
     if resume:  # as srun starts its tasks (the first half: as torchrun does)
-        os.environ.update(SLURM_PROCID=str(rank), SLURM_STEP_NUM_TASKS=str(world), SLURM_LOCALID=str(rank))
+        os.environ.update(
+            SLURM_PROCID=str(rank), SLURM_STEP_NUM_TASKS=str(world), SLURM_LOCALID=str(rank)
+        )
     else:
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    cfg = load_config(None, {
-        "model": {"arch": "resnet18", "dim": 16, "K": 48, "mlp": True, "T": 0.2},
-        # fast pipeline: colour and blur are drawn by each rank's own generator
-        "data": {"aug": "v2", "crop_size": 32, "num_workers": 0, "samples_per_epoch": 64, "pipeline": "fast"},
-        "optim": {"lr": 0.1, "base_batch_size": 8, "epochs": 1},
-        "batch_size": 4, "checkpoint": {"every_iters": 2, "keep_last": 5}, "deterministic": True,
-        "log": {"every_iters": 1, "tensorboard": False}, "device": "cpu", "max_iters": max_iters,
-    })
+    cfg = load_config(
+        None,
+        {
+            "model": {"arch": "resnet18", "dim": 16, "K": 48, "mlp": True, "T": 0.2},
+            # fast pipeline: colour and blur are drawn by each rank's own generator
+            "data": {
+                "aug": "v2",
+                "crop_size": 32,
+                "num_workers": 0,
+                "samples_per_epoch": 64,
+                "pipeline": "fast",
+            },
+            "optim": {"lr": 0.1, "base_batch_size": 8, "epochs": 1},
+            "batch_size": 4,
+            "checkpoint": {"every_iters": 2, "keep_last": 5},
+            "deterministic": True,
+            "log": {"every_iters": 1, "tensorboard": False},
+            "device": "cpu",
+            "max_iters": max_iters,
+        },
+    )
     train_module.train(cfg, data, out, resume=resume)
 
 

@@ -1,4 +1,7 @@
-"""The weighted kNN vote written out plainly, query by query: what ``pretrain.eval.knn`` must agree with."""
+"""The weighted kNN vote written out plainly, query by query: what ``pretrain.eval.knn`` must agree
+with.
+"""
+
 import copy
 import math
 
@@ -27,7 +30,9 @@ def knn_top1_by_hand(model, train_path, val_path, *, image_size, k, t=0.1):
     queries, labels = _features(model, val_path, image_size)
     right = 0
     for query, label in zip(queries, labels):
-        neighbours = sorted(((float(query @ b), lab) for b, lab in zip(bank, bank_labels)), reverse=True)[:k]
+        neighbours = sorted(
+            ((float(query @ b), lab) for b, lab in zip(bank, bank_labels)), reverse=True
+        )[:k]
         votes = {}
         for sim, lab in neighbours:
             votes[lab] = votes.get(lab, 0.0) + math.exp(sim / t)

@@ -1,4 +1,5 @@
 """kNN monitor: exact on separable features, a percentage on a real (random) ResNet."""
+
 import os
 
 import numpy as np
@@ -21,7 +22,10 @@ def test_knn_is_right_on_well_separated_features():
     bank = F.normalize(centers[labels] + 0.05 * torch.randn(100, 16, generator=g), dim=1)
     query_labels = torch.tensor([3, 0, 2, 1, 1])
     queries = F.normalize(centers[query_labels] + 0.05 * torch.randn(5, 16, generator=g), dim=1)
-    assert knn_predict(queries, bank, labels, k=10, t=0.1, num_classes=4).tolist() == query_labels.tolist()
+    assert (
+        knn_predict(queries, bank, labels, k=10, t=0.1, num_classes=4).tolist()
+        == query_labels.tolist()
+    )
     # k larger than the bank is capped; scores are the exp(sim/t)-weighted votes.
     scores = knn_scores(queries[:1], bank, labels, k=500, t=0.1, num_classes=4)
     expected = torch.zeros(4).scatter_add_(0, labels, ((queries[:1] @ bank.T)[0] / 0.1).exp())
@@ -68,7 +72,9 @@ def test_knn_evaluate_end_to_end_on_separable_colours(tmp_path):
     # (blue) everywhere would score 4/12, answering from the wrong images 0.
     top1 = knn_evaluate(MeanColour(), train_path, val_path, image_size=16, k=3, batch_size=5)
     assert top1 == pytest.approx(100.0 * 11 / 12)
-    assert knn_top1_by_hand(MeanColour(), train_path, val_path, image_size=16, k=3) == pytest.approx(top1)
+    assert knn_top1_by_hand(
+        MeanColour(), train_path, val_path, image_size=16, k=3
+    ) == pytest.approx(top1)
 
 
 def test_knn_evaluate_random_resnet18_on_demo_digits(tiny_demo_data):
@@ -89,8 +95,12 @@ def test_knn_evaluate_rejects_mismatched_classes(tmp_path, tiny_demo_data):
     src = os.path.join(tiny_demo_data["cls_val"], sorted(os.listdir(tiny_demo_data["cls_val"]))[0])
     (other / "x.png").write_bytes(open(os.path.join(src, sorted(os.listdir(src))[0]), "rb").read())
     with pytest.raises(ValueError, match="same class folders"):
-        knn_evaluate(torchvision.models.resnet18(), tiny_demo_data["cls_train"], str(tmp_path / "val"),
-                     image_size=32)
+        knn_evaluate(
+            torchvision.models.resnet18(),
+            tiny_demo_data["cls_train"],
+            str(tmp_path / "val"),
+            image_size=32,
+        )
 
 
 def test_knn_cli_on_a_torchvision_checkpoint(tmp_path, tiny_demo_data, capsys):
@@ -99,30 +109,68 @@ def test_knn_cli_on_a_torchvision_checkpoint(tmp_path, tiny_demo_data, capsys):
     torch.save(torchvision.models.resnet18().state_dict(), ckpt)
     from pretrain.cli import knn as cli
 
-    top1 = cli.main(["--checkpoint", str(ckpt), "--train", tiny_demo_data["cls_train"], "--val",
-                     tiny_demo_data["cls_val"], "--image-size", "16", "--k", "10", "--workers", "0"])
+    top1 = cli.main(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--train",
+            tiny_demo_data["cls_train"],
+            "--val",
+            tiny_demo_data["cls_val"],
+            "--image-size",
+            "16",
+            "--k",
+            "10",
+            "--workers",
+            "0",
+        ]
+    )
     assert f"top-1: {top1:.2f}%" in capsys.readouterr().out
     saved = torchvision.models.resnet18()
     saved.load_state_dict(torch.load(ckpt, weights_only=True))
-    assert top1 == pytest.approx(knn_top1_by_hand(saved, tiny_demo_data["cls_train"], tiny_demo_data["cls_val"],
-                                                  image_size=16, k=10))
-    precise = cli.main(["--checkpoint", str(ckpt), "--train", tiny_demo_data["cls_train"], "--val",
-                        tiny_demo_data["cls_val"], "--image-size", "16", "--k", "10", "--workers", "0", "--precise-bn"])
+    assert top1 == pytest.approx(
+        knn_top1_by_hand(
+            saved, tiny_demo_data["cls_train"], tiny_demo_data["cls_val"], image_size=16, k=10
+        )
+    )
+    precise = cli.main(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--train",
+            tiny_demo_data["cls_train"],
+            "--val",
+            tiny_demo_data["cls_val"],
+            "--image-size",
+            "16",
+            "--k",
+            "10",
+            "--workers",
+            "0",
+            "--precise-bn",
+        ]
+    )
     assert f"top-1: {precise:.2f}%" in capsys.readouterr().out and precise != top1
 
 
 def test_precise_bn_estimates_statistics_from_the_images_on_a_copy(tiny_demo_data):
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
-    loader = build_labeled_loader(tiny_demo_data["cls_train"], image_size=16, batch_size=1000, train=False)
+    loader = build_labeled_loader(
+        tiny_demo_data["cls_train"], image_size=16, batch_size=1000, train=False
+    )
     images = torch.cat([x for x, _ in loader])
     assert len(loader) == 1  # one batch: fvcore's average of batch statistics is the exact mean
     with torch.no_grad():
         first = model.conv1(images)  # what the first BN sees
     precise = with_precise_bn(model, loader, torch.device("cpu"))
     assert not precise.training
-    torch.testing.assert_close(precise.bn1.running_mean, first.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(precise.bn1.running_var, first.var(dim=(0, 2, 3)), rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(
+        precise.bn1.running_mean, first.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(
+        precise.bn1.running_var, first.var(dim=(0, 2, 3)), rtol=1e-3, atol=1e-5
+    )
     # Deeper layers were estimated too, and the model handed in keeps its placeholders.
     assert precise.layer4[1].bn2.running_var.ne(1).all()
     assert model.bn1.running_mean.eq(0).all() and model.layer4[1].bn2.running_var.eq(1).all()

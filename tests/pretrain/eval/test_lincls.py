@@ -1,4 +1,5 @@
 """Linear protocol and backbone loading from MoCo (ours / official) and torchvision checkpoints."""
+
 import json
 import os
 import sys
@@ -20,8 +21,17 @@ def moco_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     moco = MoCo(arch="resnet18", dim=16, K=64, mlp=True)
     path = str(tmp_path_factory.mktemp("ckpt") / "checkpoint_0000010.pth")
-    atomic_torch_save({"epoch": 1, "iter": 0, "global_step": 10, "arch": "resnet18",
-                       "state_dict": model_state_dict(moco), "optimizer": {}}, path)
+    atomic_torch_save(
+        {
+            "epoch": 1,
+            "iter": 0,
+            "global_step": 10,
+            "arch": "resnet18",
+            "state_dict": model_state_dict(moco),
+            "optimizer": {},
+        },
+        path,
+    )
     return path, moco
 
 
@@ -76,9 +86,11 @@ class _Killed(Exception):
 
 def _kill_at(marker):
     """A printer that dies at the first line containing ``marker``: a run killed at that point."""
+
     def printer(line, **_):
         if marker in line:
             raise _Killed(line)
+
     return printer
 
 
@@ -87,22 +99,39 @@ def test_linear_protocol_trains_resumes_and_reports(moco_checkpoint, tiny_demo_d
     kw = dict(lr=1.0, schedule=(1,), batch_size=40, image_size=16, num_workers=0, print_freq=0)
     straight_out, killed_out = str(tmp_path / "straight"), str(tmp_path / "killed")
     straight = train_linear(ckpt, data, straight_out, epochs=2, printer=lambda *a, **k: None, **kw)
-    assert set(straight) >= {"top1", "top5", "best_top1"} and 0 <= straight["top1"] <= straight["top5"] <= 100
+    assert (
+        set(straight) >= {"top1", "top5", "best_top1"}
+        and 0 <= straight["top1"] <= straight["top5"] <= 100
+    )
     records = [json.loads(line) for line in open(os.path.join(straight_out, "metrics.jsonl"))]
     assert [r["epoch"] for r in records] == [1, 2]
-    assert [r["lr"] for r in records] == [1.0, pytest.approx(0.1)]  # dropped x0.1 at the schedule's epoch 1
+    assert [r["lr"] for r in records] == [
+        1.0,
+        pytest.approx(0.1),
+    ]  # dropped x0.1 at the schedule's epoch 1
     # A run killed in epoch 2 (after its last step, before its checkpoint) resumes at epoch 1 and
     # ends where the uninterrupted run ended: the same classifier, the same numbers.
     with pytest.raises(_Killed):
-        train_linear(ckpt, data, killed_out, epochs=2, printer=_kill_at("[lincls] epoch 2/2 iter"), **kw)
+        train_linear(
+            ckpt, data, killed_out, epochs=2, printer=_kill_at("[lincls] epoch 2/2 iter"), **kw
+        )
     assert not os.path.exists(os.path.join(killed_out, "lincls_result.json"))
     logs = []
-    resumed = train_linear(ckpt, data, killed_out, epochs=2, printer=lambda *a, **k: logs.append(a[0]), **kw)
+    resumed = train_linear(
+        ckpt, data, killed_out, epochs=2, printer=lambda *a, **k: logs.append(a[0]), **kw
+    )
     assert any("resumed" in line and "epoch 1" in line for line in logs)
     assert resumed == straight
-    a, b = (torch.load(os.path.join(o, "lincls_checkpoint.pth"), weights_only=True) for o in (straight_out, killed_out))
-    assert a["fc"].keys() == b["fc"].keys() and all(torch.equal(a["fc"][k], b["fc"][k]) for k in a["fc"])
-    assert json.load(open(os.path.join(killed_out, "lincls_result.json")))["top1"] == resumed["top1"]
+    a, b = (
+        torch.load(os.path.join(o, "lincls_checkpoint.pth"), weights_only=True)
+        for o in (straight_out, killed_out)
+    )
+    assert a["fc"].keys() == b["fc"].keys() and all(
+        torch.equal(a["fc"][k], b["fc"][k]) for k in a["fc"]
+    )
+    assert (
+        json.load(open(os.path.join(killed_out, "lincls_result.json")))["top1"] == resumed["top1"]
+    )
     with pytest.raises(FileExistsError, match="--force"):
         train_linear(ckpt, data, killed_out, epochs=2, printer=lambda *a, **k: None, **kw)
 
@@ -115,19 +144,42 @@ def test_linear_protocol_recipe_is_the_papers(moco_checkpoint, tmp_path, monkeyp
     from pretrain.eval.lincls import build_linear_model, step_lr
 
     defaults = {k: p.default for k, p in inspect.signature(train_linear).parameters.items()}
-    assert {k: defaults[k] for k in ("lr", "schedule", "momentum", "weight_decay", "epochs", "batch_size")} == {
-        "lr": 30.0, "schedule": (60, 80), "momentum": 0.9, "weight_decay": 0.0, "epochs": 100, "batch_size": 256}
-    assert [step_lr(30.0, e, (60, 80)) for e in (0, 59, 60, 79, 80, 99)] == pytest.approx([30, 30, 3, 3, 0.3, 0.3])
+    assert {
+        k: defaults[k]
+        for k in ("lr", "schedule", "momentum", "weight_decay", "epochs", "batch_size")
+    } == {
+        "lr": 30.0,
+        "schedule": (60, 80),
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "epochs": 100,
+        "batch_size": 256,
+    }
+    assert [step_lr(30.0, e, (60, 80)) for e in (0, 59, 60, 79, 80, 99)] == pytest.approx(
+        [30, 30, 3, 3, 0.3, 0.3]
+    )
     from pretrain.cli import lincls as cli
 
     captured = {}
     monkeypatch.setattr(cli, "train_linear", lambda *a, **k: captured.update(k))
     cli.main(["--checkpoint", "c", "--data", "d", "--out", "o"])
-    assert {k: captured[k] for k in ("lr", "schedule", "momentum", "weight_decay", "epochs", "batch_size")} == {
-        "lr": 30.0, "schedule": (60, 80), "momentum": 0.9, "weight_decay": 0.0, "epochs": 100, "batch_size": 256}
+    assert {
+        k: captured[k]
+        for k in ("lr", "schedule", "momentum", "weight_decay", "epochs", "batch_size")
+    } == {
+        "lr": 30.0,
+        "schedule": (60, 80),
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "epochs": 100,
+        "batch_size": 256,
+    }
     torch.manual_seed(0)
     backbone, fc, _ = build_linear_model(moco_checkpoint[0], num_classes=1000)
-    assert fc.weight.std().item() == pytest.approx(0.01, rel=0.02) and abs(fc.weight.mean().item()) < 1e-4
+    assert (
+        fc.weight.std().item() == pytest.approx(0.01, rel=0.02)
+        and abs(fc.weight.mean().item()) < 1e-4
+    )
     assert torch.equal(fc.bias, torch.zeros(1000))
     assert not any(p.requires_grad for p in backbone.parameters())
 
@@ -151,17 +203,38 @@ def test_train_and_val_with_different_class_folders_is_a_clear_error(tmp_path):
     data = write_class_folders(tmp_path / "data", {"train": "abc", "val": "ac"})
     ckpt = str(tmp_path / "r18.pth")
     torch.save(torchvision.models.resnet18().state_dict(), ckpt)
-    with pytest.raises(ValueError, match=r"(?s)train classes \['a', 'b', 'c'\] differ from val classes "
-                                         r"\['a', 'c'\].*only in train: \['b'\].*same class folders"):
-        train_linear(ckpt, data, str(tmp_path / "out"), epochs=1, batch_size=4, image_size=16,
-                     num_workers=0, device="cpu", printer=lambda *a, **k: None)
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)train classes \['a', 'b', 'c'\] differ from val classes "
+        r"\['a', 'c'\].*only in train: \['b'\].*same class folders",
+    ):
+        train_linear(
+            ckpt,
+            data,
+            str(tmp_path / "out"),
+            epochs=1,
+            batch_size=4,
+            image_size=16,
+            num_workers=0,
+            device="cpu",
+            printer=lambda *a, **k: None,
+        )
     assert not os.path.exists(tmp_path / "out" / "lincls_result.json")
-    # The supervised baseline reads its folders the same way (pretrain.eval.classify.labeled_loaders).
+    # The supervised baseline reads its folders the same way
+    # (pretrain.eval.classify.labeled_loaders).
     from pretrain.eval.supervised import train_supervised
 
     with pytest.raises(ValueError, match=r"only in train: \['b'\]"):
-        train_supervised(data, str(tmp_path / "sup"), arch="resnet18", epochs=1, image_size=16, batch_size=4,
-                         num_workers=0, device="cpu")
+        train_supervised(
+            data,
+            str(tmp_path / "sup"),
+            arch="resnet18",
+            epochs=1,
+            image_size=16,
+            batch_size=4,
+            num_workers=0,
+            device="cpu",
+        )
 
 
 def test_loss_is_read_from_the_device_only_when_printed(tmp_path, monkeypatch):
@@ -182,8 +255,18 @@ def test_loss_is_read_from_the_device_only_when_printed(tmp_path, monkeypatch):
 
     logs = []
     monkeypatch.setattr(torch.Tensor, "item", counting_item)
-    train_linear(ckpt, data, str(tmp_path / "out"), epochs=1, batch_size=4, image_size=16, num_workers=0,
-                 device="cpu", print_freq=100, printer=lambda *a, **k: logs.append(a[0]))
+    train_linear(
+        ckpt,
+        data,
+        str(tmp_path / "out"),
+        epochs=1,
+        batch_size=4,
+        image_size=16,
+        num_workers=0,
+        device="cpu",
+        print_freq=100,
+        printer=lambda *a, **k: logs.append(a[0]),
+    )
     printed = [line for line in logs if " iter " in line]
     assert len(printed) == 1 and "iter 3/3 loss " in printed[0]
     float(printed[0].split(" loss ")[1].split()[0])  # the value itself, formatted as before

@@ -1,4 +1,5 @@
 """MoCo model: logits layout, momentum update, gradients, initial state, state-dict names."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -63,7 +64,9 @@ def test_positive_logit_wins_for_identical_views():
 
 def test_encoders_start_equal_and_queue_is_unit_vectors():
     model = tiny_moco()
-    for (n, pq), (_, pk) in zip(model.encoder_q.state_dict().items(), model.encoder_k.state_dict().items()):
+    for (n, pq), (_, pk) in zip(
+        model.encoder_q.state_dict().items(), model.encoder_k.state_dict().items()
+    ):
         assert torch.equal(pq, pk), n
     assert model.queue.shape == (16, 32)
     torch.testing.assert_close(model.queue.norm(dim=0), torch.ones(32))
@@ -79,9 +82,16 @@ def test_state_dict_names_match_official_layout():
 
 def test_heads_v1_linear_and_v2_mlp():
     v1 = build_encoder("resnet18", 128, mlp=False)
-    assert isinstance(v1.fc, torch.nn.Linear) and v1.fc.in_features == 512 and v1.fc.out_features == 128
+    assert (
+        isinstance(v1.fc, torch.nn.Linear)
+        and v1.fc.in_features == 512
+        and v1.fc.out_features == 128
+    )
     v2 = build_encoder("resnet50", 128, mlp=True)
-    assert [tuple(l.weight.shape) for l in v2.fc if isinstance(l, torch.nn.Linear)] == [(2048, 2048), (128, 2048)]
+    assert [tuple(m.weight.shape) for m in v2.fc if isinstance(m, torch.nn.Linear)] == [
+        (2048, 2048),
+        (128, 2048),
+    ]
 
 
 def test_momentum_update_formula_and_buffers_left_alone():
@@ -93,7 +103,9 @@ def test_momentum_update_formula_and_buffers_left_alone():
     momentum_update(k, q, 0.99)
     for pk, pk0, pq in zip(k.parameters(), before_k, q.parameters()):
         torch.testing.assert_close(pk, 0.99 * pk0 + 0.01 * pq)
-    for bk in k.buffers():  # official: parameters only; f_k's BN statistics come from its own batches
+    for (
+        bk
+    ) in k.buffers():  # official: parameters only; f_k's BN statistics come from its own batches
         assert not (bk == 3).all()
 
 

@@ -1,4 +1,5 @@
 """The queue is a ring buffer: any batch size, wraps around K, oldest keys overwritten first."""
+
 import pytest
 import torch
 

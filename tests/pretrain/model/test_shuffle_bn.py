@@ -1,4 +1,5 @@
 """Shuffling BN: single-process (shuffle + SplitBatchNorm) and across processes (gloo)."""
+
 import os
 
 import pytest
@@ -52,7 +53,9 @@ def test_split_bn_train_equals_bn_on_each_group_and_running_stats_averaged():
     mean_run, var_run = [], []
     for g in range(4):
         bn = nn.BatchNorm2d(3)
-        bn.load_state_dict({k: v for k, v in split.state_dict().items()} | {"num_batches_tracked": torch.tensor(0)})
+        bn.load_state_dict(
+            {k: v for k, v in split.state_dict().items()} | {"num_batches_tracked": torch.tensor(0)}
+        )
         bn.running_mean.zero_(), bn.running_var.fill_(1)
         torch.testing.assert_close(out[g::4], bn(x[g::4]))  # group g = samples g, g+4, ...
         mean_run.append(bn.running_mean), var_run.append(bn.running_var)
@@ -90,9 +93,16 @@ def _ddp_worker(rank, world, result_dir):
         # MoCo's key path across processes vs. the plain encoder on the whole batch.
         model = _moco(1, "auto").eval()
         full = _images(8)
-        keys = model.encode_keys(full[rank * n:(rank + 1) * n])
-        torch.save({"shuffled": torch.cat(gathered), "back": back, "keys": keys, "mode": model.shuffle_mode()},
-                   os.path.join(result_dir, f"rank{rank}.pt"))
+        keys = model.encode_keys(full[rank * n : (rank + 1) * n])
+        torch.save(
+            {
+                "shuffled": torch.cat(gathered),
+                "back": back,
+                "keys": keys,
+                "mode": model.shuffle_mode(),
+            },
+            os.path.join(result_dir, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 
