@@ -102,7 +102,7 @@ class MemoryPretrainLoader:
     kind = "memory"
 
     def __init__(self, images, *, aug="v2", crop_size=32, scale=(0.2, 1.0), batch_size, rank=0,
-                 world_size=1, seed=0, device="cpu"):
+                 world_size=1, seed=0, device="cpu", samples_per_epoch=None):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise TypeError(f"images must be uint8 [N, 3, H, W], got {images.dtype} " f"{tuple(images.shape)}")
         self.device = torch.device(device)
@@ -110,7 +110,10 @@ class MemoryPretrainLoader:
         self.num_samples = images.shape[0]
         self.crop_size, self.scale = int(crop_size), tuple(scale)
         self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, int(seed)
-        self.iters_per_epoch = self.num_samples // (batch_size * world_size)
+        # data.samples_per_epoch: an epoch of that many draws (the images reshuffled as needed),
+        # as the file-based loaders do; None: every image once.
+        self.samples_per_epoch = int(samples_per_epoch or self.num_samples)
+        self.iters_per_epoch = self.samples_per_epoch // (batch_size * world_size)
         if self.iters_per_epoch < 1:
             raise ValueError(f"{self.num_samples} images give no full batch of {batch_size} on " "each of "
                              f"{world_size} rank(s); lower batch_size or add images")
@@ -134,7 +137,8 @@ class MemoryPretrainLoader:
     def epoch_order(self, epoch):
         """This rank's image indices for ``epoch``, [iters_per_epoch * batch_size]."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        perm = torch.randperm(self.num_samples, generator=g)
+        rounds = -(-self.samples_per_epoch // self.num_samples)
+        perm = torch.cat([torch.randperm(self.num_samples, generator=g) for _ in range(rounds)])
         used = self.iters_per_epoch * self.batch_size * self.world_size
         return perm[:used].view(self.iters_per_epoch, self.world_size, self.batch_size)[:, self.rank]
 
@@ -163,8 +167,8 @@ class MemoryPretrainLoader:
 
 
 def build_memory_loader(path, *, aug, crop_size, scale, batch_size, rank=0, world_size=1, seed=0,
-                        device="cpu", size=None):
+                        device="cpu", size=None, samples_per_epoch=None):
     """Load ``path``'s images into memory and return a :class:`MemoryPretrainLoader` over them."""
     return MemoryPretrainLoader(load_images(path, size), aug=aug, crop_size=crop_size, scale=scale,
                                 batch_size=batch_size, rank=rank, world_size=world_size, seed=seed,
-                                device=device)
+                                device=device, samples_per_epoch=samples_per_epoch)

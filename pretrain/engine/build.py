@@ -52,6 +52,7 @@ def build_loader(cfg: dict, data_path, ctx):
             seed=cfg["seed"],
             device=ctx.device,
             size=d["memory_size"],
+            samples_per_epoch=d["samples_per_epoch"],
         )
     if fast_pipeline(cfg, ctx.device):
         from pretrain.data.fast_augment import FastTwoCropTransform

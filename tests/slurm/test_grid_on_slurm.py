@@ -65,7 +65,7 @@ def write_grid(folder, root, moco_weights):
     small.write_text(
         yaml.safe_dump(
             {
-                "_BASE_": os.path.join(REPO, "configs", "demo_digits_R18_FPN_base.yaml"),
+                "_BASE_": os.path.join(REPO, "configs", "Demo", "demo_digits_R18_FPN_base.yaml"),
                 "INPUT": {"MIN_SIZE_TRAIN": [128], "MIN_SIZE_TEST": 128},
             }
         )

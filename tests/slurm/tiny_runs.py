@@ -19,7 +19,7 @@ PRETRAIN_OVERRIDES = [
     "knn.every_epochs=0",
 ]
 
-# The demo detector (configs/demo_digits_R18_FPN_*.yaml) for 2 iterations of 2 images, then its
+# The demo detector (configs/Demo/demo_digits_R18_FPN_*.yaml) for 2 iterations of 2 images, then its
 # evaluation on the test scenes: ~16 s per run here.
 DETECTOR_OPTS = [
     "SOLVER.MAX_ITER",
