@@ -16,3 +16,10 @@ def lr_at(base_lr, epoch, *, epochs, schedule="cosine", warmup_epochs=0, milesto
     if schedule == "step":
         return base_lr * gamma ** sum(epoch >= m for m in milestones)
     raise ValueError(f"unknown lr schedule {schedule!r}: 'cosine' or 'step'")
+
+
+def warmup_cosine_lr(base_lr, step, total_steps, warmup_steps):
+    """Linear warm-up from 0 over ``warmup_steps``, then the cosine over the remaining steps."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    return lr_at(base_lr, step - warmup_steps, epochs=total_steps - warmup_steps, schedule="cosine")

@@ -197,12 +197,8 @@ def _to_jpeg(image01):
     return buf.getvalue()
 
 
-def render_digit_image(digit, seed, index, image_size=64):
-    """One classification / pretraining image of ``digit`` (8x8 in [0, 16]) as float32 HxWx3 in [0,
-    1].
-    """
-    rng = _rng(seed, _STREAM_DIGIT, index)
-    bg = _random_background(rng, image_size, image_size)
+def _jittered_digit_alpha(digit, rng, image_size):
+    """The stroke mask of ``digit`` at a random size, position, rotation and shear."""
     glyph = image_size * rng.uniform(0.6, 0.85)
     jitter = image_size * 0.06
     center = (
@@ -217,6 +213,16 @@ def render_digit_image(digit, seed, index, image_size=64):
         rng.uniform(-15, 15),
         rng.uniform(-0.15, 0.15),
     )
+    return alpha
+
+
+def render_digit_image(digit, seed, index, image_size=64):
+    """One classification / pretraining image of ``digit`` (8x8 in [0, 16]) as float32 HxWx3 in [0,
+    1].
+    """
+    rng = _rng(seed, _STREAM_DIGIT, index)
+    bg = _random_background(rng, image_size, image_size)
+    alpha = _jittered_digit_alpha(digit, rng, image_size)
     colour = _contrasting_colour(
         rng, bg[alpha > 0.5].mean(0) if (alpha > 0.5).any() else bg.mean((0, 1))
     )
@@ -237,20 +243,7 @@ def render_unlabeled_image(digit, styles, seed, index, image_size=64):
     """One pretraining image: ``digit`` with its own affine on a style drawn from ``styles``."""
     rng = _rng(seed, _STREAM_UNLABELED, index)
     bg, colour = styles[int(rng.integers(len(styles)))]
-    glyph = image_size * rng.uniform(0.6, 0.85)
-    jitter = image_size * 0.06
-    center = (
-        image_size / 2 + rng.uniform(-jitter, jitter),
-        image_size / 2 + rng.uniform(-jitter, jitter),
-    )
-    alpha = _digit_alpha(
-        digit,
-        (image_size, image_size),
-        glyph,
-        center,
-        rng.uniform(-15, 15),
-        rng.uniform(-0.15, 0.15),
-    )
+    alpha = _jittered_digit_alpha(digit, rng, image_size)
     return _composite(bg, alpha, colour)
 
 

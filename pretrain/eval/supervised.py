@@ -15,13 +15,13 @@ import torchvision
 
 from pretrain.eval.classify import (
     Progress,
-    cosine_lr,
     default_device,
     evaluate,
     labeled_loaders,
     write_jsonl,
 )
 from pretrain.io import atomic_torch_save, atomic_write_bytes, safe_torch_load
+from pretrain.schedule import warmup_cosine_lr
 
 CHECKPOINT = "checkpoint.pth"
 FINAL = "model_final.pth"
@@ -170,13 +170,6 @@ def train_supervised(
     atomic_write_bytes(os.path.join(out_dir, "classes.json"), json.dumps(list(classes)).encode())
     printer(f"[supervised] wrote {final_path}", flush=True)
     return dict(records[-1]) if records else {}
-
-
-def warmup_cosine_lr(base_lr, step, total_steps, warmup_steps):
-    """Linear warm-up from 0 over ``warmup_steps``, then the cosine over the remaining steps."""
-    if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    return cosine_lr(base_lr, step - warmup_steps, total_steps - warmup_steps)
 
 
 def _settings(
