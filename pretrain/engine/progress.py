@@ -156,8 +156,10 @@ def plot_curves(out_dir) -> list:
         steps = [r["step"] for r in sims]
         ax.plot(steps, [r["sim_pos"] for r in sims], label="positive pair  q.k+")
         ax.plot(steps, [r["sim_neg"] for r in sims], label="negatives  q.k- (queue mean)")
+        if "sim_qq" in sims[0]:  # near 1: the query encoder maps every image to one vector
+            ax.plot(steps, [r["sim_qq"] for r in sims], label="queries of different images  q.q'")
         ax.set_xlabel("iteration"), ax.set_ylabel("cosine similarity"), ax.set_ylim(-1.05, 1.05)
-        ax.set_title("MoCo similarities (both near 1 = collapse)")
+        ax.set_title("MoCo similarities (q.q' near 1 = collapse)")
         ax.legend(loc="lower left")
         written.append(_save(fig, os.path.join(out_dir, "similarity_curve.png")))
         plt.close(fig)

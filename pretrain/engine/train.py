@@ -313,7 +313,7 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
     model.train()
     progress.start(global_step)
     t_start, step_start = time.perf_counter(), global_step
-    loss_sum, stats_sum = torch.zeros((), device=device), torch.zeros(3, device=device)
+    loss_sum, stats_sum = torch.zeros((), device=device), torch.zeros(4, device=device)
     n_sum = 0
     while epoch < epochs and global_step < stop_at:
         loader.set_epoch(epoch, start_iter=start_iter)
@@ -333,14 +333,16 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
             scaler.step(optimizer)
             scaler.update()
             loss_sum = loss_sum + loss.detach()
-            stats_sum = stats_sum + contrast_stats(logits.detach(), model.T)
+            stats_sum = stats_sum + torch.cat(
+                [contrast_stats(logits.detach(), model.T), model.last_query_similarity.view(1)]
+            )
             n_sum += 1
             it += 1
             global_step += 1
 
             if global_step % log_every == 0 or global_step == stop_at:
-                # one read of the device per log interval: loss, top-1, q.k+, q.k-
-                last_loss, pos_top1, sim_pos, sim_neg = (
+                # one read of the device per log interval: loss, top-1, q.k+, q.k-, q.q'
+                last_loss, pos_top1, sim_pos, sim_neg, sim_qq = (
                     torch.cat([loss_sum.view(1), stats_sum]) / n_sum
                 ).tolist()
                 if not math.isfinite(last_loss):
@@ -359,10 +361,11 @@ def _train(cfg, data_path, out_dir, resume, force, ctx):
                     pos_top1=pos_top1 * 100,
                     sim_pos=sim_pos,
                     sim_neg=sim_neg,
+                    sim_qq=sim_qq,
                     lr=lr,
                     skipped=loader.skipped,
                 )
-                loss_sum, stats_sum = torch.zeros((), device=device), torch.zeros(3, device=device)
+                loss_sum, stats_sum = torch.zeros((), device=device), torch.zeros(4, device=device)
                 n_sum = 0
             end_of_epoch = it == iters_per_epoch
             if end_of_epoch:

@@ -58,6 +58,25 @@ def contrast_stats(logits: torch.Tensor, T: float) -> torch.Tensor:
     return torch.stack([positive_top1(logits), cos[:, 0].mean(), cos[:, 1:].mean()])
 
 
+@torch.no_grad()
+def query_similarity(q: torch.Tensor) -> torch.Tensor:
+    """Mean cosine between the queries of different images in a batch (a device tensor, no sync).
+
+    The collapse check that q.k+ and q.k- cannot make: they compare the query encoder with the
+    *key* encoder, and a query encoder that maps every image to one vector still separates them
+    while it runs ahead of its momentum average (the newest keys, the positives, are then the
+    most similar to that vector). Measured on the demo digits: q.k+ 0.18 vs q.k- 0.11 with
+    positive top-1 33 %, while this was 1.000. Near 1: collapsed; a learning encoder keeps it low.
+    """
+    q = q.detach().float()
+    n = q.shape[0]
+    if n < 2:
+        return q.new_zeros(())
+    total = q.sum(0)
+    # sum over i != j of q_i . q_j = |sum q|^2 - sum |q_i|^2, without the N x N matrix
+    return (total.dot(total) - q.pow(2).sum()) / (n * (n - 1))
+
+
 class MoCo(nn.Module):
     """Query encoder f_q, momentum key encoder f_k and a queue of K negative keys.
 
@@ -96,6 +115,7 @@ class MoCo(nn.Module):
         # state dict keeps the official names.
         object.__setattr__(self, "_query_forward", None)
         self.shuffle_generator = None  # see set_shuffle_generator
+        self.last_query_similarity = None  # query_similarity of the last forward's batch
 
     def wrap_query_encoder(self, wrapper) -> None:
         """Run f_q through ``wrapper`` (e.g. DistributedDataParallel(self.encoder_q)).
@@ -133,6 +153,7 @@ class MoCo(nn.Module):
         """-> (logits [N, 1+K] already divided by T, labels [N] of zeros)."""
         f_q = self._query_forward or self.encoder_q
         q = F.normalize(f_q(im_q), dim=1)  # queries: N x C
+        self.last_query_similarity = query_similarity(q)
 
         with torch.no_grad():
             momentum_update(self.encoder_k, self.encoder_q, self.m)  # before the keys

@@ -75,10 +75,10 @@ def test_cli_run_writes_progress_and_refuses_to_overwrite(tiny_demo_data, tmp_pa
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]
     assert all(
-        {"loss", "lr", "images_per_s", "eta_s", "epoch", "sim_pos", "sim_neg"} <= set(r)
+        {"loss", "lr", "images_per_s", "eta_s", "epoch", "sim_pos", "sim_neg", "sim_qq"} <= set(r)
         for r in records
     )
-    assert all(-1.0 <= r[k] <= 1.0 for r in records for k in ("sim_pos", "sim_neg"))
+    assert all(-1.0 <= r[k] <= 1.0 for r in records for k in ("sim_pos", "sim_neg", "sim_qq"))
     assert all(0.0 <= r["pos_top1"] <= 100.0 for r in records)
     assert (out / "loss_curve.png").stat().st_size > 1000
     assert (out / "similarity_curve.png").stat().st_size > 1000

@@ -4,7 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.model.moco import MoCo, build_encoder, contrast_stats, info_nce_loss
+from pretrain.model.moco import (
+    MoCo,
+    build_encoder,
+    contrast_stats,
+    info_nce_loss,
+    query_similarity,
+)
 from pretrain.model.momentum import momentum_update
 
 
@@ -51,6 +57,23 @@ def test_contrast_stats_are_top1_and_mean_cosines():
     # identical views: q.k+ = 1 exactly, every positive wins
     top1, sim_pos, _ = contrast_stats(model(im_q, im_q)[0], model.T).tolist()
     assert top1 == 1.0 and sim_pos == pytest.approx(1.0, abs=1e-5)
+
+
+def test_query_similarity_is_the_mean_cosine_over_pairs_of_different_images():
+    q = F.normalize(torch.randn(7, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    sim = q @ q.T
+    expected = sim[~torch.eye(7, dtype=torch.bool)].mean()
+    torch.testing.assert_close(query_similarity(q), expected)
+    # a collapsed encoder: every image one vector -> 1; opposite pairs cancel -> below 0
+    assert float(query_similarity(q[:1].repeat(5, 1))) == pytest.approx(1.0, abs=1e-6)
+    assert float(query_similarity(torch.cat([q[:1], -q[:1]]))) == pytest.approx(-1.0, abs=1e-6)
+    # what the forward records for the training loop: its own queries' value
+    model = tiny_moco().eval()
+    im_q = images(5, 6)
+    model(im_q, images(5, 7))
+    with torch.no_grad():
+        q_model = F.normalize(model.encoder_q(im_q), dim=1)
+    torch.testing.assert_close(model.last_query_similarity, query_similarity(q_model))
 
 
 def test_positive_logit_wins_for_identical_views():
