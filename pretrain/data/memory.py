@@ -18,6 +18,7 @@ reference retries 10 times, then falls back to a centre crop; at these scales th
 rare and small). Resizing is bilinear on the box (no antialias), as torchvision's tensor path.
 """
 import math
+import os
 
 import torch
 import torch.nn.functional as nnf
@@ -30,13 +31,14 @@ CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 MAX_IMAGES = 2_000_000  # a guard: beyond this the set is not "small"; use the streaming loaders
 
 
-def load_images(root, size=None):
-    """Every image under ``root`` decoded to one uint8 tensor [N, 3, S, S].
+def load_images(root, size=None, paths=None):
+    """Every image under ``root`` (or the files ``paths``) decoded to one uint8 tensor
+    [N, 3, S, S].
 
     ``size``: resize (bilinear, PIL) each image to S x S; None requires all images to share one
     square size (the demo's renders) and uses it.
     """
-    paths = scan_image_folder(root)
+    paths = scan_image_folder(root) if paths is None else paths
     if len(paths) > MAX_IMAGES:
         raise DataPathError(f"{len(paths)} images under {root!r}: too many to hold in memory "
                             f"(limit {MAX_IMAGES}); set data.in_memory=false")
@@ -75,6 +77,29 @@ def sample_boxes(n, scale, generator, ratio=CROP_RATIO):
     return torch.stack([cx, cy, w, h], dim=1)
 
 
+def folder_groups(paths):
+    """[N] int64 group of each image: images in one folder are views of one instance
+    (``data.positives: folder``)."""
+    index = {}
+    return torch.tensor([index.setdefault(os.path.dirname(p), len(index)) for p in paths])
+
+
+class GroupPartners:
+    """For each image, a random image of its group (itself only when it is alone in it)."""
+
+    def __init__(self, groups):
+        groups = torch.as_tensor(groups, dtype=torch.long)
+        self.members = torch.argsort(groups, stable=True)  # images ordered by group
+        sizes = torch.bincount(groups)
+        starts = torch.cumsum(sizes, 0) - sizes
+        self.start, self.size = starts[groups], sizes[groups]  # per image: its group's slice
+
+    def __call__(self, index, generator):
+        u = torch.rand(len(index), generator=generator)
+        offset = (u * self.size[index]).long().clamp_(max=self.size[index] - 1)
+        return self.members[self.start[index] + offset]
+
+
 def crop_resize_flip(images, boxes, flips, out_size):
     """uint8 [B, 3, H, W] -> uint8 [B, 3, out, out]: each box cropped, resized bilinearly, flipped
     where ``flips``; one ``grid_sample`` for the batch."""
@@ -102,7 +127,7 @@ class MemoryPretrainLoader:
     kind = "memory"
 
     def __init__(self, images, *, aug="v2", crop_size=32, scale=(0.2, 1.0), batch_size, rank=0,
-                 world_size=1, seed=0, device="cpu", samples_per_epoch=None):
+                 world_size=1, seed=0, device="cpu", samples_per_epoch=None, groups=None):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise TypeError(f"images must be uint8 [N, 3, H, W], got {images.dtype} " f"{tuple(images.shape)}")
         self.device = torch.device(device)
@@ -118,6 +143,11 @@ class MemoryPretrainLoader:
             raise ValueError(f"{self.num_samples} images give no full batch of {batch_size} on " "each of "
                              f"{world_size} rank(s); lower batch_size or add images")
         self.augment = DeviceAugment(aug, crop_size, seed=0).to(self.device)
+        # groups: the key view comes from another image of the query's group (multi-view
+        # instances, data.positives: folder) instead of a second crop of the same image.
+        if groups is not None and len(groups) != self.num_samples:
+            raise ValueError(f"{len(groups)} groups for {self.num_samples} images")
+        self.partners = GroupPartners(groups) if groups is not None else None
         self.epoch, self.start_iter, self.skipped = 0, 0, 0
 
     def restore_skipped(self, total):
@@ -148,12 +178,14 @@ class MemoryPretrainLoader:
         return g
 
     def two_views(self, index, generator):
-        """Two independent augmentations of ``images[index]`` (the query and key views)."""
-        batch = self.images.index_select(0, index.to(self.device))
+        """Two independent augmentations of ``images[index]`` (the query and key views); with
+        groups the key view is of a random image of each query image's group."""
+        indices = [index, index if self.partners is None else self.partners(index, generator)]
         views = []
-        for _ in range(2):
-            boxes = sample_boxes(len(index), self.scale, generator)
-            flips = torch.rand(len(index), generator=generator) < 0.5
+        for rows in indices:
+            batch = self.images.index_select(0, rows.to(self.device))
+            boxes = sample_boxes(len(rows), self.scale, generator)
+            flips = torch.rand(len(rows), generator=generator) < 0.5
             crops = crop_resize_flip(batch, boxes, flips, self.crop_size)
             self.augment.generator = generator  # the colour draws come from the same batch stream
             views.append(self.augment(crops))
@@ -166,9 +198,21 @@ class MemoryPretrainLoader:
             yield im_q, im_k
 
 
+POSITIVES = ("crops", "folder")
+
+
 def build_memory_loader(path, *, aug, crop_size, scale, batch_size, rank=0, world_size=1, seed=0,
-                        device="cpu", size=None, samples_per_epoch=None):
-    """Load ``path``'s images into memory and return a :class:`MemoryPretrainLoader` over them."""
-    return MemoryPretrainLoader(load_images(path, size), aug=aug, crop_size=crop_size, scale=scale,
-                                batch_size=batch_size, rank=rank, world_size=world_size, seed=seed,
-                                device=device, samples_per_epoch=samples_per_epoch)
+                        device="cpu", size=None, samples_per_epoch=None, positives="crops"):
+    """Load ``path``'s images into memory and return a :class:`MemoryPretrainLoader` over them.
+
+    ``positives``: "crops" (MoCo's: two crops of one image) or "folder" (the key view from
+    another image in the query image's folder: ``path/<instance>/<view>.jpg``).
+    """
+    if positives not in POSITIVES:
+        raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
+    paths = scan_image_folder(path)
+    groups = folder_groups(paths) if positives == "folder" else None
+    return MemoryPretrainLoader(load_images(path, size, paths), aug=aug, crop_size=crop_size,
+                                scale=scale, batch_size=batch_size, rank=rank,
+                                world_size=world_size, seed=seed, device=device,
+                                samples_per_epoch=samples_per_epoch, groups=groups)

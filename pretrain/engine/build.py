@@ -53,6 +53,7 @@ def build_loader(cfg: dict, data_path, ctx):
             device=ctx.device,
             size=d["memory_size"],
             samples_per_epoch=d["samples_per_epoch"],
+            positives=d["positives"],
         )
     if fast_pipeline(cfg, ctx.device):
         from pretrain.data.fast_augment import FastTwoCropTransform

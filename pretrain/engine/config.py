@@ -46,6 +46,10 @@ DEFAULTS = {
         # no loader workers, data.pipeline/decode do not apply. memory_size: resize to S x S.
         "in_memory": False,
         "memory_size": None,
+        # crops: MoCo's positives, two crops of one image. folder (in_memory only): the key view
+        # is another image of the query image's folder, DATA/<instance>/<view>.jpg (multi-view
+        # instances: renders or frames of one object; a deviation from the paper).
+        "positives": "crops",
     },
     "optim": {
         "lr": 0.03,  # for a total batch of base_batch_size
@@ -287,6 +291,15 @@ def validate(cfg: dict) -> None:
         raise ConfigError(
             "data.decode=device needs the fast data pipeline: set data.pipeline to fast "
             "or auto (the reference pipeline decodes and augments with PIL in the workers)"
+        )
+    if cfg["data"]["positives"] not in ("crops", "folder"):
+        raise ConfigError(
+            f"data.positives must be crops or folder, got {cfg['data']['positives']!r}"
+        )
+    if cfg["data"]["positives"] == "folder" and not cfg["data"]["in_memory"]:
+        raise ConfigError(
+            "data.positives=folder (key views from other images of a folder) is implemented by "
+            "the in-memory loader only: set data.in_memory=true or data.positives=crops"
         )
     if cfg["data"]["in_memory"] and cfg["data"]["decode"] == "device":
         raise ConfigError(

@@ -151,3 +151,58 @@ def test_queue_of_real_keys_before_the_first_step(tiny_demo_data, tmp_path, one_
     a = safe_torch_load(tmp_path / "straight" / "checkpoint_0000004.pth")["state_dict"]
     b = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000004.pth")["state_dict"]
     assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_group_partners_stay_in_their_group():
+    from pretrain.data.memory import GroupPartners
+
+    groups = torch.tensor([2, 0, 2, 1, 0, 2])  # group 1 holds one image only
+    partners = GroupPartners(groups)
+    index = torch.arange(6).repeat(200)
+    drawn = partners(index, torch.Generator().manual_seed(0))
+    assert torch.equal(groups[drawn], groups[index])
+    assert torch.equal(drawn[index == 3], torch.full(((index == 3).sum(),), 3))
+    for i in (0, 2, 5):  # every member of group 2 is drawn for each of its images
+        assert set(drawn[index == i].tolist()) == {0, 2, 5}
+
+
+def test_folder_positives_take_the_key_from_another_image_of_the_folder(tmp_path):
+    from PIL import Image
+
+    from pretrain.data.memory import build_memory_loader
+
+    for g in range(4):  # DATA/<instance>/<view>.png, every pixel = 10 * instance + view
+        for v in range(2):
+            (tmp_path / f"inst{g}").mkdir(exist_ok=True)
+            Image.new("RGB", (16, 16), (10 * g + v,) * 3).save(tmp_path / f"inst{g}" / f"{v}.png")
+    loader = build_memory_loader(tmp_path, aug="v2", crop_size=8, scale=(0.5, 1.0), batch_size=8,
+                                 positives="folder")
+    loader.augment = lambda crops: crops  # the raw crops: flat images of their source's value
+    q, k = loader.two_views(torch.arange(8).repeat(8), torch.Generator().manual_seed(0))
+    q, k = q[:, 0, 0, 0].long(), k[:, 0, 0, 0].long()
+    assert torch.equal(q // 10, k // 10)  # the same instance
+    assert (q != k).any()  # and, about half the time, its other view
+    crops = build_memory_loader(tmp_path, aug="v2", crop_size=8, scale=(0.5, 1.0), batch_size=8)
+    crops.augment = lambda c: c
+    q, k = crops.two_views(torch.arange(8), torch.Generator().manual_seed(0))
+    assert torch.equal(q[:, 0, 0, 0], k[:, 0, 0, 0])  # MoCo's: two crops of one image
+
+
+def test_folder_positives_need_the_in_memory_loader():
+    with pytest.raises(ConfigError, match="in_memory"):
+        load_config(None, {"data": {"positives": "folder"}})
+    with pytest.raises(ConfigError, match="crops or folder"):
+        load_config(None, {"data": {"positives": "pairs", "in_memory": True}})
+    assert load_config(None, {"data": {"positives": "folder", "in_memory": True}})
+
+
+def test_the_config_reaches_the_loader(tiny_demo_data):
+    from types import SimpleNamespace
+
+    from pretrain.engine.build import build_loader
+
+    ctx = SimpleNamespace(rank=0, world_size=1, device=torch.device("cpu"))
+    for positives in ("crops", "folder"):
+        cfg = tiny_cfg(data={"in_memory": True, "crop_size": 16, "positives": positives})
+        loader = build_loader(cfg, tiny_demo_data["unlabeled_root"], ctx)
+        assert (loader.partners is not None) == (positives == "folder")
