@@ -4,6 +4,7 @@
 ``DATASETS.TRAIN ("digits_voc_trainval",)``. The builtin datasets (VOC, COCO, LVIS,
 Cityscapes) are registered by Detectron2 itself under ``$DETECTRON2_DATASETS``.
 """
+
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -16,7 +17,9 @@ DEFAULT_DEMO_ROOT = "data"  # the Makefile's `make data` output
 
 
 def demo_data_root(root=None):
-    return os.path.abspath(os.path.expanduser(root or os.environ.get(DEMO_DATA_ENV) or DEFAULT_DEMO_ROOT))
+    return os.path.abspath(
+        os.path.expanduser(root or os.environ.get(DEMO_DATA_ENV) or DEFAULT_DEMO_ROOT)
+    )
 
 
 def _unregister(name):

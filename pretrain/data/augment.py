@@ -13,6 +13,7 @@ finite kernel of ``blur_kernel_size`` instead, which covers +-3 sigma for sigma 
 - v2 "aug+" (MoCo v2 note, following SimCLR): ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8,
   RandomGrayscale(0.2), GaussianBlur sigma in [0.1, 2.0] with p=0.5, horizontal flip.
 """
+
 import random
 
 from PIL import ImageFilter
@@ -50,26 +51,30 @@ def blur_kernel_size(crop_size):
 
 
 def moco_v1_augmentation(crop_size=224, scale=CROP_SCALE):
-    return transforms.Compose([
-        transforms.RandomResizedCrop(crop_size, scale=tuple(scale)),
-        transforms.RandomGrayscale(p=0.2),
-        transforms.ColorJitter(0.4, 0.4, 0.4, 0.4),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        normalize(),
-    ])
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(crop_size, scale=tuple(scale)),
+            transforms.RandomGrayscale(p=0.2),
+            transforms.ColorJitter(0.4, 0.4, 0.4, 0.4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            normalize(),
+        ]
+    )
 
 
 def moco_v2_augmentation(crop_size=224, scale=CROP_SCALE):
-    return transforms.Compose([
-        transforms.RandomResizedCrop(crop_size, scale=tuple(scale)),
-        transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        transforms.RandomGrayscale(p=0.2),
-        transforms.RandomApply([GaussianBlur((0.1, 2.0))], p=0.5),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        normalize(),
-    ])
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(crop_size, scale=tuple(scale)),
+            transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            transforms.RandomGrayscale(p=0.2),
+            transforms.RandomApply([GaussianBlur((0.1, 2.0))], p=0.5),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            normalize(),
+        ]
+    )
 
 
 class TwoCropsTransform:
@@ -93,8 +98,10 @@ def build_augmentation(aug="v2", crop_size=224, scale=CROP_SCALE):
         return moco_v1_augmentation(crop_size, scale)
     if aug == "v2":
         return moco_v2_augmentation(crop_size, scale)
-    raise ValueError(f"unknown augmentation {aug!r}: use one of {AUGMENTATIONS} "
-                     f"(v1 = MoCo v1 paper, v2 = MoCo v2 'aug+')")
+    raise ValueError(
+        f"unknown augmentation {aug!r}: use one of {AUGMENTATIONS} "
+        f"(v1 = MoCo v1 paper, v2 = MoCo v2 'aug+')"
+    )
 
 
 def build_pretrain_transform(aug="v2", crop_size=224, scale=CROP_SCALE):
@@ -106,19 +113,24 @@ def build_pretrain_transform(aug="v2", crop_size=224, scale=CROP_SCALE):
         raise ValueError(f"crop_size={crop_size} is too small; use at least 8 (224 in the paper)")
     lo, hi = scale
     if not 0 < lo <= hi <= 1:
-        raise ValueError(f"crop scale {tuple(scale)} must satisfy 0 < min <= max <= 1 (area " "fractions; "
-                         f"the papers use (0.2, 1.0))")
+        raise ValueError(
+            f"crop scale {tuple(scale)} must satisfy 0 < min <= max <= 1 (area "
+            "fractions; "
+            f"the papers use (0.2, 1.0))"
+        )
     return TwoCropsTransform(build_augmentation(aug, int(crop_size), scale))
 
 
 def build_eval_transform(image_size=224):
     """Evaluation view (linear/kNN/supervised val): resize 1.14x (256 for 224), center crop."""
-    return transforms.Compose([
-        transforms.Resize(int(round(image_size * 256 / 224))),
-        transforms.CenterCrop(image_size),
-        transforms.ToTensor(),
-        normalize(),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize(int(round(image_size * 256 / 224))),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            normalize(),
+        ]
+    )
 
 
 LABELED_CROP_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop default, as the reference lincls
@@ -128,9 +140,11 @@ def build_labeled_train_transform(image_size=224, scale=LABELED_CROP_SCALE, hfli
     """Training view of the linear protocol and the supervised baseline: crop + flip.
 
     ``hflip=False`` for classes a mirror changes (digits: a mirrored 3 is no digit)."""
-    return transforms.Compose([
-        transforms.RandomResizedCrop(image_size, scale=tuple(scale)),
-        *([transforms.RandomHorizontalFlip()] if hflip else []),
-        transforms.ToTensor(),
-        normalize(),
-    ])
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(image_size, scale=tuple(scale)),
+            *([transforms.RandomHorizontalFlip()] if hflip else []),
+            transforms.ToTensor(),
+            normalize(),
+        ]
+    )

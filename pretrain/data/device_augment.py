@@ -18,6 +18,7 @@ GaussianBlur with ``pretrain.data.augment``'s kernel size (23 px at 224) and ref
 two depthwise convolutions with one kernel per image. Unlike the PIL reference, values stay
 float between ops (no rounding to uint8 after each op).
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,7 @@ RECIPES = {
 @dataclass
 class AugParams:
     """One batch's draws, on the host. ``order[i]`` is image i's randperm(4) of the ops."""
+
     jitter_on: torch.Tensor  # bool [N]
     order: torch.Tensor  # int64 [N, 4]
     factors: torch.Tensor  # float [N, 4]: b, c, s, h
@@ -59,13 +61,19 @@ class AugParams:
     @classmethod
     def identity(cls, n):
         """No-op parameters: only the normalisation is left (used to compare with the reference)."""
-        return cls(torch.zeros(n, dtype=torch.bool), torch.arange(4).repeat(n, 1),
-                   torch.tensor([1.0, 1.0, 1.0, 0.0]).repeat(n, 1), torch.zeros(n, dtype=torch.bool),
-                   torch.zeros(n, dtype=torch.bool), torch.ones(n))
+        return cls(
+            torch.zeros(n, dtype=torch.bool),
+            torch.arange(4).repeat(n, 1),
+            torch.tensor([1.0, 1.0, 1.0, 0.0]).repeat(n, 1),
+            torch.zeros(n, dtype=torch.bool),
+            torch.zeros(n, dtype=torch.bool),
+            torch.ones(n),
+        )
 
 
 def sample_params(recipe, n, generator=None):
     """Per-image draws with the reference's distributions."""
+
     def u(lo, hi, size=(n,)):
         return torch.empty(size).uniform_(lo, hi, generator=generator)
 
@@ -144,8 +152,12 @@ def adjust_hue(x, factor):
     return hsv_to_rgb(h, s, v)
 
 
-JITTER_OPS = {BRIGHTNESS: adjust_brightness, CONTRAST: adjust_contrast,
-              SATURATION: adjust_saturation, HUE: adjust_hue}
+JITTER_OPS = {
+    BRIGHTNESS: adjust_brightness,
+    CONTRAST: adjust_contrast,
+    SATURATION: adjust_saturation,
+    HUE: adjust_hue,
+}
 
 
 def gaussian_kernels(sigma, size):
@@ -166,8 +178,12 @@ def gaussian_blur(x, kernels):
     k = kernels.to(device=x.device, dtype=x.dtype, non_blocking=True).repeat_interleave(c, dim=0)
     pad = kernel_size // 2
     y = x.reshape(1, n * c, h, w)
-    y = nnf.conv2d(nnf.pad(y, (pad, pad, 0, 0), mode="reflect"), k.view(n * c, 1, 1, kernel_size), groups=n * c)
-    y = nnf.conv2d(nnf.pad(y, (0, 0, pad, pad), mode="reflect"), k.view(n * c, 1, kernel_size, 1), groups=n * c)
+    y = nnf.conv2d(
+        nnf.pad(y, (pad, pad, 0, 0), mode="reflect"), k.view(n * c, 1, 1, kernel_size), groups=n * c
+    )
+    y = nnf.conv2d(
+        nnf.pad(y, (0, 0, pad, pad), mode="reflect"), k.view(n * c, 1, kernel_size, 1), groups=n * c
+    )
     return y.view(n, c, h, w)
 
 
@@ -176,13 +192,15 @@ def _stage(host_tensors, device):
 
     One transfer instead of dozens, and pinned so the copy never waits on the device.
     """
-    flat = torch.cat([t.reshape(-1).float() for t in host_tensors]) if host_tensors else torch.zeros(0)
+    flat = (
+        torch.cat([t.reshape(-1).float() for t in host_tensors]) if host_tensors else torch.zeros(0)
+    )
     if device.type == "cuda":
         flat = flat.pin_memory()
     flat = flat.to(device, non_blocking=True)
     out, start = [], 0
     for t in host_tensors:
-        out.append(flat[start:start + t.numel()].view(t.shape))
+        out.append(flat[start : start + t.numel()].view(t.shape))
         start += t.numel()
     return out
 
@@ -195,8 +213,16 @@ class DeviceAugment(nn.Module):
     ``out_dtype``/``channels_last``: the layout the model wants (no extra copy later).
     """
 
-    def __init__(self, aug="v2", crop_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=None,
-                 out_dtype=torch.float32, channels_last=False):
+    def __init__(
+        self,
+        aug="v2",
+        crop_size=224,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        seed=None,
+        out_dtype=torch.float32,
+        channels_last=False,
+    ):
         super().__init__()
         if aug not in RECIPES:
             raise ValueError(f"unknown augmentation {aug!r}: use one of {AUGMENTATIONS}")
@@ -206,7 +232,9 @@ class DeviceAugment(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.generator = torch.Generator()
-        self.generator.manual_seed(int(torch.randint(0, 2**62, (1,))) if seed is None else int(seed))
+        self.generator.manual_seed(
+            int(torch.randint(0, 2**62, (1,))) if seed is None else int(seed)
+        )
 
     def sample(self, n):
         return sample_params(self.recipe, n, self.generator)
@@ -225,14 +253,23 @@ class DeviceAugment(nn.Module):
         gray = [("gray", params.gray_on, None)]
         steps = gray + jitter if self.recipe.gray_first else jitter + gray
         if self.recipe.blur_p > 0:
-            steps.append(("blur", params.blur_on, gaussian_kernels(params.sigma[params.blur_on], self.kernel_size)))
+            steps.append(
+                (
+                    "blur",
+                    params.blur_on,
+                    gaussian_kernels(params.sigma[params.blur_on], self.kernel_size),
+                )
+            )
         return [s for s in steps if bool(s[1].any())]
 
     @torch.no_grad()
     def forward(self, images, params=None):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise TypeError("DeviceAugment expects uint8 [N, 3, H, W] views " "(FastTwoCropTransform's "
-                            f"output, batched), got {images.dtype} {tuple(images.shape)}")
+            raise TypeError(
+                "DeviceAugment expects uint8 [N, 3, H, W] views "
+                "(FastTwoCropTransform's "
+                f"output, batched), got {images.dtype} {tuple(images.shape)}"
+            )
         steps = self.plan(self.sample(images.shape[0]) if params is None else params)
         host = []
         for _, mask, values in steps:

@@ -19,6 +19,7 @@ file's bytes (with its name) and the drawn crops; ``decode_two_crops_on_device``
 there (nvJPEG on a GPU, so the host only reads files; libjpeg in the main process on a CPU) and
 crops it. What torchvision cannot decode (BMP, TIFF, PPM, ...) falls back to PIL on the host.
 """
+
 import io
 import os
 from typing import NamedTuple, Optional
@@ -97,7 +98,9 @@ def views_from_pil(image, boxes, flips, crop_size):
         return crop_views(F.pil_to_tensor(image), boxes, flips, crop_size)
     views = []
     for box, flip in zip(boxes, flips):
-        v = F.pil_to_tensor(image.resize((crop_size, crop_size), Image.BILINEAR, box=scale_box(box, s)))
+        v = F.pil_to_tensor(
+            image.resize((crop_size, crop_size), Image.BILINEAR, box=scale_box(box, s))
+        )
         views.append((F.horizontal_flip(v) if flip else v).contiguous())
     return views
 
@@ -113,8 +116,16 @@ def crop_views(tensor, boxes, flips, crop_size):
     """Resized crops (bilinear, antialiased like PIL) and flips of one uint8 CHW image."""
     views = []
     for (top, left, h, w), flip in zip(boxes, flips):
-        v = F.resized_crop(tensor, top, left, h, w, [crop_size, crop_size],
-                           interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+        v = F.resized_crop(
+            tensor,
+            top,
+            left,
+            h,
+            w,
+            [crop_size, crop_size],
+            interpolation=F.InterpolationMode.BILINEAR,
+            antialias=True,
+        )
         if flip:
             v = F.horizontal_flip(v)
         views.append(v.contiguous())
@@ -146,11 +157,18 @@ class FastTwoCropTransform:
         if aug not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {aug!r}: use one of {AUGMENTATIONS}")
         if int(crop_size) < 8:
-            raise ValueError(f"crop_size={crop_size} is too small; use at least 8 (224 in the " "paper)")
+            raise ValueError(
+                f"crop_size={crop_size} is too small; use at least 8 (224 in the paper)"
+            )
         if decode not in DECODERS:
             raise ValueError(f"decode must be one of {DECODERS}, got {decode!r}")
         # The geometry of v1 and v2 is the same; ``aug`` only selects DeviceAugment's colour ops.
-        self.aug, self.crop_size, self.scale, self.decode = aug, int(crop_size), tuple(scale), decode
+        self.aug, self.crop_size, self.scale, self.decode = (
+            aug,
+            int(crop_size),
+            tuple(scale),
+            decode,
+        )
 
     def _draw(self, width, height):
         boxes = [sample_crop(width, height, self.scale) for _ in range(2)]
@@ -164,13 +182,15 @@ class FastTwoCropTransform:
     reads_files = True
 
     def __call__(self, image, name=None):
-        """``name``: how to report ``image`` if it is bytes (a path names itself), e.g. a shard key.
-        """
+        """``name``: how to report ``image`` if it is bytes (a path names itself), e.g. a shard
+        key."""
         if self.decode == "device":
             return self._encoded(image, name)
         if isinstance(image, torch.Tensor):
             if image.dtype != torch.uint8 or image.ndim != 3:
-                raise TypeError(f"expected a uint8 CHW image tensor, got {image.dtype} " f"{tuple(image.shape)}")
+                raise TypeError(
+                    f"expected a uint8 CHW image tensor, got {image.dtype} {tuple(image.shape)}"
+                )
             boxes, flips = self._draw(image.shape[-1], image.shape[-2])
             return crop_views(image, boxes, flips, self.crop_size)
         if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
@@ -178,15 +198,23 @@ class FastTwoCropTransform:
         if isinstance(image, Image.Image):
             boxes, flips = self._draw(*image.size)
             return views_from_pil(image, boxes, flips, self.crop_size)
-        raise TypeError(f"FastTwoCropTransform takes a PIL image, a path, bytes or a uint8 tensor, "
-                        f"got {type(image).__name__}")
+        raise TypeError(
+            f"FastTwoCropTransform takes a PIL image, a path, bytes or a uint8 tensor, "
+            f"got {type(image).__name__}"
+        )
 
     def _from_bytes(self, data):
         header = Image.open(io.BytesIO(data))  # reads the header only
         boxes, flips = self._draw(*header.size)
-        if header.format == "JPEG" and header.mode in ("RGB", "L") and draft_scale(boxes, self.crop_size) == 1:
+        if (
+            header.format == "JPEG"
+            and header.mode in ("RGB", "L")
+            and draft_scale(boxes, self.crop_size) == 1
+        ):
             # Full-size decode: libjpeg-turbo via torchvision is ~1.5x PIL + to-tensor.
-            tensor = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            tensor = decode_jpeg(
+                torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
+            )
             return crop_views(tensor, boxes, flips, self.crop_size)
         return views_from_pil(header, boxes, flips, self.crop_size)
 
@@ -201,8 +229,10 @@ class FastTwoCropTransform:
         return EncodedImage(torch.frombuffer(bytearray(data), dtype=torch.uint8), name), crops
 
     def __repr__(self):
-        return (f"{type(self).__name__}(aug={self.aug!r}, crop_size={self.crop_size}, "
-                f"scale={self.scale}, decode={self.decode!r})")
+        return (
+            f"{type(self).__name__}(aug={self.aug!r}, crop_size={self.crop_size}, "
+            f"scale={self.scale}, decode={self.decode!r})"
+        )
 
 
 def collate_encoded(batch):
@@ -214,6 +244,7 @@ class EncodedImage(NamedTuple):
     """A file's bytes (uint8 1-D tensor) and its name (path or shard key) for warnings.
 
     A named tuple: DataLoader workers, ``pin_memory`` and ``stack_views`` carry it through as is."""
+
     data: torch.Tensor
     name: Optional[str] = None
 
@@ -237,7 +268,10 @@ def _decode_one(data, label, device):
         image = load_rgb(data.numpy().tobytes(), name=label)
     except UnreadableImageError as e:
         cause = e.__cause__ or e
-        return None, f"no decoder could read its {data.numel()} bytes " f"({type(cause).__name__}: {cause})"
+        return (
+            None,
+            f"no decoder could read its {data.numel()} bytes ({type(cause).__name__}: {cause})",
+        )
     return F.pil_to_tensor(image).to(device), None
 
 
@@ -260,15 +294,25 @@ def decode_two_crops_on_device(data, crops, crop_size, device):
     images, failed = _decode_batch(files, labels, device)
     readable = [i for i, im in enumerate(images) if im is not None]
     if not readable:
-        raise RuntimeError(f"none of the {len(files)} images of a batch could be decoded (first: "
-                           f"{failed[0]}); check the files, or use data.decode=workers")
+        raise RuntimeError(
+            f"none of the {len(files)} images of a batch could be decoded (first: "
+            f"{failed[0]}); check the files, or use data.decode=workers"
+        )
     crops = crops.tolist()  # host-side parameters: no device sync
     views = [[], []]
     for i in range(len(files)):
         j = i if images[i] is not None else readable[0]
         for v, (top, left, h, w, flip) in enumerate(crops[j]):
-            out = F.resized_crop(images[j], top, left, h, w, [crop_size, crop_size],
-                                 interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+            out = F.resized_crop(
+                images[j],
+                top,
+                left,
+                h,
+                w,
+                [crop_size, crop_size],
+                interpolation=F.InterpolationMode.BILINEAR,
+                antialias=True,
+            )
             views[v].append(F.horizontal_flip(out) if flip else out)
     return torch.stack(views[0]), torch.stack(views[1]), failed
 

@@ -1,4 +1,5 @@
 """Plain image lists: a text file, one path per line, relative to the list's folder."""
+
 import os
 
 from pretrain.data.folder import HOW_TO_MAKE_DATA, DataPathError, is_image_file
@@ -24,12 +25,17 @@ def read_file_list(list_path):
                     paths.append(line if os.path.isabs(line) else os.path.join(base, line))
     except UnicodeDecodeError as e:
         # An image without an image extension, an archive, or a list in another encoding.
-        raise DataPathError(_not_a_list(
-            list_path, f"is not UTF-8 text (it holds byte 0x{e.object[e.start]:02x}), so " "not a file list")) from e
+        raise DataPathError(
+            _not_a_list(
+                list_path,
+                f"is not UTF-8 text (it holds byte 0x{e.object[e.start]:02x}), so not a file list",
+            )
+        ) from e
     if not paths:
         raise DataPathError(
             f"file list {list_path!r} is empty: expected one image path per line, relative "
-            f"to the list's folder.\n  {HOW_TO_MAKE_DATA}")
+            f"to the list's folder.\n  {HOW_TO_MAKE_DATA}"
+        )
     return paths
 
 
@@ -41,5 +47,7 @@ def reject_image_file(path):
 
 def _not_a_list(list_path, what):
     folder = os.path.dirname(os.path.abspath(list_path))
-    return (f"{list_path!r} {what}: pass the folder that holds the images (e.g. {folder!r}), or a "
-            f".txt file listing image paths, one per line (UTF-8).\n  {HOW_TO_MAKE_DATA}")
+    return (
+        f"{list_path!r} {what}: pass the folder that holds the images (e.g. {folder!r}), or a "
+        f".txt file listing image paths, one per line (UTF-8).\n  {HOW_TO_MAKE_DATA}"
+    )

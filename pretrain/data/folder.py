@@ -1,4 +1,5 @@
 """Image folders: ImageNet-style trees scanned recursively (labels optional)."""
+
 import os
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
@@ -31,7 +32,8 @@ def scan_image_folder(root):
     if not paths:
         raise DataPathError(
             f"no images ({', '.join(IMG_EXTENSIONS)}) found under {root!r}; expected "
-            f"{root}/<class or any subfolder>/<image>.jpg.\n  {HOW_TO_MAKE_DATA}")
+            f"{root}/<class or any subfolder>/<image>.jpg.\n  {HOW_TO_MAKE_DATA}"
+        )
     return paths
 
 
@@ -41,16 +43,19 @@ def scan_class_folders(root):
     if not os.path.isdir(root):
         raise DataPathError(
             f"labelled image folder not found: {root!r}; expected {root}/<class>/<image>.jpg "
-            f"(e.g. DATA/train and DATA/val).\n  {HOW_TO_MAKE_DATA}")
+            f"(e.g. DATA/train and DATA/val).\n  {HOW_TO_MAKE_DATA}"
+        )
     try:
         classes, class_to_idx = find_classes(root)
         samples = make_dataset(root, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
     except FileNotFoundError as e:
         raise DataPathError(
             f"{root!r} has no class subfolders; expected {root}/<class>/<image>.jpg.\n"
-            f"  {HOW_TO_MAKE_DATA}") from e
+            f"  {HOW_TO_MAKE_DATA}"
+        ) from e
     if not samples:
         raise DataPathError(
             f"no images found in the class folders of {root!r} ({', '.join(classes)}).\n"
-            f"  {HOW_TO_MAKE_DATA}")
+            f"  {HOW_TO_MAKE_DATA}"
+        )
     return samples, classes

@@ -1,4 +1,5 @@
 """Map-style image datasets over a list of files (folders and file lists)."""
+
 import logging
 
 import torch
@@ -31,8 +32,10 @@ def _first_readable(paths, index):
         except UnreadableImageError as e:
             if attempt == 0:
                 skipped.append(str(e))
-    raise RuntimeError(f"none of the {n} images could be read (first: {paths[0]!r}); "
-                       f"check the data path and the files' format")
+    raise RuntimeError(
+        f"none of the {n} images could be read (first: {paths[0]!r}); "
+        f"check the data path and the files' format"
+    )
 
 
 class PretrainImageDataset(Dataset):
@@ -72,13 +75,16 @@ class PretrainImageDataset(Dataset):
             except DECODE_ERRORS as e:
                 if attempt == 0:
                     skipped.append(f"{path}: {type(e).__name__}: {e}")
-        raise RuntimeError(f"none of the {n} images could be read (first: {self.paths[0]!r}); "
-                           f"check the data path and the files' format")
+        raise RuntimeError(
+            f"none of the {n} images could be read (first: {self.paths[0]!r}); "
+            f"check the data path and the files' format"
+        )
 
 
 def stack_views(qs, ks):
     """Batch per-sample outputs of the transform: views are stacked; encoded samples
-    (``FastTwoCropTransform(decode="device")``: file bytes, crops) give (list of bytes, crops [N, 2, 5])."""
+    (``FastTwoCropTransform(decode="device")``: file bytes, crops) give (list of bytes,
+    crops [N, 2, 5])."""
     if qs and (isinstance(qs[0], tuple) or qs[0].ndim == 1):  # EncodedImage (or bare bytes)
         return list(qs), torch.stack(ks)
     return torch.stack(qs), torch.stack(ks)

@@ -17,6 +17,7 @@ area, log aspect ratio ~ U(log 3/4, log 4/3); a box that does not fit is shrunk 
 reference retries 10 times, then falls back to a centre crop; at these scales the difference is
 rare and small). Resizing is bilinear on the box (no antialias), as torchvision's tensor path.
 """
+
 import math
 import os
 
@@ -40,27 +41,40 @@ def load_images(root, size=None, paths=None):
     """
     paths = scan_image_folder(root) if paths is None else paths
     if len(paths) > MAX_IMAGES:
-        raise DataPathError(f"{len(paths)} images under {root!r}: too many to hold in memory "
-                            f"(limit {MAX_IMAGES}); set data.in_memory=false")
+        raise DataPathError(
+            f"{len(paths)} images under {root!r}: too many to hold in memory "
+            f"(limit {MAX_IMAGES}); set data.in_memory=false"
+        )
     out = None
     for i, path in enumerate(paths):
         try:
             image = load_rgb(path)
         except UnreadableImageError as e:
-            raise DataPathError(f"{path!r} cannot be read ({e}); data.in_memory loads every image "
-                                f"up front: remove or replace it") from e
+            raise DataPathError(
+                f"{path!r} cannot be read ({e}); data.in_memory loads every image "
+                f"up front: remove or replace it"
+            ) from e
         if size is not None and image.size != (size, size):
             image = image.resize((size, size), resample=2)  # PIL.Image.BILINEAR
         w, h = image.size
         if out is None:
             if w != h:
-                raise DataPathError(f"{path!r} is {w}x{h}: data.in_memory needs square images of one "
-                                    f"size, or data.memory_size to resize them")
+                raise DataPathError(
+                    f"{path!r} is {w}x{h}: data.in_memory needs square images of one "
+                    f"size, or data.memory_size to resize them"
+                )
             out = torch.empty(len(paths), 3, h, w, dtype=torch.uint8)
         elif (w, h) != tuple(out.shape[2:]):
-            raise DataPathError(f"{path!r} is {w}x{h}, the first image " f"{out.shape[3]}x{out.shape[2]}: "
-                                f"set data.memory_size to resize all to one size")
-        out[i] = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1)
+            raise DataPathError(
+                f"{path!r} is {w}x{h}, the first image "
+                f"{out.shape[3]}x{out.shape[2]}: "
+                f"set data.memory_size to resize all to one size"
+            )
+        out[i] = (
+            torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+            .view(h, w, 3)
+            .permute(2, 0, 1)
+        )
     return out
 
 
@@ -112,7 +126,9 @@ def crop_resize_flip(images, boxes, flips, out_size):
     theta[:, 1, 1] = h
     theta[:, 1, 2] = 2 * cy - 1
     grid = nnf.affine_grid(theta, (b, 3, out_size, out_size), align_corners=False)
-    out = nnf.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = nnf.grid_sample(
+        images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -126,22 +142,45 @@ class MemoryPretrainLoader:
 
     kind = "memory"
 
-    def __init__(self, images, *, aug="v2", crop_size=32, scale=(0.2, 1.0), batch_size, rank=0,
-                 world_size=1, seed=0, device="cpu", samples_per_epoch=None, groups=None):
+    def __init__(
+        self,
+        images,
+        *,
+        aug="v2",
+        crop_size=32,
+        scale=(0.2, 1.0),
+        batch_size,
+        rank=0,
+        world_size=1,
+        seed=0,
+        device="cpu",
+        samples_per_epoch=None,
+        groups=None,
+    ):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise TypeError(f"images must be uint8 [N, 3, H, W], got {images.dtype} " f"{tuple(images.shape)}")
+            raise TypeError(
+                f"images must be uint8 [N, 3, H, W], got {images.dtype} {tuple(images.shape)}"
+            )
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.num_samples = images.shape[0]
         self.crop_size, self.scale = int(crop_size), tuple(scale)
-        self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, int(seed)
+        self.batch_size, self.rank, self.world_size, self.seed = (
+            batch_size,
+            rank,
+            world_size,
+            int(seed),
+        )
         # data.samples_per_epoch: an epoch of that many draws (the images reshuffled as needed),
         # as the file-based loaders do; None: every image once.
         self.samples_per_epoch = int(samples_per_epoch or self.num_samples)
         self.iters_per_epoch = self.samples_per_epoch // (batch_size * world_size)
         if self.iters_per_epoch < 1:
-            raise ValueError(f"{self.num_samples} images give no full batch of {batch_size} on " "each of "
-                             f"{world_size} rank(s); lower batch_size or add images")
+            raise ValueError(
+                f"{self.num_samples} images give no full batch of {batch_size} on "
+                "each of "
+                f"{world_size} rank(s); lower batch_size or add images"
+            )
         self.augment = DeviceAugment(aug, crop_size, seed=0).to(self.device)
         # groups: the key view comes from another image of the query's group (multi-view
         # instances, data.positives: folder) instead of a second crop of the same image.
@@ -170,7 +209,9 @@ class MemoryPretrainLoader:
         rounds = -(-self.samples_per_epoch // self.num_samples)
         perm = torch.cat([torch.randperm(self.num_samples, generator=g) for _ in range(rounds)])
         used = self.iters_per_epoch * self.batch_size * self.world_size
-        return perm[:used].view(self.iters_per_epoch, self.world_size, self.batch_size)[:, self.rank]
+        return perm[:used].view(self.iters_per_epoch, self.world_size, self.batch_size)[
+            :, self.rank
+        ]
 
     def batch_generator(self, epoch, it):
         g = torch.Generator()
@@ -201,8 +242,21 @@ class MemoryPretrainLoader:
 POSITIVES = ("crops", "folder")
 
 
-def build_memory_loader(path, *, aug, crop_size, scale, batch_size, rank=0, world_size=1, seed=0,
-                        device="cpu", size=None, samples_per_epoch=None, positives="crops"):
+def build_memory_loader(
+    path,
+    *,
+    aug,
+    crop_size,
+    scale,
+    batch_size,
+    rank=0,
+    world_size=1,
+    seed=0,
+    device="cpu",
+    size=None,
+    samples_per_epoch=None,
+    positives="crops",
+):
     """Load ``path``'s images into memory and return a :class:`MemoryPretrainLoader` over them.
 
     ``positives``: "crops" (MoCo's: two crops of one image) or "folder" (the key view from
@@ -212,7 +266,16 @@ def build_memory_loader(path, *, aug, crop_size, scale, batch_size, rank=0, worl
         raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
     paths = scan_image_folder(path)
     groups = folder_groups(paths) if positives == "folder" else None
-    return MemoryPretrainLoader(load_images(path, size, paths), aug=aug, crop_size=crop_size,
-                                scale=scale, batch_size=batch_size, rank=rank,
-                                world_size=world_size, seed=seed, device=device,
-                                samples_per_epoch=samples_per_epoch, groups=groups)
+    return MemoryPretrainLoader(
+        load_images(path, size, paths),
+        aug=aug,
+        crop_size=crop_size,
+        scale=scale,
+        batch_size=batch_size,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+        device=device,
+        samples_per_epoch=samples_per_epoch,
+        groups=groups,
+    )

@@ -4,6 +4,7 @@ Large crawled datasets always hold a few truncated or mislabelled files. Trainin
 die on image 900,001 of an epoch: an unreadable image is skipped, counted, and its path
 reported once (by the main process, so workers' reports are not lost).
 """
+
 import io
 import logging
 import os
@@ -54,4 +55,8 @@ class SkipReport:
         if skipped_this_epoch:
             logger.warning(
                 "epoch %d: skipped %d unreadable image(s) (%d in total so far); "
-                "remove or re-encode the files listed above", epoch, skipped_this_epoch, self.total)
+                "remove or re-encode the files listed above",
+                epoch,
+                skipped_this_epoch,
+                self.total,
+            )

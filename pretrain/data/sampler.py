@@ -3,6 +3,7 @@
 Reproducibility contract: the crops of sample ``index`` in epoch ``epoch`` depend only on
 (seed, epoch, index) -- not on the number of workers, ranks, or where a run was resumed.
 """
+
 import contextlib
 import random
 
@@ -71,12 +72,13 @@ class EpochSampler(Sampler):
         self.epoch, self.start = int(epoch), int(start)
 
     def rank_indices(self, epoch):
-        order = epoch_order(self.num_samples, seed=self.seed, epoch=epoch,
-                            samples_per_epoch=self.samples_per_epoch)
-        return order[self.rank::self.world_size][:self.per_rank]
+        order = epoch_order(
+            self.num_samples, seed=self.seed, epoch=epoch, samples_per_epoch=self.samples_per_epoch
+        )
+        return order[self.rank :: self.world_size][: self.per_rank]
 
     def __iter__(self):
-        for index in self.rank_indices(self.epoch)[self.start:]:
+        for index in self.rank_indices(self.epoch)[self.start :]:
             yield (self.epoch, index)
 
     def __len__(self):

@@ -5,6 +5,7 @@ stream owns a disjoint subset of the shards and draws shards from it at random (
 seed, epoch, rank, worker), shuffling samples in a buffer. This is how web-scale sets
 (Instagram-1B in the paper: ~1.4 epochs) are read.
 """
+
 import glob
 import json
 import logging
@@ -49,7 +50,9 @@ def expand_shard_urls(path):
     if missing:
         raise DataPathError(
             f"{len(missing)} of {len(urls)} shard(s) of {path!r} do not exist (first: "
-            f"{missing[0]!r}); expected e.g. " f"shards/train-{{000000..000009}}.tar.\n  {HOW_TO_MAKE_DATA}")
+            f"{missing[0]!r}); expected e.g. "
+            f"shards/train-{{000000..000009}}.tar.\n  {HOW_TO_MAKE_DATA}"
+        )
     return urls
 
 
@@ -99,8 +102,18 @@ class ShardStream(IterableDataset):
     resuming with another ``num_workers`` gives a different, equally valid, stream).
     """
 
-    def __init__(self, urls, transform, *, batch_size, batches_per_rank, rank=0, world_size=1,
-                 seed=0, shuffle_buffer=1000):
+    def __init__(
+        self,
+        urls,
+        transform,
+        *,
+        batch_size,
+        batches_per_rank,
+        rank=0,
+        world_size=1,
+        seed=0,
+        shuffle_buffer=1000,
+    ):
         self.urls = list(urls)
         self.transform = transform
         self.batch_size = batch_size
@@ -130,8 +143,10 @@ class ShardStream(IterableDataset):
                 yield sample
             empty_in_a_row = 0 if n else empty_in_a_row + 1
             if empty_in_a_row > 10 * len(shards):
-                raise RuntimeError(f"no samples could be read from the shards {shards[:3]}...; "
-                                   f"check them with `tar tf SHARD`")
+                raise RuntimeError(
+                    f"no samples could be read from the shards {shards[:3]}...; "
+                    f"check them with `tar tf SHARD`"
+                )
 
     def __iter__(self):
         epoch, start_iter = (int(v) for v in self.state.tolist())
@@ -141,12 +156,17 @@ class ShardStream(IterableDataset):
         # after skipping ``start_iter`` batches worker w plays the stream ("role") that
         # produces batches j = start_iter + w, start_iter + w + num_workers, ...
         role = (worker + start_iter) % num_workers
-        n_batches = self.batches_per_rank // num_workers + (role < self.batches_per_rank % num_workers)
+        n_batches = self.batches_per_rank // num_workers + (
+            role < self.batches_per_rank % num_workers
+        )
         n_skip = max(0, -(-(start_iter - role) // num_workers))  # ceil: this role's skipped batches
         rng = random.Random(derive_seed(self.seed, epoch, self.rank, role, 0xB0F))
-        samples = wds.filters._shuffle(self._raw_samples(rng, self._own_shards(role, num_workers)),
-                                       bufsize=self.shuffle_buffer, initial=self.shuffle_buffer,
-                                       rng=rng)
+        samples = wds.filters._shuffle(
+            self._raw_samples(rng, self._own_shards(role, num_workers)),
+            bufsize=self.shuffle_buffer,
+            initial=self.shuffle_buffer,
+            rng=rng,
+        )
         position = 0
         for _ in range(min(n_skip, n_batches) * self.batch_size):
             next(samples)

@@ -1,4 +1,5 @@
 """MoCo v1/v2 augmentations: shapes, two different views, recipe probabilities, determinism."""
+
 import numpy as np
 import pytest
 import torch
@@ -64,10 +65,12 @@ def test_v2_recipe_blur_and_jitter_probabilities(image):
     assert blur.sigma == (0.1, 2.0)
     # The reference blur: PIL's GaussianBlur with a random radius; a blurred image is smoother.
     from PIL import ImageStat
+
     with seeded_rng(2):
         blurred = blur(image)
-    assert sum(ImageStat.Stat(blurred.filter(ImageFilter.FIND_EDGES)).mean) < \
-        sum(ImageStat.Stat(image.filter(ImageFilter.FIND_EDGES)).mean)
+    assert sum(ImageStat.Stat(blurred.filter(ImageFilter.FIND_EDGES)).mean) < sum(
+        ImageStat.Stat(image.filter(ImageFilter.FIND_EDGES)).mean
+    )
     assert steps["RandomResizedCrop"].scale == (0.2, 1.0)
     # Count how often RandomApply(blur) fires, by wrapping its decision (the real transform runs).
     fired = []
@@ -104,13 +107,18 @@ def test_colour_jitter_strengths_are_the_papers(aug, hue, jitter_p):
     steps = build_pretrain_transform(aug, crop_size=16).base_transform.transforms
     jitters = [s for s in steps if isinstance(s, transforms.ColorJitter)]
     applies = [s for s in steps if isinstance(s, transforms.RandomApply)]
-    jitters += [a.transforms[0] for a in applies if isinstance(a.transforms[0], transforms.ColorJitter)]
+    jitters += [
+        a.transforms[0] for a in applies if isinstance(a.transforms[0], transforms.ColorJitter)
+    ]
     (jitter,) = jitters
     assert (jitter.brightness, jitter.contrast, jitter.saturation) == ((0.6, 1.4),) * 3
     assert jitter.hue == (-hue, hue)
     assert [s.p for s in steps if isinstance(s, transforms.RandomGrayscale)] == [0.2]
     if aug == "v2":
-        assert [(type(a.transforms[0]).__name__, a.p) for a in applies] == [("ColorJitter", 0.8), ("GaussianBlur", 0.5)]
+        assert [(type(a.transforms[0]).__name__, a.p) for a in applies] == [
+            ("ColorJitter", 0.8),
+            ("GaussianBlur", 0.5),
+        ]
         assert applies[1].transforms[0].sigma == (0.1, 2.0)
 
     # As drawn, through the whole pipeline. On a uniform grey image only brightness acts (contrast,
@@ -126,7 +134,10 @@ def test_colour_jitter_strengths_are_the_papers(aug, hue, jitter_p):
         return torch.stack([(v.mean(dim=(1, 2)) * std + mean) * 255 for v in views])
 
     factor = colours((128, 128, 128))[:, 0] / 128
-    assert 0.58 <= factor.min() <= 0.63 and 1.37 <= factor.max() <= 1.42, (factor.min(), factor.max())
+    assert 0.58 <= factor.min() <= 0.63 and 1.37 <= factor.max() <= 1.42, (
+        factor.min(),
+        factor.max(),
+    )
     unchanged = float(((factor - 1).abs() < 0.004).float().mean())  # 1/255 of a step
     assert abs(unchanged - (1 - jitter_p)) < 0.07, unchanged
     orange = colours((153, 77, 38))

@@ -1,4 +1,5 @@
 """build_pretrain_loader on folders and file lists: interface, seeding, ranks, resume, errors."""
+
 import os
 
 import numpy as np
@@ -67,8 +68,9 @@ def test_same_sample_same_crops_across_workers_resume_and_ranks(folder):
     # Two ranks: disjoint halves of the epoch; every sample's crops as on one process.
     seen = []
     for rank in (0, 1):
-        loader = build_pretrain_loader(folder, batch_size=2, num_workers=2 * rank, rank=rank,
-                                       world_size=2, **kw)
+        loader = build_pretrain_loader(
+            folder, batch_size=2, num_workers=2 * rank, rank=rank, world_size=2, **kw
+        )
         idx = loader._epoch_source.rank_indices(2)
         q = torch.cat([q for q, _ in epoch_batches(loader, 2)])
         for pos, i in enumerate(idx):
@@ -78,22 +80,25 @@ def test_same_sample_same_crops_across_workers_resume_and_ranks(folder):
 
 
 def test_epochs_differ_and_samples_per_epoch_sets_length(folder):
-    loader = build_pretrain_loader(folder, crop_size=16, batch_size=4, num_workers=0,
-                                   samples_per_epoch=20)
+    loader = build_pretrain_loader(
+        folder, crop_size=16, batch_size=4, num_workers=0, samples_per_epoch=20
+    )
     assert len(loader) == 5
     e0, e1 = epoch_batches(loader, 0), epoch_batches(loader, 1)
     assert len(e0) == 5 and not torch.equal(e0[0][0], e1[0][0])
 
 
 def test_file_list_relative_to_its_folder(folder, tmp_path):
-    listed = sorted(os.path.relpath(os.path.join(folder, "a", f), tmp_path)
-                    for f in os.listdir(os.path.join(folder, "a")))
+    listed = sorted(
+        os.path.relpath(os.path.join(folder, "a", f), tmp_path)
+        for f in os.listdir(os.path.join(folder, "a"))
+    )
     lst = tmp_path / "train.txt"
     lst.write_text("# images\n" + "\n".join(listed) + "\n\n")
     assert resolve_kind(str(lst)) == "filelist"
     loader = build_pretrain_loader(str(lst), crop_size=16, batch_size=7, num_workers=0)
     assert loader.num_samples == 7 and len(loader) == 1
-    (q, k), = epoch_batches(loader, 0)
+    ((q, k),) = epoch_batches(loader, 0)
     assert q.shape == (7, 3, 16, 16)
 
 
@@ -117,7 +122,9 @@ def test_labeled_loader_train_and_eval(tmp_path):
     for c in ("cat", "dog"):
         write_images(tmp_path / "train" / c, 3, size=(30, 40))
     train = build_labeled_loader(str(tmp_path / "train"), image_size=16, batch_size=4, train=True)
-    evaluation = build_labeled_loader(str(tmp_path / "train"), image_size=16, batch_size=4, train=False)
+    evaluation = build_labeled_loader(
+        str(tmp_path / "train"), image_size=16, batch_size=4, train=False
+    )
     assert train.dataset.classes == ["cat", "dog"]
     x, y = next(iter(evaluation))
     assert x.shape == (4, 3, 16, 16) and y.tolist() == [0, 0, 0, 1]
@@ -133,12 +140,19 @@ def test_a_single_image_or_binary_file_is_not_taken_for_a_file_list(tmp_path):
     from pretrain.data import read_file_list
 
     image = write_images(tmp_path / "one", 1)[0]  # img_000.png
-    for call in (lambda: build_pretrain_loader(image, batch_size=1, num_workers=0),
-                 lambda: resolve_kind(image), lambda: read_file_list(image)):
-        with pytest.raises(DataPathError, match=r"is an image file, not a file list: pass the folder that holds"):
+    for call in (
+        lambda: build_pretrain_loader(image, batch_size=1, num_workers=0),
+        lambda: resolve_kind(image),
+        lambda: read_file_list(image),
+    ):
+        with pytest.raises(
+            DataPathError, match=r"is an image file, not a file list: pass the folder that holds"
+        ):
             call()
     # An image without an image extension is read as a list and fails to decode: name the file.
     binary = tmp_path / "photo_without_extension"
     binary.write_bytes(open(image, "rb").read())
-    with pytest.raises(DataPathError, match=r"photo_without_extension.*not UTF-8 text.*not a file list"):
+    with pytest.raises(
+        DataPathError, match=r"photo_without_extension.*not UTF-8 text.*not a file list"
+    ):
         build_pretrain_loader(str(binary), batch_size=1, num_workers=0)

@@ -1,5 +1,6 @@
-"""Batched device augmentations: torchvision's ops, its random order, the reference's distributions.
-"""
+"""Batched device augmentations: torchvision's ops, its random order, the reference's
+distributions."""
+
 import copy
 
 import numpy as np
@@ -12,9 +13,22 @@ from scipy.stats import ks_2samp
 from torchvision import transforms
 
 from pretrain.data.augment import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size
-from pretrain.data.device_augment import (BRIGHTNESS, CONTRAST, HUE, SATURATION, AugParams, DeviceAugment,
-                                     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation,
-                                     gaussian_blur, gaussian_kernels, sample_params, RECIPES)
+from pretrain.data.device_augment import (
+    BRIGHTNESS,
+    CONTRAST,
+    HUE,
+    RECIPES,
+    SATURATION,
+    AugParams,
+    DeviceAugment,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    gaussian_blur,
+    gaussian_kernels,
+    sample_params,
+)
 
 S = 32
 
@@ -29,7 +43,9 @@ def batch():
     rng = np.random.default_rng(0)
     imgs = []
     for _ in range(8):
-        low = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((S, S), Image.BICUBIC)
+        low = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize(
+            (S, S), Image.BICUBIC
+        )
         arr = np.array(low)
         arr[:, : S // 3] = rng.integers(0, 256, 3)
         imgs.append(torch.from_numpy(arr).permute(2, 0, 1))
@@ -44,13 +60,19 @@ def test_each_op_is_torchvisions_with_a_factor_per_image(batch):
     x = batch.float() / 255
     f = torch.linspace(0.6, 1.4, 8)
     h = torch.linspace(-0.5, 0.5, 8)
-    for ours, theirs, fac in [(adjust_brightness, F.adjust_brightness, f), (adjust_contrast, F.adjust_contrast, f),
-                              (adjust_saturation, F.adjust_saturation, f), (adjust_hue, F.adjust_hue, h)]:
+    for ours, theirs, fac in [
+        (adjust_brightness, F.adjust_brightness, f),
+        (adjust_contrast, F.adjust_contrast, f),
+        (adjust_saturation, F.adjust_saturation, f),
+        (adjust_hue, F.adjust_hue, h),
+    ]:
         expected = torch.stack([theirs(x[i], float(fac[i])) for i in range(8)])
         torch.testing.assert_close(ours(x, fac), expected, atol=1e-5, rtol=0)
     sigma = torch.linspace(0.1, 2.0, 8)
     expected = torch.stack([F.gaussian_blur(x[i], [7, 7], [float(sigma[i])] * 2) for i in range(8)])
-    torch.testing.assert_close(gaussian_blur(x, gaussian_kernels(sigma, 7)), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        gaussian_blur(x, gaussian_kernels(sigma, 7)), expected, atol=1e-5, rtol=0
+    )
 
 
 def test_identity_params_leave_only_the_reference_normalisation(batch):
@@ -67,18 +89,28 @@ def test_per_image_random_order_matches_sequential_torchvision(batch, aug):
     params = AugParams(
         jitter_on=torch.tensor([True] * 7 + [False]),
         order=torch.stack([torch.randperm(4, generator=gen) for _ in range(n)]),
-        factors=torch.stack([torch.empty(n).uniform_(0.6, 1.4, generator=gen) for _ in range(3)]
-                            + [torch.empty(n).uniform_(-0.1, 0.1, generator=gen)], dim=1),
+        factors=torch.stack(
+            [torch.empty(n).uniform_(0.6, 1.4, generator=gen) for _ in range(3)]
+            + [torch.empty(n).uniform_(-0.1, 0.1, generator=gen)],
+            dim=1,
+        ),
         gray_on=torch.tensor([False, True] * 4),
         blur_on=torch.tensor([True, True, False, False] * 2),
-        sigma=torch.empty(n).uniform_(0.1, 2.0, generator=gen))
-    ops = {BRIGHTNESS: F.adjust_brightness, CONTRAST: F.adjust_contrast,
-           SATURATION: F.adjust_saturation, HUE: F.adjust_hue}
+        sigma=torch.empty(n).uniform_(0.1, 2.0, generator=gen),
+    )
+    ops = {
+        BRIGHTNESS: F.adjust_brightness,
+        CONTRAST: F.adjust_contrast,
+        SATURATION: F.adjust_saturation,
+        HUE: F.adjust_hue,
+    }
     k = blur_kernel_size(S)
     expected = []
     for i in range(n):
         x = batch[i].float() / 255
-        gray = lambda v: F.rgb_to_grayscale(v, num_output_channels=3) if params.gray_on[i] else v  # noqa: E731
+        gray = (  # noqa: E731
+            lambda v, i=i: F.rgb_to_grayscale(v, num_output_channels=3) if params.gray_on[i] else v
+        )
         if aug == "v1":
             x = gray(x)
         if params.jitter_on[i]:
@@ -113,10 +145,12 @@ def _stats(x):
     """Per image: mean brightness, saturation proxy (channel spread), greyness, sharpness."""
     lum = x.mean(dim=1, keepdim=True)
     lap = nnf.conv2d(lum, torch.tensor([[[[0, 1, 0], [1, -4, 1], [0, 1, 0]]]], dtype=x.dtype))
-    return {"brightness": lum.mean(dim=(1, 2, 3)),
-            "saturation": x.std(dim=1).mean(dim=(1, 2)),
-            "grey": (x.std(dim=1).amax(dim=(1, 2)) < 0.02).float(),
-            "sharpness": lap.pow(2).mean(dim=(1, 2, 3)) / lum.var(dim=(1, 2, 3)).clamp_min(1e-6)}
+    return {
+        "brightness": lum.mean(dim=(1, 2, 3)),
+        "saturation": x.std(dim=1).mean(dim=(1, 2)),
+        "grey": (x.std(dim=1).amax(dim=(1, 2)) < 0.02).float(),
+        "sharpness": lap.pow(2).mean(dim=(1, 2, 3)) / lum.var(dim=(1, 2, 3)).clamp_min(1e-6),
+    }
 
 
 @pytest.mark.parametrize("aug", ["v1", "v2"])
@@ -124,16 +158,26 @@ def test_distribution_matches_the_reference_pil_pipeline(batch, aug):
     """Same images through torchvision's PIL transforms (the reference) and DeviceAugment."""
     n_rep = 40
     ref_tf = transforms.Compose(
-        ([transforms.RandomGrayscale(0.2), transforms.ColorJitter(0.4, 0.4, 0.4, 0.4)] if aug == "v1" else
-         [transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-          transforms.RandomGrayscale(0.2),
-          transforms.RandomApply([transforms.GaussianBlur(blur_kernel_size(S), (0.1, 2.0))], p=0.5)])
-        + [transforms.ToTensor()])
+        (
+            [transforms.RandomGrayscale(0.2), transforms.ColorJitter(0.4, 0.4, 0.4, 0.4)]
+            if aug == "v1"
+            else [
+                transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                transforms.RandomGrayscale(0.2),
+                transforms.RandomApply(
+                    [transforms.GaussianBlur(blur_kernel_size(S), (0.1, 2.0))], p=0.5
+                ),
+            ]
+        )
+        + [transforms.ToTensor()]
+    )
     torch.manual_seed(0)
     pils = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in batch]
     ref = torch.stack([ref_tf(p) for _ in range(n_rep) for p in pils])
     ours = DeviceAugment(aug, S, seed=0)(batch.repeat(n_rep, 1, 1, 1))
-    ours = ours * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    ours = ours * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(
+        1, 3, 1, 1
+    )
     a, b = _stats(ref), _stats(ours)
     for key in ("brightness", "saturation", "sharpness"):
         # rounded: grey images are exactly 0 in uint8 PIL, ~1e-9 after our float round trip
@@ -143,15 +187,23 @@ def test_distribution_matches_the_reference_pil_pipeline(batch, aug):
     # final per-channel statistics after normalisation agree
     ref_n = normalized(ref)
     ours_n = normalized(ours)
-    torch.testing.assert_close(ours_n.mean(dim=(0, 2, 3)), ref_n.mean(dim=(0, 2, 3)), atol=0.08, rtol=0)
-    torch.testing.assert_close(ours_n.std(dim=(0, 2, 3)), ref_n.std(dim=(0, 2, 3)), atol=0.08, rtol=0)
+    torch.testing.assert_close(
+        ours_n.mean(dim=(0, 2, 3)), ref_n.mean(dim=(0, 2, 3)), atol=0.08, rtol=0
+    )
+    torch.testing.assert_close(
+        ours_n.std(dim=(0, 2, 3)), ref_n.std(dim=(0, 2, 3)), atol=0.08, rtol=0
+    )
 
 
 def test_moco_loss_is_the_same_with_the_fast_normalisation(batch):
     from pretrain.model.moco import MoCo
 
-    to_reference = transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    reference = torch.stack([to_reference(Image.fromarray(img.permute(1, 2, 0).numpy())) for img in batch])
+    to_reference = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+    reference = torch.stack(
+        [to_reference(Image.fromarray(img.permute(1, 2, 0).numpy())) for img in batch]
+    )
     fast = DeviceAugment("v2", S)(batch, AugParams.identity(8))
     torch.manual_seed(0)
     model = MoCo("resnet18", dim=16, K=32, m=0.99, T=0.2, mlp=True, shuffle="off").eval()

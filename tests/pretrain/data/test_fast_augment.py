@@ -1,4 +1,5 @@
 """Fast CPU data path: same crop/flip distribution as the reference, reduced-size decode, inputs."""
+
 import io
 
 import numpy as np
@@ -9,8 +10,13 @@ from scipy.stats import ks_2samp
 from torchvision import transforms
 
 from pretrain.data.device_augment import DeviceAugment
-from pretrain.data.fast_augment import (FastTwoCropTransform, collate_encoded, decode_two_crops_on_device, draft_scale,
-                                   scale_box)
+from pretrain.data.fast_augment import (
+    FastTwoCropTransform,
+    collate_encoded,
+    decode_two_crops_on_device,
+    draft_scale,
+    scale_box,
+)
 
 W, H = 256, 200  # coordinates fit in uint8, so pixels can say where they came from
 
@@ -24,7 +30,9 @@ def coord_image():
 
 def smooth_jpeg(w, h, seed=0, quality=95):
     rng = np.random.default_rng(seed)
-    low = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+    low = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize(
+        (w, h), Image.BICUBIC
+    )
     buf = io.BytesIO()
     low.save(buf, "JPEG", quality=quality)
     return buf.getvalue()
@@ -32,8 +40,11 @@ def smooth_jpeg(w, h, seed=0, quality=95):
 
 def box_stats(view):
     """-> (area fraction, aspect ratio w/h, flipped) recovered from a coordinate-image crop."""
-    v = view.to(torch.float32) if isinstance(view, torch.Tensor) else torch.from_numpy(
-        np.asarray(view, dtype=np.float32)).permute(2, 0, 1)
+    v = (
+        view.to(torch.float32)
+        if isinstance(view, torch.Tensor)
+        else torch.from_numpy(np.asarray(view, dtype=np.float32)).permute(2, 0, 1)
+    )
     xs, ys = v[0], v[1]
     w = xs.max() - xs.min() + 1
     h = ys.max() - ys.min() + 1
@@ -43,8 +54,9 @@ def box_stats(view):
 
 def test_crop_and_flip_distribution_matches_reference(coord_image):
     size, n = 32, 300
-    reference = transforms.Compose([transforms.RandomResizedCrop(size, scale=(0.2, 1.0)),
-                                    transforms.RandomHorizontalFlip()])
+    reference = transforms.Compose(
+        [transforms.RandomResizedCrop(size, scale=(0.2, 1.0)), transforms.RandomHorizontalFlip()]
+    )
     fast = FastTwoCropTransform("v2", size)
     torch.manual_seed(0)
     ref = [box_stats(reference(coord_image)) for _ in range(n)]
@@ -133,7 +145,10 @@ def test_decode_on_the_device_gives_the_workers_views():
     # 64 px crops of <= 100 px images: no reduced-size decode, so both paths decode fully with
     # libjpeg and must agree exactly (on a GPU nvJPEG would differ by IDCT rounding only).
     files = [smooth_jpeg(100, 80, seed=i) for i in range(3)] + [png_bytes(90, 70)]
-    workers, device = FastTwoCropTransform("v2", 64), FastTwoCropTransform("v2", 64, decode="device")
+    workers, device = (
+        FastTwoCropTransform("v2", 64),
+        FastTwoCropTransform("v2", 64, decode="device"),
+    )
     expected, encoded = [], []
     for i, data in enumerate(files):
         torch.manual_seed(i)
@@ -141,7 +156,9 @@ def test_decode_on_the_device_gives_the_workers_views():
         torch.manual_seed(i)
         encoded.append(device(data))
     data, crops = collate_encoded(encoded)
-    assert crops.shape == (4, 2, 5) and all(d.data.dtype == torch.uint8 and d.data.ndim == 1 for d in data)
+    assert crops.shape == (4, 2, 5) and all(
+        d.data.dtype == torch.uint8 and d.data.ndim == 1 for d in data
+    )
     q, k, failed = decode_two_crops_on_device(data, crops, 64, "cpu")
     assert failed == [] and q.shape == k.shape == (4, 3, 64, 64) and q.dtype == torch.uint8
     for i, (eq, ek) in enumerate(expected):  # the PNG came through the CPU fallback
@@ -150,7 +167,7 @@ def test_decode_on_the_device_gives_the_workers_views():
 
 def test_device_decode_replaces_an_unreadable_file_and_reports_it():
     good, whole = smooth_jpeg(100, 80, seed=1), smooth_jpeg(100, 80, seed=2)
-    bad = whole[:len(whole) // 2]  # truncated: the header reads, the pixels do not
+    bad = whole[: len(whole) // 2]  # truncated: the header reads, the pixels do not
     t = FastTwoCropTransform("v2", 32, decode="device")
     torch.manual_seed(0)
     data, crops = collate_encoded([t(good), t(bad), t(good)])
@@ -172,7 +189,10 @@ def image_bytes(fmt, w=90, h=70, seed=0):
 def test_device_decode_reads_what_torchvision_cannot_with_pil(tmp_path):
     # BMP, TIFF and PPM: the folder scanner takes them, torchvision's decoders do not. They must
     # decode (via PIL) to the very views the workers path cuts from the same crops.
-    workers, device = FastTwoCropTransform("v2", 32), FastTwoCropTransform("v2", 32, decode="device")
+    workers, device = (
+        FastTwoCropTransform("v2", 32),
+        FastTwoCropTransform("v2", 32, decode="device"),
+    )
     expected, encoded = [], []
     for i, fmt in enumerate(("BMP", "TIFF", "PPM")):
         path = tmp_path / f"{i}.{fmt.lower()}"
@@ -195,22 +215,33 @@ def test_device_decode_warnings_name_the_file(tmp_path, caplog):
     for i in range(3):
         (tmp_path / f"good_{i}.jpg").write_bytes(smooth_jpeg(80, 60, seed=i))
     whole = smooth_jpeg(80, 60, seed=9)
-    (tmp_path / "truncated.jpg").write_bytes(whole[:len(whole) // 2])  # header reads, pixels do not
-    loader = build_pretrain_loader(tmp_path, crop_size=32, batch_size=4, num_workers=1,
-                                   transform=FastTwoCropTransform("v2", 32, decode="device"))
+    (tmp_path / "truncated.jpg").write_bytes(
+        whole[: len(whole) // 2]
+    )  # header reads, pixels do not
+    loader = build_pretrain_loader(
+        tmp_path,
+        crop_size=32,
+        batch_size=4,
+        num_workers=1,
+        transform=FastTwoCropTransform("v2", 32, decode="device"),
+    )
     loader.set_epoch(0)
-    (data, crops), = list(loader)
+    ((data, crops),) = list(loader)
     q, k, failed = decode_two_crops_on_device(data, crops, 32, "cpu")
     assert q.shape == (4, 3, 32, 32)
     bad = str(tmp_path / "truncated.jpg")
-    good, bytes_of_bad = (tmp_path / "good_0.jpg").read_bytes(), (tmp_path / "truncated.jpg").read_bytes()
+    good, bytes_of_bad = (
+        (tmp_path / "good_0.jpg").read_bytes(),
+        (tmp_path / "truncated.jpg").read_bytes(),
+    )
     assert len(failed) == 1 and failed[0].startswith(bad + ": no decoder could read its ")
     loader.report_skipped(failed)
     assert loader.skipped == 1 and bad in caplog.text
     # Bytes name themselves only if told (a shard sample: its url and key).
     t = FastTwoCropTransform("v2", 32, decode="device")
-    _, _, failed = decode_two_crops_on_device(*collate_encoded([t(good), t(bytes_of_bad, name="s.tar:7.jpg")]),
-                                              32, "cpu")
+    _, _, failed = decode_two_crops_on_device(
+        *collate_encoded([t(good), t(bytes_of_bad, name="s.tar:7.jpg")]), 32, "cpu"
+    )
     assert len(failed) == 1 and failed[0].startswith("s.tar:7.jpg: no decoder could read its ")
     alone = collate_encoded([t(bad)])
     with pytest.raises(RuntimeError, match="none of the 1 images.*truncated.jpg"):
@@ -222,8 +253,14 @@ def test_pretrain_loader_with_fast_transform_then_device_augment(tmp_path):
 
     for i in range(6):
         (tmp_path / f"{i}.jpg").write_bytes(smooth_jpeg(80, 60, seed=i))
-    loader = build_pretrain_loader(tmp_path, aug="v2", crop_size=32, batch_size=3, num_workers=0,
-                                   transform=FastTwoCropTransform("v2", 32))
+    loader = build_pretrain_loader(
+        tmp_path,
+        aug="v2",
+        crop_size=32,
+        batch_size=3,
+        num_workers=0,
+        transform=FastTwoCropTransform("v2", 32),
+    )
     q, k = next(iter(loader))
     assert q.dtype == torch.uint8 and q.shape == (3, 3, 32, 32)
     x = DeviceAugment("v2", 32, seed=0)(q)
@@ -235,7 +272,9 @@ def test_pretrain_loader_lets_the_fast_transform_decode_at_reduced_size(tmp_path
 
     rng = np.random.default_rng(0)
     for i in range(4):
-        Image.fromarray(rng.integers(0, 256, (384, 512, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg", quality=90)
+        Image.fromarray(rng.integers(0, 256, (384, 512, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.jpg", quality=90
+        )
     from PIL import JpegImagePlugin
 
     drafts = []
@@ -246,10 +285,15 @@ def test_pretrain_loader_lets_the_fast_transform_decode_at_reduced_size(tmp_path
         return original(self, mode, size)
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording_draft)
-    loader = build_pretrain_loader(str(tmp_path), crop_size=16, batch_size=4, num_workers=0,
-                                   transform=FastTwoCropTransform("v2", 16))
+    loader = build_pretrain_loader(
+        str(tmp_path),
+        crop_size=16,
+        batch_size=4,
+        num_workers=0,
+        transform=FastTwoCropTransform("v2", 16),
+    )
     loader.set_epoch(0)
-    (q, k), = list(loader)
+    ((q, k),) = list(loader)
     assert q.dtype == torch.uint8 and q.shape == (4, 3, 16, 16) and k.shape == q.shape
     # 16-px crops of a 512x384 JPEG never need full resolution: every file was decoded smaller.
     assert len(drafts) == 4 and all(w < 512 for w, _ in drafts)

@@ -1,11 +1,11 @@
 """The in-memory data path: images decoded once, both views augmented in batches, runs that
 resume exactly (randomness a function of seed, rank, epoch and iteration)."""
+
 import math
 
 import pytest
 import torch
 
-from pretrain.engine.config import ConfigError, load_config
 from pretrain.data.folder import DataPathError
 from pretrain.data.memory import (
     MemoryPretrainLoader,
@@ -13,8 +13,9 @@ from pretrain.data.memory import (
     load_images,
     sample_boxes,
 )
-from pretrain.io import safe_torch_load
+from pretrain.engine.config import ConfigError, load_config
 from pretrain.engine.train import train
+from pretrain.io import safe_torch_load
 
 
 def test_images_are_decoded_once_into_one_uint8_tensor(tiny_demo_data):
@@ -27,7 +28,9 @@ def test_images_are_decoded_once_into_one_uint8_tensor(tiny_demo_data):
 def test_mixed_sizes_without_memory_size_are_a_clear_error(tiny_demo_data, tmp_path):
     from PIL import Image
 
-    src = sorted(p for p in __import__("pathlib").Path(tiny_demo_data["unlabeled_train"]).rglob("*.jpg"))
+    src = sorted(
+        p for p in __import__("pathlib").Path(tiny_demo_data["unlabeled_train"]).rglob("*.jpg")
+    )
     for i, p in enumerate(src[:3]):
         Image.open(p).resize((64, 64) if i else (40, 40)).save(tmp_path / f"{i}.jpg")
     with pytest.raises(DataPathError, match="memory_size"):
@@ -42,7 +45,9 @@ def test_a_full_box_is_the_image_and_a_flip_mirrors_it():
     flipped = crop_resize_flip(images, full, torch.tensor([True, False]), 16)
     assert torch.equal(flipped[0], images[0].flip(-1)) and torch.equal(flipped[1], images[1])
     # The left half, upscaled 2x: its pixel columns 0..7 become 16 columns.
-    left = crop_resize_flip(images, torch.tensor([[0.25, 0.5, 0.5, 1.0]] * 2), torch.tensor([False, False]), 16)
+    left = crop_resize_flip(
+        images, torch.tensor([[0.25, 0.5, 0.5, 1.0]] * 2), torch.tensor([False, False]), 16
+    )
     assert (left.float() - images[..., :8].float().repeat_interleave(2, -1)).abs().max() <= 128
     assert (left.float().mean() - images[..., :8].float().mean()).abs() < 3
 
@@ -60,7 +65,9 @@ def test_boxes_follow_random_resized_crops_area_and_ratio():
 
 
 def loader(images, **kw):
-    return MemoryPretrainLoader(images, aug="v2", crop_size=16, scale=(0.2, 1.0), batch_size=4, **kw)
+    return MemoryPretrainLoader(
+        images, aug="v2", crop_size=16, scale=(0.2, 1.0), batch_size=4, **kw
+    )
 
 
 def test_batches_are_a_function_of_seed_epoch_and_iteration():
@@ -97,8 +104,11 @@ def tiny_cfg(**top):
         "model": {"arch": "resnet18", "dim": 16, "K": 40, "mlp": True, "T": 0.2, "bn_splits": 2},
         "data": {"aug": "v2", "crop_size": 32, "num_workers": 0, "in_memory": True},
         "optim": {"lr": 0.05, "base_batch_size": 8, "epochs": 2, "schedule": "cosine"},
-        "batch_size": 8, "checkpoint": {"every_iters": 3, "keep_last": 10},
-        "log": {"every_iters": 1, "tensorboard": False}, "deterministic": True, "device": "cpu",
+        "batch_size": 8,
+        "checkpoint": {"every_iters": 3, "keep_last": 10},
+        "log": {"every_iters": 1, "tensorboard": False},
+        "deterministic": True,
+        "device": "cpu",
     }
     cfg.update(top)
     return load_config(None, cfg)
@@ -116,8 +126,10 @@ def test_an_in_memory_run_resumes_exactly(tiny_demo_data, tmp_path, one_thread):
     for name, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][name]), name
     first = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000003.pth")
-    assert not torch.equal(first["state_dict"]["module.encoder_q.conv1.weight"],
-                           b["state_dict"]["module.encoder_q.conv1.weight"])
+    assert not torch.equal(
+        first["state_dict"]["module.encoder_q.conv1.weight"],
+        b["state_dict"]["module.encoder_q.conv1.weight"],
+    )
 
 
 def test_in_memory_with_device_decoding_is_refused():
@@ -132,7 +144,9 @@ def test_queue_of_real_keys_before_the_first_step(tiny_demo_data, tmp_path, one_
     torch.manual_seed(0)
     model = MoCo(arch="resnet18", dim=16, K=40, mlp=True, bn_splits=2)
     random_cos = (model.queue.T @ model.queue).mean()
-    data = MemoryPretrainLoader(load_images(tiny_demo_data["unlabeled_train"]), crop_size=32, batch_size=8)
+    data = MemoryPretrainLoader(
+        load_images(tiny_demo_data["unlabeled_train"]), crop_size=32, batch_size=8
+    )
     rng = torch.get_rng_state()
     assert fill_queue_with_keys(model, data, epoch=2, views=lambda q, k: (q, k)) == 40
     assert torch.equal(torch.get_rng_state(), rng)  # the run's global stream is untouched
@@ -141,12 +155,27 @@ def test_queue_of_real_keys_before_the_first_step(tiny_demo_data, tmp_path, one_
     # A random network's keys of real images lie in a narrow cone; random unit vectors do not.
     assert (model.queue.T @ model.queue).mean() > random_cos + 0.3
     # In a run: the queue is filled once, before step 1, and the run still resumes exactly.
-    cfg = {"model": {"arch": "resnet18", "dim": 16, "K": 40, "mlp": True, "T": 0.2, "bn_splits": 2,
-                     "queue_init": "keys"}}
-    straight = train(tiny_cfg(max_iters=4, **cfg), tiny_demo_data["unlabeled_root"], tmp_path / "straight")
+    cfg = {
+        "model": {
+            "arch": "resnet18",
+            "dim": 16,
+            "K": 40,
+            "mlp": True,
+            "T": 0.2,
+            "bn_splits": 2,
+            "queue_init": "keys",
+        }
+    }
+    straight = train(
+        tiny_cfg(max_iters=4, **cfg), tiny_demo_data["unlabeled_root"], tmp_path / "straight"
+    )
     train(tiny_cfg(max_iters=2, **cfg), tiny_demo_data["unlabeled_root"], tmp_path / "resumed")
-    second = train(tiny_cfg(max_iters=4, **cfg), tiny_demo_data["unlabeled_root"], tmp_path / "resumed",
-                   resume=str(tmp_path / "resumed" / "checkpoint_0000002.pth"))
+    second = train(
+        tiny_cfg(max_iters=4, **cfg),
+        tiny_demo_data["unlabeled_root"],
+        tmp_path / "resumed",
+        resume=str(tmp_path / "resumed" / "checkpoint_0000002.pth"),
+    )
     assert straight["global_step"] == second["global_step"] == 4
     a = safe_torch_load(tmp_path / "straight" / "checkpoint_0000004.pth")["state_dict"]
     b = safe_torch_load(tmp_path / "resumed" / "checkpoint_0000004.pth")["state_dict"]
@@ -175,8 +204,9 @@ def test_folder_positives_take_the_key_from_another_image_of_the_folder(tmp_path
         for v in range(2):
             (tmp_path / f"inst{g}").mkdir(exist_ok=True)
             Image.new("RGB", (16, 16), (10 * g + v,) * 3).save(tmp_path / f"inst{g}" / f"{v}.png")
-    loader = build_memory_loader(tmp_path, aug="v2", crop_size=8, scale=(0.5, 1.0), batch_size=8,
-                                 positives="folder")
+    loader = build_memory_loader(
+        tmp_path, aug="v2", crop_size=8, scale=(0.5, 1.0), batch_size=8, positives="folder"
+    )
     loader.augment = lambda crops: crops  # the raw crops: flat images of their source's value
     q, k = loader.two_views(torch.arange(8).repeat(8), torch.Generator().manual_seed(0))
     q, k = q[:, 0, 0, 0].long(), k[:, 0, 0, 0].long()

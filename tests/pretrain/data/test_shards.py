@@ -1,6 +1,6 @@
 """WebDataset shards: make_shards (atomic, reproducible, no overwrite) and the streaming loader."""
+
 import glob
-import importlib.util
 import json
 import os
 import tarfile
@@ -12,7 +12,6 @@ from PIL import Image
 
 from pretrain.data import DataPathError, build_pretrain_loader
 from pretrain.data.shard_writer import make_shards
-from tests.paths import REPO
 
 N = 40
 
@@ -31,7 +30,9 @@ def ids(q):
 def images(tmp_path_factory):
     root = tmp_path_factory.mktemp("src")
     for i in range(N):  # lossless PNG, so the id survives
-        Image.fromarray(np.full((8, 8, 3), (i * 5, 0, 0), dtype=np.uint8)).save(root / f"{i:03d}.png")
+        Image.fromarray(np.full((8, 8, 3), (i * 5, 0, 0), dtype=np.uint8)).save(
+            root / f"{i:03d}.png"
+        )
     return str(root)
 
 
@@ -50,13 +51,18 @@ def members(path):
 def test_make_shards_layout_order_and_no_leftovers(shards, images, tmp_path):
     out, pattern = shards
     assert pattern == os.path.join(out, "train-{000000..000007}.tar")
-    assert sorted(os.listdir(out)) == [f"train-{i:06d}.tar" for i in range(8)] + ["train-index.json"]
+    assert sorted(os.listdir(out)) == [f"train-{i:06d}.tar" for i in range(8)] + [
+        "train-index.json"
+    ]
     first = members(os.path.join(out, "train-000000.tar"))
     assert [name for name, _ in first] == [f"{i:09d}.png" for i in range(5)]
     with open(os.path.join(images, "000.png"), "rb") as f:
         assert first[0][1] == f.read()  # original bytes, no re-encode
     again = make_shards(images, str(tmp_path / "again"), maxcount=5)
-    for a, b in zip(sorted(glob.glob(os.path.join(out, "*.tar"))), sorted(glob.glob(str(tmp_path / "again" / "*.tar")))):
+    for a, b in zip(
+        sorted(glob.glob(os.path.join(out, "*.tar"))),
+        sorted(glob.glob(str(tmp_path / "again" / "*.tar"))),
+    ):
         assert members(a) == members(b)
     assert again.endswith("train-{000000..000007}.tar")
 
@@ -82,10 +88,14 @@ def test_make_shards_cli_refuses_to_overwrite_without_force(images, tmp_path, ca
     run_cli([images, out, "--maxcount", "10", "--force"])
     printed = capsys.readouterr().out
     assert "40/40 images" in printed and "train-{000000..000003}.tar" in printed
-    assert sorted(os.listdir(out)) == [f"train-{i:06d}.tar" for i in range(4)] + ["train-index.json"]
+    assert sorted(os.listdir(out)) == [f"train-{i:06d}.tar" for i in range(4)] + [
+        "train-index.json"
+    ]
 
 
-def test_missing_and_unreadable_listed_files_are_skipped_warned_and_counted(images, tmp_path, capsys):
+def test_missing_and_unreadable_listed_files_are_skipped_warned_and_counted(
+    images, tmp_path, capsys
+):
     # A file list with one missing file and one entry that cannot be read (a folder): the
     # other 3 images are packed, each bad path is named, and the total is reported.
     listed = ["000.png", "gone.png", "001.png", "a_folder.png", "002.png"]
@@ -102,7 +112,9 @@ def test_missing_and_unreadable_listed_files_are_skipped_warned_and_counted(imag
     samples = [m for tar in sorted(glob.glob(os.path.join(out, "*.tar"))) for m in members(tar)]
     # keys stay contiguous
     assert [name for name, _ in samples] == [f"{i:09d}.png" for i in range(3)]
-    assert [data for _, data in samples] == [(tmp_path / n).read_bytes() for n in ("000.png", "001.png", "002.png")]
+    assert [data for _, data in samples] == [
+        (tmp_path / n).read_bytes() for n in ("000.png", "001.png", "002.png")
+    ]
     index = json.load(open(os.path.join(out, "train-index.json")))
     assert index["num_samples"] == 3 and index["skipped_files"] == 2
     loader = build_pretrain_loader(out, batch_size=3, num_workers=0, transform=identity_views)
@@ -119,7 +131,9 @@ def epoch(loader, e, start_iter=0):
 
 def test_shard_loader_length_shapes_and_resume(shards):
     out, pattern = shards
-    loader = build_pretrain_loader(pattern, batch_size=4, num_workers=2, transform=identity_views, seed=1)
+    loader = build_pretrain_loader(
+        pattern, batch_size=4, num_workers=2, transform=identity_views, seed=1
+    )
     assert loader.kind == "shards" and len(loader) == N // 4  # from the index, no scan
     full = epoch(loader, 0)
     assert len(full) == 10 and all(q.shape == (4, 3, 8, 8) for q in full)
@@ -127,7 +141,9 @@ def test_shard_loader_length_shapes_and_resume(shards):
     assert [ids(q) for q in resumed] == [ids(q) for q in full[3:]]
     assert [ids(q) for q in epoch(loader, 1)] != [ids(q) for q in full]
     # Real augmentations through the folder form of the path.
-    real = build_pretrain_loader(out, crop_size=16, batch_size=8, num_workers=0, samples_per_epoch=16)
+    real = build_pretrain_loader(
+        out, crop_size=16, batch_size=8, num_workers=0, samples_per_epoch=16
+    )
     assert len(real) == 2
     q, k = next(iter(real))
     assert q.shape == k.shape == (8, 3, 16, 16) and not torch.equal(q, k)
@@ -137,8 +153,15 @@ def test_ranks_and_workers_read_disjoint_shards(shards):
     _, pattern = shards
     seen = {}
     for rank in (0, 1):
-        loader = build_pretrain_loader(pattern, batch_size=5, num_workers=2, rank=rank, world_size=2,
-                                       transform=identity_views, samples_per_epoch=80)
+        loader = build_pretrain_loader(
+            pattern,
+            batch_size=5,
+            num_workers=2,
+            rank=rank,
+            world_size=2,
+            transform=identity_views,
+            samples_per_epoch=80,
+        )
         assert len(loader) == 8
         seen[rank] = {i for q in epoch(loader, 0) for i in ids(q)}
     shard_of = lambda i: i // 5  # noqa: E731
@@ -160,8 +183,9 @@ def shards_with_a_corrupt_sample(tmp_path, images):
 
 def test_corrupt_sample_in_a_shard_is_skipped_and_counted(tmp_path, images, caplog):
     pattern = shards_with_a_corrupt_sample(tmp_path, images)
-    loader = build_pretrain_loader(pattern, batch_size=7, num_workers=0, transform=identity_views,
-                                   samples_per_epoch=7)
+    loader = build_pretrain_loader(
+        pattern, batch_size=7, num_workers=0, transform=identity_views, samples_per_epoch=7
+    )
     with caplog.at_level("WARNING", logger="pretrain.data"):
         for e in range(3):
             (q,) = epoch(loader, e)
@@ -175,10 +199,12 @@ def test_fast_transform_reads_shard_bytes_and_skips_corrupt_ones(tmp_path, image
 
     pattern = shards_with_a_corrupt_sample(tmp_path, images)
     transform = FastTwoCropTransform("v2", 16, decode=decode)
-    loader = build_pretrain_loader(pattern, batch_size=7, num_workers=0, transform=transform, samples_per_epoch=7)
+    loader = build_pretrain_loader(
+        pattern, batch_size=7, num_workers=0, transform=transform, samples_per_epoch=7
+    )
     for e in range(3):
         loader.set_epoch(e)
-        (a, b), = list(loader)
+        ((a, b),) = list(loader)
         if decode == "device":  # the worker sent bytes and crop boxes; the training process decodes
             assert isinstance(a, list) and len(a) == 7 and b.shape == (7, 2, 5)
             # shard and key, for a warning if undecodable
@@ -193,7 +219,9 @@ def test_fast_transform_reads_shard_bytes_and_skips_corrupt_ones(tmp_path, image
 
 def test_shard_errors_are_clear(tmp_path, images):
     with pytest.raises(DataPathError, match="do not exist"):
-        build_pretrain_loader(str(tmp_path / "train-{000000..000003}.tar"), batch_size=2, num_workers=0)
+        build_pretrain_loader(
+            str(tmp_path / "train-{000000..000003}.tar"), batch_size=2, num_workers=0
+        )
     out = tmp_path / "noindex"
     make_shards(images, str(out), maxcount=20)
     os.remove(out / "train-index.json")
