@@ -30,7 +30,7 @@ from detection.demo.data import _jittered_digit_alpha, _rng
 from pretrain.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.data.device_augment import DeviceAugment
 from pretrain.data.memory import sample_boxes
-from pretrain.eval.knn import knn_scores
+from pretrain.eval.knn import extract_features, knn_scores, with_precise_bn
 from pretrain.io import atomic_write_bytes
 from pretrain.model.backbone import pooled_backbone
 from pretrain.model.moco import MoCo, contrast_stats
@@ -107,25 +107,23 @@ def knn_top1(bank, bank_labels, queries, labels):
     return 100.0 * (pred == labels).float().mean().item()
 
 
-@torch.no_grad()
 def network_knn(encoder, ev, data_bn=False):
-    """kNN of ``encoder``'s pooled features; ``data_bn``: BN statistics re-estimated on the bank."""
+    """kNN of ``encoder``'s pooled features (``pretrain.eval.knn``'s extraction); ``data_bn``: BN
+    statistics re-estimated on the bank first (its precise BN)."""
+    batches = {
+        # batches of 128: the size the README rows' data-BN statistics were estimated with
+        name: [
+            (ev[name][i : i + 128], ev[f"{name}_y"][i : i + 128])
+            for i in range(0, len(ev[name]), 128)
+        ]
+        for name in ("bank", "val")
+    }
     net = pooled_backbone(encoder)
-    for mod in net.modules():
-        if hasattr(mod, "num_splits"):
-            mod.num_splits = 1
     if data_bn:
-        from fvcore.nn.precise_bn import update_bn_stats
-
-        net.train()
-        chunks = [ev["bank"][i : i + 128] for i in range(0, len(ev["bank"]), 128)]
-        update_bn_stats(net, iter(chunks), num_iters=len(chunks))
-    net.eval()
-
-    def feats(x):
-        return torch.cat([net(x[i : i + 256]) for i in range(0, len(x), 256)])
-
-    return knn_top1(feats(ev["bank"]), ev["bank_y"], feats(ev["val"]), ev["val_y"])
+        net = with_precise_bn(net, batches["bank"], torch.device("cpu"))
+    bank, bank_y = extract_features(net, batches["bank"], torch.device("cpu"))
+    val, val_y = extract_features(net, batches["val"], torch.device("cpu"))
+    return knn_top1(bank, bank_y, val, val_y)
 
 
 def parse_args(argv=None):

@@ -221,10 +221,14 @@ class MemoryPretrainLoader:
     def two_views(self, index, generator):
         """Two independent augmentations of ``images[index]`` (the query and key views); with
         groups the key view is of a random image of each query image's group."""
-        indices = [index, index if self.partners is None else self.partners(index, generator)]
+        query = self.images.index_select(0, index.to(self.device))
+        if self.partners is None:  # MoCo's: both views from the same images, gathered once
+            batches = [(index, query)] * 2
+        else:
+            rows = self.partners(index, generator)
+            batches = [(index, query), (rows, self.images.index_select(0, rows.to(self.device)))]
         views = []
-        for rows in indices:
-            batch = self.images.index_select(0, rows.to(self.device))
+        for rows, batch in batches:
             boxes = sample_boxes(len(rows), self.scale, generator)
             flips = torch.rand(len(rows), generator=generator) < 0.5
             crops = crop_resize_flip(batch, boxes, flips, self.crop_size)
