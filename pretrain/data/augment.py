@@ -12,6 +12,9 @@ finite kernel of ``blur_kernel_size`` instead, which covers +-3 sigma for sigma 
   ColorJitter(0.4, 0.4, 0.4, 0.4), horizontal flip.
 - v2 "aug+" (MoCo v2 note, following SimCLR): ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8,
   RandomGrayscale(0.2), GaussianBlur sigma in [0.1, 2.0] with p=0.5, horizontal flip.
+- crop (not a paper recipe): RandomResizedCrop and horizontal flip only, for data whose colours
+  carry no per-image shortcut (the demo's shared palette, README Status: with colour jitter on
+  it the demo's short MoCo runs stayed below a random network).
 """
 
 import random
@@ -22,7 +25,7 @@ from torchvision import transforms
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-AUGMENTATIONS = ("v1", "v2")
+AUGMENTATIONS = ("v1", "v2", "crop")
 CROP_SCALE = (0.2, 1.0)  # RandomResizedCrop's area range in both papers
 
 
@@ -63,6 +66,17 @@ def moco_v1_augmentation(crop_size=224, scale=CROP_SCALE):
     )
 
 
+def crop_augmentation(crop_size=224, scale=CROP_SCALE):
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(crop_size, scale=tuple(scale)),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            normalize(),
+        ]
+    )
+
+
 def moco_v2_augmentation(crop_size=224, scale=CROP_SCALE):
     return transforms.Compose(
         [
@@ -93,15 +107,14 @@ class TwoCropsTransform:
 
 
 def build_augmentation(aug="v2", crop_size=224, scale=CROP_SCALE):
-    """One view's augmentation: ``aug`` is "v1" (MoCo v1) or "v2" (MoCo v2 "aug+")."""
-    if aug == "v1":
-        return moco_v1_augmentation(crop_size, scale)
-    if aug == "v2":
-        return moco_v2_augmentation(crop_size, scale)
-    raise ValueError(
-        f"unknown augmentation {aug!r}: use one of {AUGMENTATIONS} "
-        f"(v1 = MoCo v1 paper, v2 = MoCo v2 'aug+')"
-    )
+    """One view's augmentation: ``aug`` is "v1" (MoCo v1), "v2" (MoCo v2 "aug+") or "crop"."""
+    builders = {"v1": moco_v1_augmentation, "v2": moco_v2_augmentation, "crop": crop_augmentation}
+    if aug not in builders:
+        raise ValueError(
+            f"unknown augmentation {aug!r}: use one of {AUGMENTATIONS} "
+            f"(v1 = MoCo v1 paper, v2 = MoCo v2 'aug+', crop = crops and flips only)"
+        )
+    return builders[aug](crop_size, scale)
 
 
 def build_pretrain_transform(aug="v2", crop_size=224, scale=CROP_SCALE):

@@ -44,6 +44,7 @@ class Recipe:
 RECIPES = {
     "v1": Recipe((0.4, 0.4, 0.4, 0.4), 1.0, 0.2, 0.0, (0.1, 2.0), True),
     "v2": Recipe((0.4, 0.4, 0.4, 0.1), 0.8, 0.2, 0.5, (0.1, 2.0), False),
+    "crop": Recipe((0.0, 0.0, 0.0, 0.0), 0.0, 0.0, 0.0, (0.1, 2.0), False),  # no colour op at all
 }
 
 

@@ -156,6 +156,7 @@ class MemoryPretrainLoader:
         device="cpu",
         samples_per_epoch=None,
         groups=None,
+        hflip=True,
     ):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise TypeError(
@@ -164,7 +165,7 @@ class MemoryPretrainLoader:
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.num_samples = images.shape[0]
-        self.crop_size, self.scale = int(crop_size), tuple(scale)
+        self.crop_size, self.scale, self.hflip = int(crop_size), tuple(scale), bool(hflip)
         self.batch_size, self.rank, self.world_size, self.seed = (
             batch_size,
             rank,
@@ -230,7 +231,7 @@ class MemoryPretrainLoader:
         views = []
         for rows, batch in batches:
             boxes = sample_boxes(len(rows), self.scale, generator)
-            flips = torch.rand(len(rows), generator=generator) < 0.5
+            flips = torch.rand(len(rows), generator=generator) < (0.5 if self.hflip else 0.0)
             crops = crop_resize_flip(batch, boxes, flips, self.crop_size)
             self.augment.generator = generator  # the colour draws come from the same batch stream
             views.append(self.augment(crops))
@@ -260,11 +261,13 @@ def build_memory_loader(
     size=None,
     samples_per_epoch=None,
     positives="crops",
+    hflip=True,
 ):
     """Load ``path``'s images into memory and return a :class:`MemoryPretrainLoader` over them.
 
     ``positives``: "crops" (MoCo's: two crops of one image) or "folder" (the key view from
-    another image in the query image's folder: ``path/<instance>/<view>.jpg``).
+    another image in the query image's folder: ``path/<instance>/<view>.jpg``). ``hflip``:
+    whether the views are mirrored at random (MoCo's; off for digits).
     """
     if positives not in POSITIVES:
         raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
@@ -282,4 +285,5 @@ def build_memory_loader(
         device=device,
         samples_per_epoch=samples_per_epoch,
         groups=groups,
+        hflip=hflip,
     )

@@ -54,6 +54,7 @@ def build_loader(cfg: dict, data_path, ctx):
             size=d["memory_size"],
             samples_per_epoch=d["samples_per_epoch"],
             positives=d["positives"],
+            hflip=d["hflip"],
         )
     if fast_pipeline(cfg, ctx.device):
         from pretrain.data.fast_augment import FastTwoCropTransform

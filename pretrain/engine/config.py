@@ -26,7 +26,10 @@ DEFAULTS = {
         "queue_init": "random",
     },
     "data": {
-        "aug": "v1",  # v1 | v2 ("aug+")
+        "aug": "v1",  # v1 | v2 ("aug+") | crop (crops and flips only: pretrain/data/augment.py)
+        # false: no horizontal flips in the views (in_memory only), for data a mirror changes
+        # (digits: a mirrored 3 is no digit). The papers flip.
+        "hflip": True,
         "crop_size": 224,
         "crop_scale": [0.2, 1.0],  # RandomResizedCrop area range (the papers' value)
         "num_workers": 8,
@@ -88,7 +91,7 @@ DEFAULTS = {
 CHOICES = {
     "model.shuffle": ("auto", "ddp", "single", "off"),
     "model.queue_init": ("random", "keys"),
-    "data.aug": ("v1", "v2"),
+    "data.aug": ("v1", "v2", "crop"),
     "data.pipeline": ("auto", "reference", "fast"),
     "data.decode": ("workers", "device"),
     "data.kind": ("auto", "folder", "list", "filelist", "shards"),
@@ -300,6 +303,13 @@ def validate(cfg: dict) -> None:
         raise ConfigError(
             "data.positives=folder (key views from other images of a folder) is implemented by "
             "the in-memory loader only: set data.in_memory=true or data.positives=crops"
+        )
+    if not isinstance(cfg["data"]["hflip"], bool):
+        raise ConfigError(f"data.hflip must be true or false, got {cfg['data']['hflip']!r}")
+    if not cfg["data"]["hflip"] and not cfg["data"]["in_memory"]:
+        raise ConfigError(
+            "data.hflip=false (views without horizontal flips) is implemented by the in-memory "
+            "loader only: set data.in_memory=true or data.hflip=true"
         )
     if cfg["data"]["in_memory"] and cfg["data"]["decode"] == "device":
         raise ConfigError(

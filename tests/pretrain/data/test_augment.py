@@ -152,3 +152,20 @@ def _hue(rgb):
     import colorsys
 
     return colorsys.rgb_to_hsv(*(float(x) / 255 for x in rgb))[0]
+
+
+def test_crop_recipe_keeps_every_colour():
+    """aug=crop: crops and flips only; a flat image keeps its colour (v1 and v2 jitter it)."""
+    flat = Image.new("RGB", (40, 40), (200, 30, 90))
+    expected = transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(
+        transforms.ToTensor()(Image.new("RGB", (16, 16), (200, 30, 90)))
+    )
+    with seeded_rng(0):
+        views = [v for _ in range(20) for v in build_pretrain_transform("crop", crop_size=16)(flat)]
+    assert all(torch.allclose(v, expected, atol=1e-6) for v in views)
+    with seeded_rng(0):
+        v1 = build_pretrain_transform("v1", crop_size=16)
+        jittered = [v for _ in range(20) for v in v1(flat)]
+    assert not all(torch.allclose(v, expected, atol=1e-6) for v in jittered)
+    with pytest.raises(ValueError, match="crop = crops and flips only"):
+        build_pretrain_transform("v3", crop_size=16)

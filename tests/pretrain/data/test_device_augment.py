@@ -224,3 +224,10 @@ def test_options_and_errors(batch):
         DeviceAugment("v2", S)(batch.float())
     with pytest.raises(ValueError, match="unknown augmentation"):
         DeviceAugment("v9", S)
+
+
+def test_crop_recipe_changes_no_colour(batch):
+    """aug=crop: the sampled draws switch every colour op off (only the normalisation is left)."""
+    out = DeviceAugment("crop", S, seed=0)(batch)
+    torch.testing.assert_close(out, normalized(batch.float() / 255), atol=1e-6, rtol=0)
+    assert not torch.allclose(DeviceAugment("v2", S, seed=0)(batch), out, atol=1e-3)

@@ -3,6 +3,7 @@ resume exactly (randomness a function of seed, rank, epoch and iteration)."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -236,3 +237,36 @@ def test_the_config_reaches_the_loader(tiny_demo_data):
         cfg = tiny_cfg(data={"in_memory": True, "crop_size": 16, "positives": positives})
         loader = build_loader(cfg, tiny_demo_data["unlabeled_root"], ctx)
         assert (loader.partners is not None) == (positives == "folder")
+        assert loader.hflip
+
+
+def test_hflip_false_never_mirrors_a_view(tmp_path):
+    from PIL import Image
+
+    from pretrain.data.memory import build_memory_loader
+
+    ramp = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))  # left dark, right bright
+    for i in range(8):
+        Image.fromarray(np.stack([ramp] * 3, axis=-1)).save(tmp_path / f"ramp{i}.png")
+
+    def mirrored(loader):
+        loader.augment = lambda crops: crops
+        q, k = loader.two_views(torch.zeros(64, dtype=torch.long), torch.Generator().manual_seed(0))
+        views = torch.cat([q, k]).float()
+        return (views[..., 0] > views[..., -1]).all(dim=(1, 2))  # brighter on the left
+
+    kw = dict(aug="crop", crop_size=8, scale=(0.5, 1.0), batch_size=2)
+    assert not mirrored(build_memory_loader(tmp_path, hflip=False, **kw)).any()
+    flips = mirrored(build_memory_loader(tmp_path, **kw)).float().mean()
+    assert 0.3 < flips < 0.7, flips  # MoCo's default: half the views mirrored
+    with pytest.raises(ConfigError, match="in_memory"):
+        load_config(None, {"data": {"hflip": False}})
+    with pytest.raises(ConfigError, match="true or false"):
+        load_config(None, {"data": {"hflip": "no", "in_memory": True}})
+    cfg = tiny_cfg(data={"in_memory": True, "crop_size": 16, "hflip": False})
+    from types import SimpleNamespace
+
+    from pretrain.engine.build import build_loader
+
+    ctx = SimpleNamespace(rank=0, world_size=1, device=torch.device("cpu"))
+    assert not build_loader(cfg, tmp_path, ctx).hflip
