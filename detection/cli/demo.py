@@ -1,6 +1,7 @@
 """The main job on the embedded digit data: pretrain, convert, fine-tune, table (`make demo`).
 
-    python tools/demo.py [--data DIR] [--out output/demo] [--budget full|quick] [--seed 0] [--force]
+    python tools/demo.py [--data DIR] [--out output/demo] [--budget full|long|quick] [--seed 0]
+        [--force]
 
 Rerunning after an interruption skips the stages that finished with the same budget and seed;
 an --out holding stages of another budget or seed is refused (pass another --out, or --force).
@@ -28,7 +29,8 @@ def main(argv=None):
         "--budget",
         default="full",
         choices=sorted(BUDGETS),
-        help="full: ~15 min on 2 CPU cores; quick: a minute, for tests",
+        help="full: ~20 min on 2 CPU cores, one fine-tuning trial per initialisation; long: "
+        "~40 min, 3 trials (the transfer verdict needs their spread); quick: a minute, for tests",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

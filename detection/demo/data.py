@@ -2,16 +2,16 @@
 
 Source: scikit-learn's bundled ``load_digits`` (1,797 real 8x8 scans of hand-written
 digits, 10 classes), so nothing is downloaded. Each digit is upscaled and rendered as a
-coloured stroke on a coloured, textured background with a small random affine, so
-that MoCo's colour jitter, crops and blur have something to do. From these renders:
+coloured stroke on a flat background with a small random affine, in one of ``palette_size``
+shared (background, stroke) colour pairs. From these renders:
 
     out_dir/
-      digits_unlabeled/train/unlabeled/digit_NNNNN_rR.jpg pretraining set (ImageFolder, one
-      pseudo-class)
+      digits_unlabeled/train/digit_NNNNN/rR.jpg            pretraining set: one folder per train
+      scan, ``unlabeled_renders`` views each (data.positives=folder takes a query's key from them)
       digits_cls/{train,val}/<class>/digit_NNNNN.jpg      labeled, stratified split (linear / kNN /
       supervised)
       VOCdigits/VOC2007/JPEGImages/NNNNNN.jpg             "digit scenes": 1..max_digits digits on a
-      background
+      flat background
       VOCdigits/VOC2007/Annotations/NNNNNN.xml            Pascal VOC XML (1-based inclusive pixel
       boxes)
       VOCdigits/VOC2007/ImageSets/Main/{trainval,test}.txt
@@ -21,13 +21,13 @@ that MoCo's colour jitter, crops and blur have something to do. From these rende
       of every file
 
 The unlabeled set renders the *train* split's scans only (as ImageNet pretraining never
-sees ImageNet val), ``unlabeled_renders`` times each, so that instance identity is content: each
-render puts its digit (own affine) on one of only ``unlabeled_styles`` shared styles (a textured
-background and a stroke colour). With a background and colour of its own per image, as the labeled
-renders have, the two crops of one image share a pattern no other image has, and instance
-discrimination is solved by it without looking at the digit (measured: MoCo's kNN fell below the
-random network's); with few shared styles, telling an image from the many negatives of its style
-takes its digit. ``unlabeled_styles=0`` writes the labeled train renders instead (the old set).
+sees ImageNet val), so that instance identity is content: the views of one scan differ by their
+affine and share its colour pair with about 1/``palette_size`` of all scans, so telling a scan
+from its negatives takes its digit. With textures or colours of its own per image (format 1 and
+2), the two views of an image shared a pattern no other image had and MoCo's short demo runs
+solved instance discrimination by it: their kNN stayed below the random network's (README Status,
+the session-7 search). The labeled renders and the scenes use the same palette (a colour pair
+drawn per image), so the downstream data is in the pretraining domain.
 
 Detection scenes of ``trainval`` paste digits of the classification
 train split, ``test`` scenes digits of the val split, so no digit scan is in both.
@@ -64,8 +64,10 @@ MANIFEST_NAME = "MANIFEST.json"
 # own half-written output and may be regenerated without --force.
 INCOMPLETE_MARKER = ".demo_data_incomplete"
 # Bump when the rendering changes, so an old folder is not taken for a current one.
-FORMAT_VERSION = 2  # 2: the unlabeled set's shared styles
+FORMAT_VERSION = 3  # 2: the unlabeled set's shared styles; 3: one flat palette, views per scan
 JPEG_QUALITY = 90
+PALETTE_SIZE = 8  # the session-7 search's (README Status)
+MIN_CONTRAST = 0.55  # RGB distance between a stroke and its background
 
 # Top-level entries this generator owns inside out_dir (the only ones --force replaces).
 _OWNED = (
@@ -109,47 +111,31 @@ def demo_data_paths(out_dir):
 # ----------------------------------------------------------------------------- rendering
 
 
-def _rng(seed, stream, index):
-    return np.random.default_rng(np.random.SeedSequence([int(seed), stream, int(index)]))
-
-
-def _random_background(rng, height, width):
-    """A coloured gradient, low-frequency blotches or soft stripes, plus pixel noise (float32 HxWx3
-    in [0, 1]).
-    """
-    kind = rng.integers(3)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    c0 = rng.random(3).astype(np.float32)
-    if kind == 0:  # linear gradient between two colours at a random angle
-        c1 = rng.random(3).astype(np.float32)
-        phi = rng.uniform(0, 2 * math.pi)
-        t = xx * math.cos(phi) + yy * math.sin(phi)
-        t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-        bg = c0 * (1 - t[..., None]) + c1 * t[..., None]
-    elif kind == 1:  # blotches: a coarse random grid upsampled smoothly
-        cells = int(rng.integers(3, 7))
-        coarse = rng.random((cells, cells, 3)).astype(np.float32)
-        blotches = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-        bg = 0.6 * c0 + 0.4 * blotches
-    else:  # soft stripes: low contrast, so they are texture and not strokes
-        c1 = np.clip(c0 + rng.uniform(-0.3, 0.3, 3), 0, 1).astype(np.float32)
-        phi = rng.uniform(0, math.pi)
-        freq = rng.uniform(2, 8) / max(height, width)
-        t = 0.5 + 0.5 * np.sin(
-            2 * math.pi * freq * (xx * math.cos(phi) + yy * math.sin(phi)) + rng.uniform(0, 6.3)
-        )
-        bg = c0 * (1 - t[..., None]) + c1 * t[..., None]
-    noise = rng.normal(0.0, rng.uniform(0.0, 0.06), (height, width, 3)).astype(np.float32)
-    return np.clip(bg + noise, 0, 1).astype(np.float32)
+def _rng(seed, stream, *index):
+    return np.random.default_rng(np.random.SeedSequence([int(seed), stream, *map(int, index)]))
 
 
 def _contrasting_colour(rng, against):
     """A random stroke colour far enough (RGB distance) from the background colour ``against``."""
     for _ in range(100):
         colour = rng.random(3).astype(np.float32)
-        if np.linalg.norm(colour - against) > 0.55:
+        if np.linalg.norm(colour - against) > MIN_CONTRAST:
             return colour
     return (1.0 - against).astype(np.float32)  # the complement always contrasts enough
+
+
+def make_palette(seed, size=PALETTE_SIZE):
+    """The demo's ``size`` shared (background, stroke) colour pairs, float32 RGB in [0, 1]."""
+    palette = []
+    for k in range(size):
+        rng = _rng(seed, _STREAM_STYLE, k)
+        background = rng.random(3).astype(np.float32)
+        palette.append((background, _contrasting_colour(rng, background)))
+    return palette
+
+
+def _flat(colour, height, width):
+    return np.broadcast_to(np.asarray(colour, np.float32), (height, width, 3))
 
 
 _UPSAMPLE = (
@@ -216,35 +202,28 @@ def _jittered_digit_alpha(digit, rng, image_size):
     return alpha
 
 
-def render_digit_image(digit, seed, index, image_size=64):
-    """One classification / pretraining image of ``digit`` (8x8 in [0, 16]) as float32 HxWx3 in [0,
-    1].
-    """
+def render_digit_image(digit, palette, seed, index, image_size=64):
+    """One labeled image of ``digit`` (8x8 in [0, 16]), float32 HxWx3 in [0, 1]: its own affine,
+    in a colour pair drawn from ``palette``."""
     rng = _rng(seed, _STREAM_DIGIT, index)
-    bg = _random_background(rng, image_size, image_size)
+    background, stroke = palette[int(rng.integers(len(palette)))]
     alpha = _jittered_digit_alpha(digit, rng, image_size)
-    colour = _contrasting_colour(
-        rng, bg[alpha > 0.5].mean(0) if (alpha > 0.5).any() else bg.mean((0, 1))
-    )
-    return _composite(bg, alpha, colour)
+    return _composite(_flat(background, image_size, image_size), alpha, stroke)
 
 
-def make_styles(seed, n_styles, image_size=64):
-    """The unlabeled set's shared styles: ``n_styles`` (background, stroke colour) pairs."""
-    styles = []
-    for style in range(n_styles):
-        rng = _rng(seed, _STREAM_STYLE, style)
-        bg = _random_background(rng, image_size, image_size)
-        styles.append((bg, _contrasting_colour(rng, bg.mean((0, 1)))))
-    return styles
-
-
-def render_unlabeled_image(digit, styles, seed, index, image_size=64):
-    """One pretraining image: ``digit`` with its own affine on a style drawn from ``styles``."""
-    rng = _rng(seed, _STREAM_UNLABELED, index)
-    bg, colour = styles[int(rng.integers(len(styles)))]
-    alpha = _jittered_digit_alpha(digit, rng, image_size)
-    return _composite(bg, alpha, colour)
+def render_unlabeled_views(digit, palette, seed, scan, renders, image_size=64):
+    """The pretraining views of one scan: ``renders`` images, each with its own affine, all in the
+    scan's one colour pair from ``palette`` (so colour tells no view of the scan from another)."""
+    background, stroke = palette[int(_rng(seed, _STREAM_UNLABELED, scan).integers(len(palette)))]
+    flat = _flat(background, image_size, image_size)
+    return [
+        _composite(
+            flat,
+            _jittered_digit_alpha(digit, _rng(seed, _STREAM_UNLABELED, scan, 1 + r), image_size),
+            stroke,
+        )
+        for r in range(renders)
+    ]
 
 
 class ClassCycle:
@@ -274,9 +253,16 @@ def _boxes_within(a, b, gap):
 
 
 def render_scene(
-    pool_digits, pool_labels, seed, index, scene_size=(160, 160), max_digits=4, classes=None
+    pool_digits,
+    pool_labels,
+    palette,
+    seed,
+    index,
+    scene_size=(160, 160),
+    max_digits=4,
+    classes=None,
 ):
-    """One detection scene: 1..max_digits non-overlapping digits on a textured background.
+    """One detection scene: 1..max_digits non-overlapping digits in one colour pair of ``palette``.
 
     Returns (image float32 HxWx3, list of objects {"label", "box" (x0, y0, x1, y1) inclusive
     pixel indices, "mask" bool HxW}). Digits are drawn from the given pool; their classes
@@ -284,7 +270,8 @@ def render_scene(
     """
     h, w = scene_size
     rng = _rng(seed, _STREAM_SCENE, index)
-    image = _random_background(rng, h, w)
+    background, stroke = palette[int(rng.integers(len(palette)))]
+    image = _flat(background, h, w)
     short = min(h, w)
     # Glyphs of at least ~20 px so that a small detector's anchors can cover them.
     g_lo, g_hi = max(20.0, 0.18 * short), max(26.0, 0.36 * short)
@@ -320,8 +307,7 @@ def render_scene(
         # No two boxes may touch: boxes stay unambiguous and masks unoccluded.
         if any(_boxes_within(box, o["box"], gap=2) for o in objects):
             continue
-        colour = _contrasting_colour(rng, image[mask].mean(0))
-        image = _composite(image, alpha, colour)
+        image = _composite(image, alpha, stroke)
         objects.append({"label": int(pool_labels[k]), "box": box, "mask": mask})
         if classes is not None:
             classes.pop()
@@ -444,11 +430,11 @@ def _params(
     max_digits_per_scene,
     cls_val_fraction,
     limit,
-    unlabeled_styles=32,
+    palette_size=PALETTE_SIZE,
     unlabeled_renders=4,
 ):
     return {
-        "unlabeled_styles": int(unlabeled_styles),
+        "palette_size": int(palette_size),
         "unlabeled_renders": int(unlabeled_renders),
         "format_version": FORMAT_VERSION,
         "seed": int(seed),
@@ -616,7 +602,7 @@ def make_demo_data(
     max_digits_per_scene=4,
     cls_val_fraction=0.2,
     limit=None,
-    unlabeled_styles=32,
+    palette_size=PALETTE_SIZE,
     unlabeled_renders=4,
     force=False,
     verbose=True,
@@ -625,8 +611,7 @@ def make_demo_data(
     paths.
 
     ``limit`` caps the number of digit scans used (class-balanced), for tiny test versions.
-    ``unlabeled_styles`` / ``unlabeled_renders``: see the module docstring (0 styles: the labeled
-    train renders are the unlabeled set).
+    ``palette_size`` / ``unlabeled_renders``: see the module docstring.
     A folder already generated with the same parameters is returned as is. A non-empty
     folder is refused unless ``force`` (then only this generator's outputs are replaced);
     a half-written folder of ours (crash mid-generation) is regenerated.
@@ -643,10 +628,10 @@ def make_demo_data(
         cls_val_fraction,
         limit,
     )
-    if unlabeled_styles < 0 or (unlabeled_styles and unlabeled_renders < 1):
+    if palette_size < 1 or unlabeled_renders < 1:
         raise DemoDataError(
-            f"unlabeled_styles={unlabeled_styles}, unlabeled_renders={unlabeled_renders}: "
-            f"styles must be >= 0 (0: the labeled renders) and renders >= 1"
+            f"palette_size={palette_size}, unlabeled_renders={unlabeled_renders}: "
+            f"both must be at least 1 (defaults {PALETTE_SIZE} and 4)"
         )
     root = os.path.abspath(os.fspath(out_dir))
     params = _params(
@@ -658,7 +643,7 @@ def make_demo_data(
         max_digits_per_scene,
         cls_val_fraction,
         limit,
-        unlabeled_styles,
+        palette_size,
         unlabeled_renders,
     )
     paths = demo_data_paths(root)
@@ -685,32 +670,26 @@ def make_demo_data(
     train_idx, val_idx = _stratified_split(chosen, labels, seed, cls_val_fraction)
     val_set = set(val_idx.tolist())
 
+    palette = make_palette(seed, palette_size)
     progress = _Progress("digit images", len(chosen), verbose)
     for done, i in enumerate(sorted(chosen.tolist()), start=1):
         # Seeded by the scan's index, so an image is the same whatever ``limit`` selects.
-        jpeg = _to_jpeg(render_digit_image(scans[i], seed, i, image_size))
-        name = f"digit_{i:05d}.jpg"
+        jpeg = _to_jpeg(render_digit_image(scans[i], palette, seed, i, image_size))
         split = "val" if i in val_set else "train"
-        writer.write(os.path.join("digits_cls", split, DIGIT_CLASSES[labels[i]], name), jpeg)
-        if split == "train" and not unlabeled_styles:
-            writer.write(os.path.join("digits_unlabeled", "train", "unlabeled", name), jpeg)
+        writer.write(
+            os.path.join("digits_cls", split, DIGIT_CLASSES[labels[i]], f"digit_{i:05d}.jpg"), jpeg
+        )
         progress.update(done)
-    n_unlabeled = len(train_idx)
-    if unlabeled_styles:
-        styles = make_styles(seed, unlabeled_styles, image_size)
-        progress = _Progress("unlabeled images", len(train_idx) * unlabeled_renders, verbose)
-        for done, (i, r) in enumerate(
-            ((i, r) for i in train_idx.tolist() for r in range(unlabeled_renders)), 1
-        ):
-            image = render_unlabeled_image(
-                scans[i], styles, seed, i * unlabeled_renders + r, image_size
-            )
+    progress = _Progress("unlabeled scans", len(train_idx), verbose)
+    for done, i in enumerate(train_idx.tolist(), start=1):
+        views = render_unlabeled_views(scans[i], palette, seed, i, unlabeled_renders, image_size)
+        for r, image in enumerate(views):
             writer.write(
-                os.path.join("digits_unlabeled", "train", "unlabeled", f"digit_{i:05d}_r{r}.jpg"),
+                os.path.join("digits_unlabeled", "train", f"digit_{i:05d}", f"r{r}.jpg"),
                 _to_jpeg(image),
             )
-            progress.update(done)
-        n_unlabeled = len(train_idx) * unlabeled_renders
+        progress.update(done)
+    n_unlabeled = len(train_idx) * unlabeled_renders
 
     voc_rel = os.path.join("VOCdigits", "VOC2007")
     scene_splits = (("trainval", n_det_trainval, train_idx), ("test", n_det_test, val_idx))
@@ -725,6 +704,7 @@ def make_demo_data(
             image, objects = render_scene(
                 scans[pool],
                 labels[pool],
+                palette,
                 seed,
                 scene_id,
                 tuple(scene_size),

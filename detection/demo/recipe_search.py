@@ -13,7 +13,8 @@ is the recipe that first beat the random network (README, Status). Colours: ``pa
 ``--palette`` shared (background, stroke) pairs per image, both views alike), ``recolour`` (a new
 random pair per view) or ``own`` (one random pair per image). Pairs: ``same`` (two crops of one
 render, MoCo's default) or ``renders`` (the two views from two renders of one scan: its own
-affine each). Not part of ``make demo``: its data and recipe do not use this yet.
+affine each). Not part of ``make demo``, which runs the recipe it found through the real trainer
+(``configs/pretrain/demo.yaml`` on ``detection.demo.data``'s palette renders).
 """
 
 import argparse

@@ -3,10 +3,12 @@
 A transfer row only means something if its initialisation learned: the table's reader gets, next
 to the AP numbers, the supervised baseline's held-out top-1 against chance and MoCo's final kNN
 top-1 against the same network at random init (as is, and with BN statistics estimated from the
-data), plus the query encoder's collapse check (q.q', 1 = every image one vector). The verdict
-lines are computed from those numbers, never assumed.
+data), plus the query encoder's collapse check (q.q', 1 = every image one vector); and whether the
+transfer table's MoCo row is above the random-init row by more than the trials' spread. The
+verdict lines are computed from those numbers, never assumed.
 """
 
+import csv
 import json
 import os
 
@@ -71,6 +73,48 @@ def moco_lines(moco_dir):
     return lines
 
 
+def _table_stats(table_csv, metric):
+    """{init: (n, mean, std or None)} of ``metric`` in tools/transfer_table.py's CSV."""
+    if not os.path.exists(table_csv):
+        return {}
+    with open(table_csv, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["metric"] == metric and r["mean"]]
+    return {
+        r["init"]: (int(r["n"]), float(r["mean"]), float(r["std"]) if r["std"] else None)
+        for r in rows
+    }
+
+
+def transfer_lines(table_csv, metric="bbox/AP50"):
+    """Whether MoCo's fine-tuned detector beats random init by more than the trial spread (the
+    larger of the two rows' std), and where it stands against the supervised upper bound."""
+    stats = _table_stats(table_csv, metric)
+    metric = metric.rsplit("/", 1)[-1]  # bbox/AP50 -> AP50, as the table's columns
+    if "moco" not in stats or "random" not in stats:
+        return [f"- transfer: no moco and random {metric} rows in {table_csv}"]
+    (n, moco, moco_std), (n_r, rand, rand_std) = stats["moco"], stats["random"]
+    if moco_std is None or rand_std is None:
+        return [
+            f"- transfer: {metric} moco {moco:.1f} vs random {rand:.1f} from {min(n, n_r)} trial: "
+            "no spread measured, so no verdict (--budget long runs 3 trials)."
+        ]
+    spread = max(moco_std, rand_std)
+    lines = [
+        f"- transfer: {metric} moco {moco:.1f} ± {moco_std:.1f} vs random {rand:.1f} ± "
+        f"{rand_std:.1f} ({min(n, n_r)} trials each). MoCo above random init by more than the "
+        f"trial spread ({moco - rand:+.2f} vs {spread:.2f}): "
+        + ("yes." if moco - rand > spread else "NO.")
+    ]
+    if "supervised" in stats:
+        sup = stats["supervised"][1]
+        side = "above" if moco > sup else "below"
+        lines.append(
+            f"- transfer: moco {side} the supervised upper bound "
+            f"({moco:.1f} vs {sup:.1f} {metric})."
+        )
+    return lines
+
+
 def pretraining_summary(out_dir, budget):
     """Markdown: the section the demo appends to its transfer table."""
     return "\n".join(
@@ -80,6 +124,7 @@ def pretraining_summary(out_dir, budget):
             "",
             supervised_line(os.path.join(out_dir, "supervised")),
             *moco_lines(os.path.join(out_dir, "moco")),
+            *transfer_lines(os.path.join(out_dir, "table", "transfer_table.csv")),
             "",
         ]
     )

@@ -73,6 +73,7 @@ def test_quick_demo_produces_the_transfer_table_and_resumes(tmp_path, repo_stays
     assert "## What the pretrainings learned (budget 'quick')" in md
     assert "- supervised: val top-1 " in md and "- MoCo: kNN top-1 " in md
     assert "MoCo's query encoder at the end: q.q' " in md
+    assert "from 1 trial: no spread measured, so no verdict (--budget long" in md
     Image.open(table / "bars_digits_R18_FPN.png").verify()
     Image.open(table / "moco_loss_curve.png").verify()
     # Each fine-tuning run evaluated on the digit-scene test split and left its numbers.

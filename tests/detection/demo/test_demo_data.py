@@ -47,13 +47,10 @@ def test_classification_folders_are_imagenet_layout_and_stratified(tiny_demo_dat
     assert not names(train) & names(val), "a digit scan is in both train and val"
 
     unlabeled = ImageFolder(tiny_demo_data["unlabeled_train"])
-    assert unlabeled.classes == ["unlabeled"]
-    # Every train scan (and no val scan) rendered unlabeled_renders times (1 here), on shared
-    # styles.
+    # One folder per train scan (and none for a val scan), unlabeled_renders views each (1 here).
     renders = _manifest(tiny_demo_data)["params"]["unlabeled_renders"]
     assert len(unlabeled) == renders * len(train) == counts["unlabeled_train"]
-    scans = {n.rsplit("_r", 1)[0] + ".jpg" for n in names(unlabeled)}
-    assert scans == names(train)
+    assert {c + ".jpg" for c in unlabeled.classes} == names(train)
     image = Image.open(train.samples[0][0])
     assert (image.mode, image.size) == ("RGB", (64, 64))
     # Coloured, not grey: colour jitter must have something to act on.
@@ -303,31 +300,42 @@ def test_detectron2_evaluators_score_the_ground_truth_perfectly(tiny_demo_data, 
     assert MetadataCatalog.get(coco_name).thing_classes == list(DIGIT_CLASSES)
 
 
-def test_unlabeled_renders_share_a_few_styles_and_differ_by_digit():
-    """Instance identity is content: two renders on one style differ where the digits are only."""
+def test_the_palette_is_shared_flat_and_contrasting():
+    """Instance identity is content: images differ in colour only by their palette pair, so two
+    images of one pair differ where their digits are only."""
     from sklearn.datasets import load_digits
 
-    from detection.demo.data import make_styles, render_unlabeled_image
+    from detection.demo.data import MIN_CONTRAST, make_palette, render_digit_image
 
     scans = load_digits().images
-    styles = make_styles(seed=0, n_styles=1)
-    a, b = (render_unlabeled_image(scans[i], styles, seed=0, index=i) for i in (0, 1))
+    palette = make_palette(seed=0, size=8)
+    assert len(palette) == 8 and all(np.linalg.norm(bg - fg) > MIN_CONTRAST for bg, fg in palette)
+    assert len({tuple(bg.round(3)) for bg, _ in palette}) == 8  # 8 different pairs
+    one = palette[:1]
+    a, b = (render_digit_image(scans[i], one, seed=0, index=i) for i in (0, 1))
     corner = (slice(0, 4), slice(0, 4))  # outside every glyph (glyphs <= 85 % of the side, centred)
-    assert np.array_equal(a[corner], b[corner]) and np.array_equal(a[corner], styles[0][0][corner])
-    assert np.abs(a - b).mean() > 0.01
-    two = make_styles(seed=0, n_styles=2)
-    assert np.abs(two[0][0] - two[1][0]).mean() > 0.01  # styles differ from each other
+    assert np.array_equal(a[corner], b[corner])
+    assert np.allclose(a[corner], one[0][0]) and np.abs(a - b).mean() > 0.01
+    stroke = a[np.abs(a - one[0][0]).sum(-1) > 0.5 * np.linalg.norm(one[0][1] - one[0][0])]
+    assert len(stroke) > 50  # the digit, in between the pair's two colours
+    drawn = {tuple(render_digit_image(scans[0], palette, 0, i)[0, 0].round(3)) for i in range(60)}
+    assert drawn == {tuple(bg.round(3)) for bg, _ in palette}  # every pair is drawn, no other
 
 
-def test_the_demo_renders_each_train_scan_four_times(tmp_path):
+def test_the_demo_renders_each_train_scan_four_times_in_one_colour_pair(tmp_path):
     paths = make_demo_data(tmp_path / "d", limit=40, n_det_trainval=2, n_det_test=2, verbose=False)
-    files = sorted(os.listdir(os.path.join(paths["unlabeled_train"], "unlabeled")))
+    scans = sorted(os.listdir(paths["unlabeled_train"]))
     counts = _manifest(paths)["counts"]
-    assert len(files) == 4 * counts["cls_train"] == counts["unlabeled_train"]
-    first = [f for f in files if f.startswith(files[0].rsplit("_r", 1)[0])]
-    assert len(first) == 4
-    a, b = (
-        np.asarray(Image.open(os.path.join(paths["unlabeled_train"], "unlabeled", f)), np.float32)
-        for f in first[:2]
-    )
-    assert np.abs(a - b).mean() > 1.0, "the renders of one scan must differ"
+    assert len(scans) == counts["cls_train"] and 4 * len(scans) == counts["unlabeled_train"]
+    corners = []
+    for scan in scans:
+        views = [
+            np.asarray(Image.open(os.path.join(paths["unlabeled_train"], scan, f)), np.float32)
+            for f in sorted(os.listdir(os.path.join(paths["unlabeled_train"], scan)))
+        ]
+        assert len(views) == 4
+        assert np.abs(views[0] - views[1]).mean() > 1.0, "the views of one scan must differ"
+        corner = [v[:4, :4].mean((0, 1)) for v in views]
+        assert all(np.abs(c - corner[0]).max() < 3 for c in corner), "one background per scan"
+        corners.append(tuple(np.round(corner[0] / 8)))
+    assert 2 <= len(set(corners)) <= 8  # scans share the palette's few backgrounds

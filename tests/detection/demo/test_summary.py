@@ -49,3 +49,36 @@ def test_missing_stages_say_so(tmp_path):
     assert "budget 'quick'" in text
     assert "supervised: no metrics found" in text
     assert "MoCo: no kNN curve" in text
+
+
+def write_table(tmp_path, rows):
+    """transfer_table.csv as tools/transfer_table.py writes it (the columns read here)."""
+    path = tmp_path / "table" / "transfer_table.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["task,init,metric,n,mean,std,delta,baseline"]
+    lines += [f"digits,{init},{m},{n},{mean},{std},,supervised" for init, m, n, mean, std in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_transfer_verdict_is_moco_minus_random_against_the_larger_spread(tmp_path):
+    rows = [("moco", "bbox/AP50", 3, 30.0, 1.0), ("random", "bbox/AP50", 3, 27.5, 2.0)]
+    write_table(
+        tmp_path, rows + [("supervised", "bbox/AP50", 3, 35.0, 0.5), ("moco", "bbox/AP", 3, 9, 1)]
+    )
+    text = pretraining_summary(tmp_path, "full")
+    assert "AP50 moco 30.0 ± 1.0 vs random 27.5 ± 2.0 (3 trials each)" in text
+    assert "(+2.50 vs 2.00): yes." in text
+    assert "moco below the supervised upper bound (30.0 vs 35.0 AP50)" in text
+    write_table(
+        tmp_path, [("moco", "bbox/AP50", 3, 30.0, 3.0), ("random", "bbox/AP50", 3, 27.5, 2.0)]
+    )
+    assert "(+2.50 vs 3.00): NO." in pretraining_summary(tmp_path, "full")
+
+
+def test_one_trial_gives_no_transfer_verdict(tmp_path):
+    write_table(
+        tmp_path, [("moco", "bbox/AP50", 1, 30.0, ""), ("random", "bbox/AP50", 1, 20.0, "")]
+    )
+    text = pretraining_summary(tmp_path, "quick")
+    assert "from 1 trial: no spread measured, so no verdict" in text
+    assert "yes." not in text.split("transfer:")[1]

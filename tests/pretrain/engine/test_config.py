@@ -66,8 +66,22 @@ def test_moco_v2_inherits_and_800ep_inherits_v2():
 def test_demo_recipe_is_small():
     d = recipe("demo.yaml")
     assert d["model"]["arch"] in ("resnet18", "resnet50") and d["model"]["mlp"]
-    assert 1024 <= d["model"]["K"] <= 4096 and 4 <= d["model"]["bn_splits"] <= 8
+    assert 1024 <= d["model"]["K"] <= 4096 and 2 <= d["model"]["bn_splits"] <= 8
     assert 32 <= d["data"]["crop_size"] <= 64 and d["batch_size"] % d["model"]["bn_splits"] == 0
+    # The session-7 search's recipe (README Status): views of one scan, crops only, no mirror.
+    assert (d["data"]["positives"], d["data"]["aug"], d["data"]["hflip"]) == (
+        "folder",
+        "crop",
+        False,
+    )
+    assert d["data"]["in_memory"] and d["data"]["crop_scale"] == [0.5, 1.0]
+    # The paper's recipes stay the paper's.
+    v2 = recipe("moco_v2.yaml")
+    assert (v2["data"]["positives"], v2["data"]["aug"], v2["data"]["hflip"]) == (
+        "crops",
+        "v2",
+        True,
+    )
 
 
 def test_overrides_both_styles_and_yaml_values():
@@ -134,5 +148,5 @@ def test_what_only_the_launch_decides_is_checked_at_start():
 def test_resume_differences_name_each_changed_setting():
     saved = recipe("demo.yaml")
     now = recipe("demo.yaml", {"optim": {"lr": 0.01}, "model": {"T": 0.1}})
-    assert resume_differences(saved, now) == ["model.T: 0.2 -> 0.1", "optim.lr: 0.06 -> 0.01"]
+    assert resume_differences(saved, now) == ["model.T: 0.2 -> 0.1", "optim.lr: 0.02 -> 0.01"]
     assert resume_differences(saved, recipe("demo.yaml")) == []
