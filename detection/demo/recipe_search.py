@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from detection.demo.data import _jittered_digit_alpha, _rng
+from detection.demo.data import MIN_CONTRAST, _jittered_digit_alpha, _rng
 from pretrain.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.data.device_augment import DeviceAugment
 from pretrain.data.memory import sample_boxes
@@ -35,8 +35,6 @@ from pretrain.eval.knn import extract_features, knn_scores, with_precise_bn
 from pretrain.io import atomic_write_bytes
 from pretrain.model.backbone import pooled_backbone
 from pretrain.model.moco import MoCo, contrast_stats
-
-MIN_CONTRAST = 0.55  # RGB distance between stroke and background, as the demo's renders
 
 
 def render_masks(scans, indices, seed, renders, size=64):
