@@ -29,8 +29,9 @@ def main(argv=None):
         "--budget",
         default="full",
         choices=sorted(BUDGETS),
-        help="full: ~20 min on 2 CPU cores, one fine-tuning trial per initialisation; long: "
-        "~40 min, 3 trials (the transfer verdict needs their spread); quick: a minute, for tests",
+        help="full: ~16 min on 2 CPU cores, MoCo 12 epochs, one fine-tuning trial per "
+        "initialisation; long: ~35 min, MoCo 36 epochs and 3 trials (the transfer verdict needs "
+        "their spread); quick: a minute, for tests",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

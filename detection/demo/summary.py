@@ -96,7 +96,7 @@ def transfer_lines(table_csv, metric="bbox/AP50"):
     if moco_std is None or rand_std is None:
         return [
             f"- transfer: {metric} moco {moco:.1f} vs random {rand:.1f} from {min(n, n_r)} trial: "
-            "no spread measured, so no verdict (--budget long runs 3 trials)."
+            "no spread measured, so no verdict (--budget long: 36 MoCo epochs, 3 trials)."
         ]
     spread = max(moco_std, rand_std)
     lines = [

@@ -201,3 +201,22 @@ def test_make_clean_removes_the_venv_and_demo_outputs_only(tmp_path):
         capture_output=True,
     )
     assert not (tmp_path / "output").exists() and (tmp_path / "data" / "MANIFEST.json").exists()
+
+
+@pytest.mark.parametrize("budget", ["full", "long"])
+def test_each_budget_reaches_the_commands_its_stages_run(tmp_path, monkeypatch, budget):
+    """The long budget is what shows the transfer verdict (README, Status): 3x the MoCo epochs and
+    3 fine-tuning trials, whose spread the verdict needs; the full one pretrains 12 epochs and runs
+    one trial. Checked on the command lines the stages hand to our tools (nothing runs)."""
+    from detection.demo import pipeline
+
+    commands = []
+    monkeypatch.setattr(pipeline, "_run", lambda cmd, *a, **k: commands.append(cmd))
+    demo = Demo(str(tmp_path / "demo"), str(tmp_path / "data"), budget=budget)
+    demo.pretrain_moco()
+    demo.finetune()
+    pretrain, finetune = commands
+    epochs, trials = {"full": ("12", "1"), "long": ("36", "3")}[budget]
+    assert f"optim.epochs={epochs}" in pretrain
+    assert finetune[finetune.index("--trials") + 1] == trials
+    assert finetune[finetune.index("SOLVER.MAX_ITER") + 1] == "300"  # the same detector schedule
